@@ -1,0 +1,166 @@
+"""Benchmark of fault injection on a ResNet-18-size QDQ model.
+
+Builds a CIFAR-style ResNet-18 (11.2M int8 weights) in the QDQ layout edgefault's exporter
+writes (per-channel int8 weights and int32 biases feeding DequantizeLinear, uint8 activations
+as Q/DQ pairs), then measures, in the same run:
+
+* a plain ``onnx.load`` + ``onnx.save`` of the file (the reference);
+* ``inject_file`` at rate 1e-3 (read, inject, write), the ratio to the reference (goal <= 1.5);
+* the in-memory :class:`Injector` per chip once built (what a campaign pays per chip);
+* writing the fault map JSON, which ``--map`` adds;
+* sampling alone at rates 1e-6 .. 1e-1, to show the cost follows the fault count.
+
+Run: ``.venv/bin/python bench/inject.py [--repeats N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+from edgefault.faults import Chip, Injector, inject_file, sample_faults
+
+ACTIVATION_SCALE = 0.05
+
+
+class _Builder:
+    """Accumulates the nodes and initializers of a QDQ graph."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.inits.append(numpy_helper.from_array(np.array(ACTIVATION_SCALE, np.float32), "act.scale"))
+        self.inits.append(numpy_helper.from_array(np.array(0, np.uint8), "act.zero_point"))
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def requant(self, x: str) -> str:
+        """Q to uint8 then DQ, as between two layers of an exported model."""
+        q = self.node("QuantizeLinear", [x, "act.scale", "act.zero_point"], f"{x}.q")
+        return self.node("DequantizeLinear", [q, "act.scale", "act.zero_point"], f"{x}.dq")
+
+    def dq_param(self, name: str, values: np.ndarray, scale: np.ndarray) -> str:
+        zero = np.zeros(scale.shape, values.dtype)
+        self.inits += [numpy_helper.from_array(values, name), numpy_helper.from_array(scale, f"{name}.scale"),
+                       numpy_helper.from_array(zero, f"{name}.zero_point")]
+        return self.node("DequantizeLinear", [name, f"{name}.scale", f"{name}.zero_point"], f"{name}.dq", axis=0)
+
+    def conv(self, x: str, name: str, cin: int, cout: int, kernel: int, stride: int, relu: bool) -> str:
+        weight = self.rng.integers(-127, 128, (cout, cin, kernel, kernel), dtype=np.int8)
+        w_scale = np.full(cout, np.sqrt(2.0 / (cin * kernel * kernel)) / 64, np.float32)
+        bias = self.rng.integers(-1000, 1000, cout, dtype=np.int32)
+        w = self.dq_param(f"{name}.weight", weight, w_scale)
+        b = self.dq_param(f"{name}.bias", bias, (w_scale * ACTIVATION_SCALE).astype(np.float32))
+        pad = kernel // 2
+        y = self.node("Conv", [x, w, b], f"{name}.conv", strides=[stride, stride], pads=[pad] * 4)
+        return self.requant(self.node("Relu", [y], f"{name}.relu") if relu else y)
+
+
+def resnet18_qdq(num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+    """A CIFAR-style ResNet-18 (3x32x32 input) in exporter-style QDQ with random int8 weights.
+
+    Example:
+        >>> sum(numpy_helper.to_array(t).size for t in resnet18_qdq().graph.initializer
+        ...     if t.data_type == TensorProto.INT8) > 11_000_000
+        True
+    """
+    g = _Builder(seed)
+    x = g.requant("input")
+    x = g.conv(x, "conv1", 3, 64, 3, 1, relu=True)
+    cin = 64
+    for stage, cout in enumerate((64, 128, 256, 512), start=1):
+        for block in range(2):
+            stride = 2 if stage > 1 and block == 0 else 1
+            name = f"layer{stage}.{block}"
+            shortcut = x
+            if stride != 1 or cin != cout:
+                shortcut = g.conv(x, f"{name}.downsample", cin, cout, 1, stride, relu=False)
+            y = g.conv(x, f"{name}.conv1", cin, cout, 3, stride, relu=True)
+            y = g.conv(y, f"{name}.conv2", cout, cout, 3, 1, relu=False)
+            x = g.requant(g.node("Relu", [g.node("Add", [y, shortcut], f"{name}.add")], f"{name}.out"))
+            cin = cout
+    pooled = g.requant(g.node("GlobalAveragePool", [x], "pool"))
+    flat = g.node("Flatten", [pooled], "flatten", axis=1)
+    weight = g.rng.integers(-127, 128, (num_classes, 512), dtype=np.int8)
+    w = g.dq_param("fc.weight", weight, np.full(num_classes, 1e-3, np.float32))
+    g.node("Gemm", [flat, w], "logits", transB=1)
+    graph = helper.make_graph(
+        g.nodes, "resnet18_qdq",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes])],
+        g.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model.metadata_props.add(key="edgefault.note", value="bench model")
+    onnx.checker.check_model(model)
+    return model
+
+
+def _median_seconds(function, repeats: int) -> float:
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        function(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9, help="timed runs per measurement (median reported)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        model_path = Path(folder) / "resnet18_qdq.onnx"
+        onnx.save(resnet18_qdq(), model_path)
+        onnxruntime.InferenceSession(str(model_path))  # the bench model is a real, loadable model
+        out = Path(folder) / "out.onnx"
+        chip = lambda i: Chip("flip", rate=1e-3, seed=i)  # noqa: E731 - one chip per timed run
+
+        plain = _median_seconds(lambda i: onnx.save(onnx.load(model_path), out), args.repeats)
+        file_inject = _median_seconds(lambda i: inject_file(model_path, out, chip(i)), args.repeats)
+        start = time.perf_counter()
+        injector = Injector(model_path)
+        build = time.perf_counter() - start
+        memory = injector.memory()
+        per_chip = _median_seconds(lambda i: injector.inject(chip(i)), args.repeats)
+        _, fault_map = injector.inject(chip(0))
+        map_write = _median_seconds(lambda i: fault_map.write(Path(folder) / "map.json"), max(3, args.repeats // 3))
+
+        size_mb = model_path.stat().st_size / 1e6
+        print(f"model: CIFAR ResNet-18 QDQ, {len(memory.tensors)} int8 weight tensors, "
+              f"{memory.nbytes:,} weight bytes ({memory.nbits:,} bits), file {size_mb:.1f} MB")
+        print(f"median of {args.repeats} runs, flip at rate 1e-3 ({len(fault_map.records):,} faults)\n")
+        print("| step | time (ms) | ratio to load+save |")
+        print("|---|---:|---:|")
+        for label, seconds in [
+            ("onnx.load + onnx.save (reference)", plain),
+            ("inject_file: read + inject + write", file_inject),
+            ("Injector(path): parse once", build),
+            ("Injector.inject per chip (in memory)", per_chip),
+            ("FaultMap.write (the --map JSON)", map_write),
+        ]:
+            print(f"| {label} | {seconds * 1e3:.1f} | {seconds / plain:.2f} |")
+
+        print("\n| rate | faults | sampling (ms) | us per fault |")
+        print("|---:|---:|---:|---:|")
+        for exponent in range(-6, 0):
+            rate = 10.0**exponent
+            records = sample_faults(memory, Chip("flip", rate=rate, seed=1))
+            seconds = _median_seconds(lambda i: sample_faults(memory, Chip("flip", rate=rate, seed=i)), 5)
+            print(f"| 1e{exponent} | {len(records):,} | {seconds * 1e3:.2f} | {seconds * 1e6 / max(len(records), 1):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The ``edgefault`` command line: a thin click layer over the stage packages."""

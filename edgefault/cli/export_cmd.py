@@ -1,0 +1,56 @@
+"""``edgefault export RUN_DIR --out MODEL.onnx``: the int8 QDQ ONNX model of a trained run, self-checked."""
+
+from __future__ import annotations
+
+import click
+
+from edgefault.cli.options import json_option, limit_option
+from edgefault.export import ExportReport, ExportSettings, export_run
+from edgefault.fileio import to_json
+
+_defaults = ExportSettings()
+
+
+def format_report(report: ExportReport) -> str:
+    """The human-readable summary ``export`` prints.
+
+    Example:
+        >>> print(format_report(report))  # doctest: +SKIP
+        wrote lenet5.onnx: 5 int8 weight tensors, 61,470 weight bytes
+        ...
+    """
+    gap = "n/a" if report.max_logit_gap_steps is None else f"{report.max_logit_gap_steps:g} output steps"
+    kernels = ", ".join(f"{op} {count}" for op, count in sorted(report.op_counts.items(), key=lambda kv: -kv[1]))
+    meta = report.metadata
+    return "\n".join([
+        f"wrote {report.path}: {report.weight_tensors} int8 weight tensors, {report.weight_bytes:,} weight bytes, "
+        f"wbits {meta.wbits}, abits {meta.abits}",
+        f"parity on {report.images} test images of {meta.dataset}: top-1 agreement {report.agreement:.2%}, "
+        f"max logit gap {gap}",
+        f"accuracy: ONNX Runtime {report.onnx_accuracy:.2%}, PyTorch {report.torch_accuracy:.2%}",
+        f"after ONNX Runtime optimization: {report.integer_kernels} integer and {report.float_kernels} float "
+        f"conv/linear kernels ({kernels})",
+    ])
+
+
+@click.command(help="Export a trained run to an int8 QDQ ONNX model and check it against PyTorch.")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, metavar="MODEL.onnx", help="The ONNX file to write.")
+@click.option("--data", "data_spec", default=None, metavar="SPEC",
+              help="Dataset for the parity check  [default: the run's dataset].")
+@limit_option
+@click.option("--min-agreement", default=_defaults.min_agreement, show_default=True, type=click.FloatRange(0, 1),
+              help="Least top-1 agreement with PyTorch.")
+@click.option("--keep-on-parity-failure", is_flag=True,
+              help="Write the file even if parity or the integer-kernel check fails (exit status 0, a warning).")
+@json_option
+def command(run_dir, out, data_spec, limit, min_agreement, keep_on_parity_failure, as_json):
+    settings = ExportSettings(min_agreement=min_agreement, keep_on_parity_failure=keep_on_parity_failure,
+                              limit=limit, progress=not as_json)
+    report = export_run(run_dir, out, settings, data_spec=data_spec)
+    for problem in report.problems:
+        click.echo(f"edgefault: warning: kept {report.path} although {problem}", err=True)
+    if as_json:
+        click.echo(to_json(report.to_dict()))
+    else:
+        click.echo(format_report(report))

@@ -1,0 +1,7 @@
+"""Datasets: SPEC parsing, loaders for the supported on-disk formats, and augmentation."""
+
+from edgefault.data.dataset import Dataset
+from edgefault.data.loaders import load_dataset
+from edgefault.data.spec import DatasetSpec, parse_spec
+
+__all__ = ["Dataset", "DatasetSpec", "load_dataset", "parse_spec"]

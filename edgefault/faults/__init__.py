@@ -1,0 +1,45 @@
+"""Memory faults in the integer weight bytes of quantized ONNX models.
+
+The pieces, in the order they act: :class:`WeightMemory` (which bytes are weights, and the
+address of every bit), :class:`Chip` (the fault settings of one faulty device),
+:func:`sample_faults` (the chip's faulty bits on a memory, as :class:`FaultRecords`),
+:func:`apply_faults` (new weight arrays), and :class:`Injector` (faulty serialized models
+without touching the disk, with a :class:`FaultMap` of every fault).
+
+Example:
+    >>> from edgefault.faults import Chip, Injector
+    >>> injector = Injector("quant.onnx")  # doctest: +SKIP
+    >>> faulty_bytes, fault_map = injector.inject(Chip("flip", rate=1e-3, seed=1))  # doctest: +SKIP
+"""
+
+from edgefault.faults.chip import KINDS, Chip, parse_bits
+from edgefault.faults.faultmap import FaultMap, read_fault_map, records_from_entries
+from edgefault.faults.injector import METADATA_KEY, Injector, inject_file, inject_model_bytes
+from edgefault.faults.memory import WeightMemory, WeightTensor, find_weight_tensors
+from edgefault.faults.records import FLIP, KIND_NAMES, MBU, SA0, SA1, FaultRecords, apply_faults
+from edgefault.faults.sampling import sample_faults, target_bits
+
+__all__ = [
+    "FLIP",
+    "KINDS",
+    "KIND_NAMES",
+    "MBU",
+    "METADATA_KEY",
+    "SA0",
+    "SA1",
+    "Chip",
+    "FaultMap",
+    "FaultRecords",
+    "Injector",
+    "WeightMemory",
+    "WeightTensor",
+    "apply_faults",
+    "find_weight_tensors",
+    "inject_file",
+    "inject_model_bytes",
+    "parse_bits",
+    "read_fault_map",
+    "records_from_entries",
+    "sample_faults",
+    "target_bits",
+]

@@ -1,0 +1,119 @@
+"""Just enough of the protobuf wire format to patch a serialized ONNX model without re-serializing it.
+
+The in-memory injector keeps one serialized copy of the model and, per chip, copies it,
+rewrites the faulted bytes where the initializers' ``raw_data`` lie, and appends one
+``metadata_props`` entry: protobuf parsers merge a repeated field that appears again at the
+end of a message, so the entry lands after the existing ones. Field numbers are read from
+the ONNX descriptors rather than written out.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+_GRAPH = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+_METADATA = onnx.ModelProto.DESCRIPTOR.fields_by_name["metadata_props"].number
+_INITIALIZER = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+_NAME = onnx.TensorProto.DESCRIPTOR.fields_by_name["name"].number
+_RAW_DATA = onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
+_ENTRY_KEY = onnx.StringStringEntryProto.DESCRIPTOR.fields_by_name["key"].number
+_ENTRY_VALUE = onnx.StringStringEntryProto.DESCRIPTOR.fields_by_name["value"].number
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+
+
+def raw_data_spans(model_bytes: bytes) -> dict[str, list[tuple[int, int]]]:
+    """Where each top-level initializer's ``raw_data`` lies in a serialized model: name -> [(offset, length)].
+
+    A name maps to a list so that a caller can notice an initializer that occurs twice
+    (invalid ONNX, or a message split by protobuf merging) instead of patching the wrong copy.
+    Raises ``ValueError`` on bytes that are not well-formed protobuf.
+
+    Example:
+        >>> spans = raw_data_spans(onnx.load("quant.onnx").SerializeToString())  # doctest: +SKIP
+        >>> spans["conv1.weight_quantized"]  # doctest: +SKIP
+        [(1234, 72)]
+    """
+    view = memoryview(model_bytes)
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for field, start, end in _fields(view, 0, len(view)):
+        if field != _GRAPH:
+            continue
+        for graph_field, t_start, t_end in _fields(view, start, end):
+            if graph_field != _INITIALIZER:
+                continue
+            name, raw = None, None
+            for tensor_field, f_start, f_end in _fields(view, t_start, t_end):
+                if tensor_field == _NAME:
+                    name = bytes(view[f_start:f_end]).decode("utf-8", errors="replace")
+                elif tensor_field == _RAW_DATA:
+                    raw = (f_start, f_end - f_start)
+            if name is not None and raw is not None:
+                spans.setdefault(name, []).append(raw)
+    return spans
+
+
+def metadata_entry(key: str, value: str) -> bytes:
+    """The serialized ``metadata_props`` entry (key, value), ready to append to a serialized ModelProto.
+
+    Example:
+        >>> model = onnx.ModelProto()
+        >>> model.ParseFromString(model.SerializeToString() + metadata_entry("k", "v"))
+        6
+        >>> model.metadata_props[0].value
+        'v'
+    """
+    entry = _length_field(_ENTRY_KEY, key.encode()) + _length_field(_ENTRY_VALUE, value.encode())
+    return _length_field(_METADATA, entry)
+
+
+def _length_field(number: int, payload: bytes) -> bytes:
+    return _varint((number << 3) | _LENGTH) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _read_varint(view: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while pos < end:
+        byte = view[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            break
+    raise ValueError("malformed protobuf varint")
+
+
+def _fields(view: memoryview, pos: int, end: int):
+    """Yield (field number, payload start, payload end) for the length-delimited fields in view[pos:end]."""
+    while pos < end:
+        key, pos = _read_varint(view, pos, end)
+        wire_type = key & 7
+        if wire_type == _VARINT:
+            _, pos = _read_varint(view, pos, end)
+        elif wire_type == _FIXED64:
+            pos += 8
+        elif wire_type == _FIXED32:
+            pos += 4
+        elif wire_type == _LENGTH:
+            length, pos = _read_varint(view, pos, end)
+            if pos + length > end:
+                raise ValueError("protobuf field runs past the end of its message")
+            yield key >> 3, pos, pos + length
+            pos += length
+        else:  # groups (wire types 3 and 4) are not used by ONNX
+            raise ValueError(f"unsupported protobuf wire type {wire_type}")
+    if pos != end:
+        raise ValueError("protobuf message is truncated")

@@ -1,0 +1,49 @@
+"""Factories that build the quantized pieces of a model from its shared :class:`QuantSettings`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from edgefault.models.layers import QuantConv2d, QuantLinear
+from edgefault.models.quant import ActQuant, QuantSettings
+
+
+class QuantizedClassifier(nn.Module):
+    """Base of every registered model: knows its input shape and class count.
+
+    Subclasses quantize their input first (``self.input_quant``) and their logits last, so the
+    exported graph is integer from the first convolution to the classifier.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, settings: QuantSettings):
+        super().__init__()
+        self.input_shape, self.num_classes, self.quant = tuple(input_shape), num_classes, settings
+        self.input_quant = ActQuant(settings.abits, signed=True, role="input")
+
+
+def relu_quant(settings: QuantSettings) -> ActQuant:
+    """ReLU (or FATReLU when the threshold is set) fused with its unsigned activation quantizer."""
+    return ActQuant(settings.abits, signed=False, threshold=settings.fat_threshold, role="activation")
+
+
+def signed_quant(settings: QuantSettings, role: str) -> ActQuant:
+    """A signed activation quantizer (residual branches, logits)."""
+    return ActQuant(settings.abits, signed=True, role=role)
+
+
+def pool_quant(settings: QuantSettings) -> ActQuant:
+    """Unsigned quantizer after average pooling of non-negative activations (no threshold: not an activation)."""
+    return ActQuant(settings.abits, signed=False, role="pool")
+
+
+def conv(settings: QuantSettings, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+         padding: int | None = None, batchnorm: bool = True) -> QuantConv2d:
+    """A quantized convolution; 'same' padding by default, BatchNorm folded in by default."""
+    padding = kernel_size // 2 if padding is None else padding
+    return QuantConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=True,
+                       batchnorm=batchnorm, wbits=settings.wbits)
+
+
+def linear(settings: QuantSettings, in_features: int, out_features: int) -> QuantLinear:
+    """A quantized fully connected layer."""
+    return QuantLinear(in_features, out_features, bias=True, wbits=settings.wbits)

@@ -1,0 +1,42 @@
+"""Running ONNX models in ONNX Runtime: loading, metadata, scoring, sparsity, timing and kernel counts.
+
+Example:
+    >>> from edgefault.runtime import Evaluator, prepare_inputs  # doctest: +SKIP
+"""
+
+from edgefault.runtime.evaluate import EvalOptions, EvalReport, evaluate_model
+from edgefault.runtime.graph import KernelCounts, count_kernels, optimized_kernel_counts, optimized_model
+from edgefault.runtime.inputs import InputSpec, PreparedInputs, check_dataset_fits, prepare_inputs, resolve_input_spec
+from edgefault.runtime.loading import ModelIO, load_model, model_io, parse_model
+from edgefault.runtime.metadata import ModelMetadata
+from edgefault.runtime.session import Evaluator, Score, SessionSettings
+from edgefault.runtime.sparsity import SparsityReport, measure_sparsity
+from edgefault.runtime.timing import Timing, TimingSettings, measure_timing
+
+__all__ = [
+    "EvalOptions",
+    "EvalReport",
+    "Evaluator",
+    "InputSpec",
+    "KernelCounts",
+    "ModelIO",
+    "ModelMetadata",
+    "PreparedInputs",
+    "Score",
+    "SessionSettings",
+    "SparsityReport",
+    "Timing",
+    "TimingSettings",
+    "check_dataset_fits",
+    "count_kernels",
+    "evaluate_model",
+    "load_model",
+    "measure_sparsity",
+    "measure_timing",
+    "model_io",
+    "optimized_kernel_counts",
+    "optimized_model",
+    "parse_model",
+    "prepare_inputs",
+    "resolve_input_spec",
+]

@@ -1,0 +1,87 @@
+"""The readable ``edgefault eval`` report: aligned plain-text tables."""
+
+from __future__ import annotations
+
+from edgefault.runtime.evaluate import EvalReport
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return lines
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.1f}%"
+
+
+def format_report(report: EvalReport, show_graph: bool = False) -> str:
+    """Render an :class:`EvalReport` as text; ``show_graph`` adds the optimized op counts.
+
+    Example:
+        >>> print(format_report(evaluate_model("model.onnx")))  # doctest: +SKIP
+        model     model.onnx
+        ...
+    """
+    spec = report.input
+    shape = "x".join(map(str, spec.shape))
+    mean = ",".join(f"{v:g}" for v in spec.mean)
+    std = ",".join(f"{v:g}" for v in spec.std)
+    lines = [
+        f"model     {report.model}",
+        f"data      {report.dataset}: {report.images} test images, {report.num_classes} model classes",
+        f"input     {spec.name} {shape}, mean {mean}, std {std} (from {spec.source})",
+        f"accuracy  {_percent(report.accuracy)} top-1 ({report.correct}/{report.images})",
+    ]
+    meta = report.metadata
+    if meta is not None:
+        clean = "unknown" if meta.clean_accuracy is None else _percent(meta.clean_accuracy)
+        lines.append(f"metadata  edgefault {meta.version}, w{meta.wbits}a{meta.abits}, trained on {meta.dataset}, "
+                     f"recorded clean accuracy {clean}")
+    sparsity = report.sparsity
+    if sparsity is not None:
+        lines += ["", "activation sparsity (share of quantized values equal to the zero point)"]
+        if sparsity.activations:
+            rows = [
+                (a.tensor, a.producer, ",".join(map(str, a.zero_point)) if len(a.zero_point) < 4 else "per-channel",
+                 f"{a.elements_per_image:,}", _percent(a.zero_share))
+                for a in sparsity.activations
+            ]
+            lines += _table(("tensor", "computed by", "zero point", "values/image", "zeros"), rows, {2, 3, 4})
+        else:
+            lines.append("  no quantized activations found (a float model?)")
+        lines += ["", "MAC skip (multiply-accumulates whose activation input is zero)"]
+        if sparsity.layers:
+            rows = [
+                (layer.node, layer.op_type, layer.activation, f"{layer.macs_per_image:,.0f}",
+                 _percent(layer.skip_share))
+                for layer in sparsity.layers
+            ]
+            rows.append(("all layers", "", "", f"{sparsity.macs_per_image:,.0f}", _percent(sparsity.mac_skip_share)))
+            lines += _table(("layer", "op", "activation input", "MACs/image", "skippable"), rows, {3, 4})
+        else:
+            lines.append("  no conv/linear layer reads a quantized activation")
+    timing = report.timing
+    if timing is not None:
+        threads = "ONNX Runtime default" if timing.threads == 0 else str(timing.threads)
+        lines += [
+            "",
+            f"timing (intra-op threads: {threads})",
+            f"  latency, batch 1         p50 {timing.latency_p50_ms:.3f} ms, p90 {timing.latency_p90_ms:.3f} ms "
+            f"({timing.latency_runs} runs)",
+            f"  throughput, batch {timing.throughput_batch:<5d}  {timing.throughput_images_per_s:,.0f} images/s "
+            f"({timing.throughput_runs} runs)",
+        ]
+    kernels = report.kernels
+    if kernels is not None:
+        verdict = "all integer" if kernels.all_integer else ("no conv/linear" if not (
+            kernels.integer_kernels or kernels.float_kernels) else "float kernels remain")
+        lines += ["", f"kernels after ONNX Runtime optimization: {kernels.integer_kernels} integer, "
+                      f"{kernels.float_kernels} float conv/linear ({verdict})"]
+        if show_graph:
+            rows = [(op, str(count)) for op, count in sorted(kernels.ops.items(), key=lambda item: (-item[1], item[0]))]
+            lines += _table(("op", "count"), rows, {1})
+    return "\n".join(lines)

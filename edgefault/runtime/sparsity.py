@@ -1,0 +1,207 @@
+"""Measuring activation sparsity and the multiply-accumulates a zero-skipping accelerator saves.
+
+The model is copied with its quantized activations (see :mod:`edgefault.runtime.activations`)
+added as graph outputs, and that copy runs over the prepared test images once.
+
+Formulas, summed over all images:
+
+* activation sparsity of a tensor = (# values equal to its zero point) / (# values);
+* MAC-skip share of a layer = sum over input elements x of [x == zp] * m(x), divided by
+  sum over input elements of m(x), where m(x) is the number of multiply-accumulates x
+  takes part in. For a linear layer m(x) = out_features. For a conv,
+  m(c, i, j) = (out_channels / group) * cover_h(i) * cover_w(j), cover being the number of
+  (output position, kernel tap) pairs that read input row i (column j) given stride,
+  dilation and padding. Taps that fall on padding read no input element and are not MACs,
+  so the denominator is the conv's MAC count minus its padding taps;
+* the model's MAC-skip share = skipped MACs of all layers / MACs of all layers.
+
+Exposing a tensor as a graph output can stop ONNX Runtime from fusing around it, so the
+probe copy may round a value differently from the fused integer kernels in rare ties;
+accuracy is always measured on the unmodified model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+
+from edgefault.errors import EdgefaultError
+from edgefault.runtime.activations import (
+    MacLayer,
+    QuantizedTensor,
+    conv_input_weights,
+    find_mac_layers,
+    find_quantized_tensors,
+)
+from edgefault.runtime.inputs import PreparedInputs
+from edgefault.runtime.loading import error_line
+from edgefault.runtime.session import (
+    DEFAULT_BATCH,
+    ORT_ERRORS,
+    ORT_FLOAT_TYPES,
+    SessionSettings,
+    create_session,
+    progress_bar,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationSparsity:
+    """Share of a quantized activation's values equal to its zero point.
+
+    Example:
+        >>> report.activations[1]  # doctest: +SKIP
+        ActivationSparsity(tensor='r1_QuantizeLinear_Output', producer='QuantizeLinear', zero_point=[0], ...)
+    """
+
+    tensor: str
+    producer: str
+    zero_point: tuple[int, ...]
+    elements_per_image: int
+    zero_share: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerMacSkip:
+    """The MACs of one conv/linear layer per image and the share whose activation is zero.
+
+    Example:
+        >>> report.layers[0].skip_share  # doctest: +SKIP
+        0.41
+    """
+
+    node: str
+    op_type: str
+    activation: str
+    macs_per_image: float
+    skip_share: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityReport:
+    """Per-tensor activation sparsity, per-layer MAC-skip shares and the model-wide share.
+
+    ``mac_skip_share`` is None when no conv/linear layer reads a quantized activation.
+
+    Example:
+        >>> measure_sparsity(model, prepared).mac_skip_share  # doctest: +SKIP
+        0.37
+    """
+
+    images: int
+    activations: tuple[ActivationSparsity, ...]
+    layers: tuple[LayerMacSkip, ...]
+    macs_per_image: float
+    mac_skip_share: float | None
+
+
+class _Tally:
+    """Running zero counts: per tensor (plain) and per layer (MAC-weighted)."""
+
+    def __init__(self, tensors: list[QuantizedTensor], layers: list[MacLayer]) -> None:
+        self.tensors, self.layers = tensors, layers
+        self.zeros = {t.name: 0 for t in tensors}
+        self.elements = {t.name: 0 for t in tensors}
+        self.skipped = {layer.node: 0.0 for layer in layers}
+        self.macs = {layer.node: 0.0 for layer in layers}
+
+    def add(self, values: dict[str, np.ndarray]) -> None:
+        masks = {}
+        for tensor in self.tensors:
+            mask = tensor.zero_mask(values[tensor.name])
+            masks[tensor.name] = mask
+            self.zeros[tensor.name] += int(mask.sum())
+            self.elements[tensor.name] += mask.size
+        for layer in self.layers:
+            mask = masks[layer.activation]
+            if layer.kind == "linear":
+                self.skipped[layer.node] += float(mask.sum()) * layer.out_features
+                self.macs[layer.node] += float(mask.size) * layer.out_features
+                continue
+            if mask.ndim != 2 + len(layer.kernel):
+                raise EdgefaultError(f"conv {layer.node}: activation {layer.activation} has shape {mask.shape}")
+            weights = conv_input_weights(layer, mask.shape[2:])
+            per_position = mask.sum(axis=(0, 1))  # zeros at each spatial position, all images and channels
+            self.skipped[layer.node] += float((per_position * weights).sum())
+            self.macs[layer.node] += float(weights.sum()) * mask.shape[0] * mask.shape[1]
+
+    def report(self, images: int) -> SparsityReport:
+        activations = tuple(
+            ActivationSparsity(
+                t.name, t.producer, t.zero_point, self.elements[t.name] // max(images, 1),
+                self.zeros[t.name] / self.elements[t.name] if self.elements[t.name] else 0.0,
+            )
+            for t in self.tensors
+        )
+        layers = tuple(
+            LayerMacSkip(
+                layer.node, layer.op_type, layer.activation, self.macs[layer.node] / max(images, 1),
+                self.skipped[layer.node] / self.macs[layer.node] if self.macs[layer.node] else 0.0,
+            )
+            for layer in self.layers
+        )
+        total = sum(self.macs.values())
+        share = sum(self.skipped.values()) / total if total else None
+        return SparsityReport(images, activations, layers, total / max(images, 1), share)
+
+
+def probe_model(model: onnx.ModelProto, tensors: list[QuantizedTensor]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the given tensors.
+
+    Example:
+        >>> [o.name for o in probe_model(model, tensors).graph.output][1:]  # doctest: +SKIP
+        ['input_QuantizeLinear_Output', 'r1_QuantizeLinear_Output']
+    """
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {output.name for output in probe.graph.output}
+    for tensor in tensors:
+        if tensor.name not in existing:
+            # No type is given: ONNX Runtime infers the element type and shape of an output.
+            probe.graph.output.append(onnx.ValueInfoProto(name=tensor.name))
+    return probe
+
+
+def measure_sparsity(
+    model: onnx.ModelProto,
+    inputs: PreparedInputs,
+    input_name: str,
+    settings: SessionSettings = SessionSettings(),
+    batch_size: int = DEFAULT_BATCH,
+    progress: str | None = None,
+) -> SparsityReport:
+    """Run a probe copy of ``model`` over ``inputs`` and tally zero activations and skippable MACs.
+
+    Example:
+        >>> report = measure_sparsity(load_model("model.onnx"), prepared, "input")  # doctest: +SKIP
+        >>> [round(a.zero_share, 2) for a in report.activations]
+        [0.0, 0.61, 0.58, 0.72]
+    """
+    tensors = find_quantized_tensors(model)
+    layers = find_mac_layers(model, tensors)
+    tally = _Tally(tensors, layers)
+    if not tensors:
+        return tally.report(len(inputs))
+    session = create_session(probe_model(model, tensors).SerializeToString(), settings.options(), "probe model")
+    names = [tensor.name for tensor in tensors]
+    image_input = next(arg for arg in session.get_inputs() if arg.name == input_name)
+    dtype = ORT_FLOAT_TYPES.get(image_input.type, np.float32)
+    declared = image_input.shape or []
+    fixed = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else None
+    step = fixed or max(1, batch_size)
+    with progress_bar(len(inputs), progress) as bar:
+        for start in range(0, len(inputs), step):
+            batch = inputs.images[start : start + step]
+            count = len(batch)
+            if fixed and count < fixed:
+                batch = np.concatenate([batch, np.zeros((fixed - count, *batch.shape[1:]), batch.dtype)])
+            try:
+                outputs = session.run(names, {input_name: batch.astype(dtype, copy=False)})
+            except ORT_ERRORS as exc:
+                raise EdgefaultError(f"ONNX Runtime failed to run the probe model ({error_line(exc)})") from None
+            # Padding images of a fixed-batch graph are dropped before counting.
+            tally.add({name: value[:count] for name, value in zip(names, outputs)})
+            bar.update(count)
+    return tally.report(len(inputs))
