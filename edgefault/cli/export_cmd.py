@@ -19,7 +19,8 @@ def format_report(report: ExportReport) -> str:
         wrote lenet5.onnx: 5 int8 weight tensors, 61,470 weight bytes
         ...
     """
-    gap = "n/a" if report.max_logit_gap_steps is None else f"{report.max_logit_gap_steps:g} output steps"
+    steps = report.max_logit_gap_steps
+    gap = "n/a (float logits)" if steps is None else f"{steps:g} step{'' if steps == 1 else 's'} of the output scale"
     kernels = ", ".join(f"{op} {count}" for op, count in sorted(report.op_counts.items(), key=lambda kv: -kv[1]))
     meta = report.metadata
     return "\n".join([

@@ -177,7 +177,9 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     metadata.write_to(onnx_model)
     onnx.checker.check_model(onnx_model, full_check=True)
     _save(onnx_model, target)
-    weights = [t for t in onnx_model.graph.initializer if t.data_type == TensorProto.INT8]
+    # The weight memory: int8 initializers read as data by a DequantizeLinear (not its zero points).
+    weight_names = {node.input[0] for node in onnx_model.graph.node if node.op_type == "DequantizeLinear"}
+    weights = [t for t in onnx_model.graph.initializer if t.data_type == TensorProto.INT8 and t.name in weight_names]
     return ExportReport(
         path=target, images=parity.images, agreement=parity.agreement, max_logit_gap=parity.max_logit_gap,
         max_logit_gap_steps=parity.max_logit_gap_steps, onnx_accuracy=parity.onnx_accuracy,

@@ -7,7 +7,7 @@ with a per-tensor scale and zero point). The QDQ graph is laid out the way ONNX 
 fusion recognises on x86 (see notes/readme_export.md for what was measured):
 
 * ``ActQuant``: QuantizeLinear to uint8, then (abits < 8) Clip at ``max_code`` and (FATReLU)
-  ``Where(Greater(q, t), q, 0)``, all on the uint8 tensor, so the quantizer stays integer.
+  ``Mul(q, Cast(Greater(q, t)))``, all on the uint8 tensor, so the quantizer stays integer.
 * conv / linear: ``DQ(x) -> Conv/Gemm(DQ(int8 W), DQ(int32 bias)) -> Q``, fused to QLinearConv /
   QGemm. The int8 weights are the layer's ``integer_weight()`` codes, per-output-channel scales,
   axis 0; the bias is int32 at scale ``x_scale * w_scale``, which the fused kernels require.
@@ -190,16 +190,23 @@ class _GraphWriter:
             codes = self.node("Clip", [codes, low, high], f"{out}.clip" if threshold >= 0 else out)
         if threshold >= 0:
             # FATReLU on the codes: keep codes above the threshold code, zero the rest (zero point 0).
+            # codes * (codes > t) runs about 30x faster in ONNX Runtime than Where(codes > t, codes, 0).
             t_name = self.constant(f"{out}.threshold_code", np.array(min(threshold, 255), np.uint8))
             keep = self.node("Greater", [codes, t_name], f"{out}.keep")
-            zero = self.constant("uint8_zero", np.array(0, np.uint8))
-            codes = self.node("Where", [keep, codes, zero], out)
+            mask = self.node("Cast", [keep], f"{out}.mask", to=TensorProto.UINT8)
+            codes = self.node("Mul", [codes, mask], out)
         return _Codes(codes, scale, quant.zero_point, scale_name, zp_name)
 
     def float_activation(self, quant: ActQuant, x: _Float | _Codes, out: str) -> _Float:
         if quant.signed:
             return x if isinstance(x, _Float) else _Float(self.float_input(x))
-        return _Float(self.node("Relu", [self.float_input(x)], out))
+        if quant.threshold <= 0:
+            return _Float(self.node("Relu", [self.float_input(x)], out))
+        x_name = self.float_input(x)  # FATReLU in float: x * (x > T)
+        threshold = self.constant(f"{out}.threshold", np.array(quant.threshold, np.float32))
+        keep = self.node("Greater", [x_name, threshold], f"{out}.keep")
+        mask = self.node("Cast", [keep], f"{out}.mask", to=TensorProto.FLOAT)
+        return _Float(self.node("Mul", [x_name, mask], out))
 
     def weight_layer(self, fx_node: torch.fx.Node, layer: QuantConv2d | QuantLinear, x: _Float | _Codes,
                      op: str, **attributes) -> _Float:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,13 +19,15 @@ FORMAT = "edgefault-faultmap"
 VERSION = 1
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
 class FaultMap:
     """Applied faults: the records, each faulted weight's value before and after, and the chip.
 
     ``before``/``after`` hold the whole element's value in the clean and in the faulty model
-    (faults sharing an element show the same pair). ``chip`` is None for a map re-applied
-    from a file without one; ``target_bits`` is how many cells the chip could hit.
+    (faults sharing an element show the same pair); ``values`` gives them as a pair, or as a
+    function computing the pair, called on first use (a campaign that only needs the faulty
+    bytes never pays for them). ``chip`` is None for a map re-applied from a file without
+    one; ``target_bits`` is how many cells the chip could hit; ``changed_bits``, if given, is
+    the number of faults that changed their bit.
 
     Example:
         >>> _, fault_map = Injector("quant.onnx").inject(Chip("flip", rate=1e-3))  # doctest: +SKIP
@@ -33,19 +35,41 @@ class FaultMap:
         8
     """
 
-    records: FaultRecords
-    before: np.ndarray
-    after: np.ndarray
-    memory: WeightMemory
-    chip: Chip | None = None
-    target_bits: int | None = None
+    def __init__(
+        self,
+        records: FaultRecords,
+        memory: WeightMemory,
+        values: tuple[np.ndarray, np.ndarray] | Callable[[], tuple[np.ndarray, np.ndarray]],
+        chip: Chip | None = None,
+        target_bits: int | None = None,
+        changed_bits: int | None = None,
+    ):
+        if records.tensors != memory.names:
+            raise EdgefaultError("fault records and memory disagree on the tensors")
+        self.records, self.memory, self.chip, self.target_bits = records, memory, chip, target_bits
+        self._values = values
+        if changed_bits is not None:  # known already (the injector counts it per byte): skip the values
+            self.__dict__["changed_bits"] = changed_bits
+
+    @functools.cached_property
+    def _pair(self) -> tuple[np.ndarray, np.ndarray]:
+        before, after = self._values() if callable(self._values) else self._values
+        return np.asarray(before, dtype=np.int64), np.asarray(after, dtype=np.int64)
+
+    @property
+    def before(self) -> np.ndarray:
+        return self._pair[0]
+
+    @property
+    def after(self) -> np.ndarray:
+        return self._pair[1]
 
     @property
     def changed(self) -> np.ndarray:
         """Whether each fault changed its bit (a stuck cell already at its value changes nothing)."""
-        return ((np.asarray(self.before) ^ np.asarray(self.after)) >> self.records.bit) & 1 == 1
+        return ((self.before ^ self.after) >> self.records.bit) & 1 == 1
 
-    @property
+    @functools.cached_property
     def changed_bits(self) -> int:
         return int(self.changed.sum())
 
@@ -57,18 +81,19 @@ class FaultMap:
             3
         """
         records = self.records
-        position = np.array([self.memory.names.index(name) for name in records.tensors], dtype=np.int64)[records.tensor]
         count = len(self.memory.tensors)
-        faults = np.bincount(position, minlength=count)
-        changed_bits = np.bincount(position, weights=self.changed, minlength=count).astype(np.int64)
-        altered = np.asarray(self.before) != np.asarray(self.after)
-        elements = np.unique(np.stack([position[altered], records.index[altered]]), axis=1)
-        changed_weights = np.bincount(elements[0], minlength=count)
+        faults = np.bincount(records.tensor, minlength=count)
+        changed_bits = np.bincount(records.tensor, weights=self.changed, minlength=count).astype(np.int64)
+        # Records are in address order, so the faults of one weight are adjacent: count each weight once.
+        first = np.ones(len(records), dtype=bool)
+        first[1:] = (records.tensor[1:] != records.tensor[:-1]) | (records.index[1:] != records.index[:-1])
+        changed_weights = np.bincount(records.tensor[first & (self.before != self.after)], minlength=count)
         per_tensor = [
             {
                 "tensor": tensor.name,
                 "dtype": tensor.dtype,
                 "shape": list(tensor.shape),
+                "consumer": tensor.consumer,
                 "bits": tensor.nbits,
                 "faults": int(faults[i]),
                 "changed_bits": int(changed_bits[i]),
@@ -80,7 +105,7 @@ class FaultMap:
         return {
             "faults": len(records),
             "changed_bits": self.changed_bits,
-            "changed_weights": int(elements.shape[1]),
+            "changed_weights": int(changed_weights.sum()),
             "memory_bits": self.memory.nbits,
             "target_bits": self.target_bits,
             "tensors_hit": int(np.count_nonzero(faults)),
@@ -93,34 +118,39 @@ class FaultMap:
 
         Example:
             >>> fault_map.to_dict()["faults"][0]  # doctest: +SKIP
-            {'tensor': 'fc.weight_quantized', 'index': 12, 'bit': 3, 'kind': 'flip', 'before': -5, 'after': 3, 'address': 4195}
+            {'tensor': 'fc.weight', 'index': 12, 'bit': 3, 'kind': 'flip', 'before': -5, 'after': 3, 'address': 99}
         """
-        faults = [
-            {**row, "before": before, "after": after}
-            for row, before, after in zip(self.records.rows(), self.before.tolist(), self.after.tolist())
-        ]
-        for fault in faults:  # keep the address last: it is derived, the rest is what re-applying reads
-            fault["address"] = fault.pop("address")
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "chip": None if self.chip is None else self.chip.to_dict(),
-            "summary": self.summary(),
-            "faults": faults,
-        }
+        return {**self._head(), "faults": [json.loads(line) for line in self._fault_lines()]}
 
     def write(self, path: str | os.PathLike) -> None:
-        """Write the map as JSON atomically, one fault per line so large maps stay readable.
+        """Write :meth:`to_dict` as JSON atomically, one fault per line so that large maps stay readable.
 
         Example:
             >>> fault_map.write("map.json")  # doctest: +SKIP
         """
-        document = self.to_dict()
-        faults = document.pop("faults")
-        head = json.dumps(document, indent=2)[:-2]  # drop the closing "\n}" to append the faults
-        body = ",\n    ".join(json.dumps(fault) for fault in faults)
-        text = head + (',\n  "faults": [\n    ' + body + "\n  ]\n}\n" if faults else ',\n  "faults": []\n}\n')
-        write_bytes_atomic(path, text.encode())
+        head = json.dumps(self._head(), indent=2)[:-2]  # drop the closing "\n}" to append the faults
+        lines = self._fault_lines()
+        body = ',\n  "faults": [\n    ' + ",\n    ".join(lines) + "\n  ]\n}\n" if lines else ',\n  "faults": []\n}\n'
+        write_bytes_atomic(path, (head + body).encode())
+
+    def _head(self) -> dict[str, Any]:
+        chip = None if self.chip is None else self.chip.to_dict()
+        return {"format": FORMAT, "version": VERSION, "chip": chip, "summary": self.summary()}
+
+    def _fault_lines(self) -> list[str]:
+        # Formatting strings directly is ~10x faster than json.dumps per fault, which matters at
+        # 90,000 faults; names and kinds are JSON-encoded once.
+        records = self.records
+        names = [json.dumps(name) for name in records.tensors]
+        kinds = [json.dumps(kind) for kind in KIND_NAMES]
+        return [
+            f'{{"tensor": {names[t]}, "index": {i}, "bit": {b}, "kind": {kinds[k]}, "before": {x}, "after": {y}, '
+            f'"address": {a}}}'
+            for t, i, b, k, x, y, a in zip(
+                records.tensor.tolist(), records.index.tolist(), records.bit.tolist(), records.kind.tolist(),
+                self.before.tolist(), self.after.tolist(), records.address.tolist(),
+            )
+        ]
 
 
 def read_fault_map(source: str | os.PathLike | dict) -> tuple[list[dict[str, Any]], Chip | None]:
@@ -131,7 +161,8 @@ def read_fault_map(source: str | os.PathLike | dict) -> tuple[list[dict[str, Any
     """
     document = source if isinstance(source, dict) else read_json(source)
     where = "fault map" if isinstance(source, dict) else f"{source}"
-    if not isinstance(document, dict) or document.get("format") != FORMAT or not isinstance(document.get("faults"), list):
+    valid = isinstance(document, dict) and document.get("format") == FORMAT
+    if not valid or not isinstance(document.get("faults"), list):
         raise EdgefaultError(f"{where}: not an edgefault fault map (needs format {FORMAT!r} and a faults list)")
     chip = Chip.from_dict(document["chip"]) if document.get("chip") is not None else None
     return document["faults"], chip

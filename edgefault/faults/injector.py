@@ -1,13 +1,16 @@
 """Injecting a chip into a model: in memory for campaigns (parse once, patch bytes per chip), or file to file.
 
 The injector keeps one serialized copy of the model and the byte offset of every weight
-tensor inside it. A chip then costs its sampling, one copy of the bytes, a write per faulty
-byte and one appended metadata entry: the model is never parsed or serialized again, and
-everything except the faulted weight bytes and that entry stays byte-for-byte as it was.
+tensor inside it. A chip then costs its sampling, a write per faulty byte into that copy,
+one copy out (or one file write) with a metadata entry appended, and the restore of the
+faulty bytes: the model is never parsed or serialized again, and everything except the
+faulted weight bytes and that entry stays byte-for-byte as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 from pathlib import Path
@@ -23,7 +26,7 @@ from edgefault.faults.memory import WeightMemory, find_weight_tensors
 from edgefault.faults.records import FaultRecords, patch_words, word_masks
 from edgefault.faults.sampling import sample_faults, target_bits
 from edgefault.faults.wire import metadata_entry, raw_data_spans
-from edgefault.fileio import write_bytes_atomic
+from edgefault.fileio import atomic_path
 from edgefault.runtime.loading import iter_tensors, load_model, parse_model
 
 METADATA_KEY = "edgefault.fault_chip"
@@ -34,7 +37,8 @@ class Injector:
 
     ``model`` is a path (external data allowed, inside the model's folder), serialized
     bytes, or a ModelProto (left unmodified). Models with external data come out with every
-    tensor embedded.
+    tensor embedded. Not thread-safe: building an output patches the cached copy in place
+    for a moment (campaigns use one injector per process).
 
     Example:
         >>> injector = Injector("quant.onnx")  # doctest: +SKIP
@@ -44,10 +48,10 @@ class Injector:
     """
 
     def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto):
-        base: bytes | None = None
+        base: np.ndarray | None = None
         if isinstance(model, (bytes, bytearray, memoryview)):
-            base = bytes(model)
-            proto = parse_model(base, "model bytes")
+            base = np.frombuffer(model, dtype=np.uint8).copy()  # the caller's bytes stay untouched
+            proto = parse_model(base.data, "model bytes")
         elif isinstance(model, onnx.ModelProto):
             proto = model
             if any(_is_external(t) for t in iter_tensors(proto.graph)):
@@ -55,21 +59,27 @@ class Injector:
         else:
             file = Path(model)
             try:
-                # Reading the bytes ourselves lets a self-contained file serve as the cached copy as is.
-                base = file.read_bytes() if file.is_file() else None
-                proto = parse_model(base, str(file)) if base is not None else load_model(file)
+                # Reading the file into a writable array lets a self-contained model serve as the
+                # cached copy without another 11 MB copy for a ResNet-18.
+                base = _read_writable(file) if file.is_file() else None
+                proto = parse_model(base.data, str(file)) if base is not None else load_model(file)
             except EdgefaultError:
                 # External data (checked to stay in the model's folder), or the same error again.
                 base, proto = None, load_model(file)
-        self._memories = {flag: WeightMemory.from_model(proto, include_bias=flag) for flag in (False, True)}
+        found = find_weight_tensors(proto, include_bias=True)
+        self._memories = {
+            flag: WeightMemory.from_found([f for f in found if flag or f[1] != "int32"], include_bias=flag)
+            for flag in (False, True)
+        }
         full = self._memories[True]
         spans = _weight_spans(base, full) if base is not None else None
         if spans is None:
-            base = _serialize_with_raw_weights(proto, full)
+            base = np.frombuffer(_serialize_with_raw_weights(proto), dtype=np.uint8).copy()
             spans = _weight_spans(base, full)
             if spans is None:
                 raise EdgefaultError("cannot locate the weight bytes in the serialized model")
-        self._base = base
+        # A private, writable copy: each chip is patched into it, copied out, then undone.
+        self._buffer = base
         self._offsets = spans
         keys = {entry.key for entry in proto.metadata_props}
         # Re-injecting a faulty model adds a second entry rather than overwriting the first.
@@ -80,22 +90,24 @@ class Injector:
 
         Example:
             >>> Injector("quant.onnx").memory().nbits  # doctest: +SKIP
-            64768
+            72512
         """
         return self._memories[include_bias]
 
     def arrays(self, include_bias: bool = False) -> dict[str, np.ndarray]:
-        """Read-only views of the clean weight arrays, by tensor name.
+        """Read-only views of the clean weight arrays (of the cached copy), by tensor name.
 
         Example:
             >>> Injector("quant.onnx").arrays()["conv1.weight_quantized"].shape  # doctest: +SKIP
             (8, 1, 3, 3)
         """
-        return {
-            t.name: np.frombuffer(self._base, dtype=np.dtype(t.dtype).newbyteorder("<"), count=t.size,
-                                  offset=self._offsets[t.name]).reshape(t.shape)
-            for t in self.memory(include_bias).tensors
-        }
+        views = {}
+        for tensor in self.memory(include_bias).tensors:
+            start = self._offsets[tensor.name]
+            view = self._buffer[start : start + tensor.nbytes].view(np.dtype(tensor.dtype).newbyteorder("<"))
+            view.setflags(write=False)
+            views[tensor.name] = view.reshape(tensor.shape)
+        return views
 
     def inject(self, chip: Chip) -> tuple[bytes, FaultMap]:
         """Sample the chip on this model and return the faulty serialized model and its fault map.
@@ -103,8 +115,8 @@ class Injector:
         Example:
             >>> faulty_bytes, fault_map = Injector("quant.onnx").inject(Chip("sa1", count=10))  # doctest: +SKIP
         """
-        buffer, fault_map = self._build(*self._chip_records(chip))
-        return buffer.tobytes(), fault_map
+        with self.patched(*self._chip_records(chip)) as (parts, fault_map):
+            return b"".join(parts), fault_map
 
     def inject_map(self, source: str | os.PathLike | dict) -> tuple[bytes, FaultMap]:
         """Re-apply a recorded fault map (a path or a parsed dict) to this model.
@@ -112,8 +124,8 @@ class Injector:
         Example:
             >>> faulty_bytes, fault_map = Injector("other.onnx").inject_map("map.json")  # doctest: +SKIP
         """
-        buffer, fault_map = self._build(*self._map_records(source))
-        return buffer.tobytes(), fault_map
+        with self.patched(*self._map_records(source)) as (parts, fault_map):
+            return b"".join(parts), fault_map
 
     def apply(self, records: FaultRecords, chip: Chip | None = None) -> tuple[bytes, FaultMap]:
         """Apply ready-made records (drawn on :meth:`memory`) to the model; ``chip`` goes in the metadata entry.
@@ -123,8 +135,53 @@ class Injector:
             >>> records = sample_faults(injector.memory(), Chip("flip", count=3))  # doctest: +SKIP
             >>> faulty_bytes, fault_map = injector.apply(records)  # doctest: +SKIP
         """
-        buffer, fault_map = self._build(records, chip, None)
-        return buffer.tobytes(), fault_map
+        with self.patched(records, chip, None) as (parts, fault_map):
+            return b"".join(parts), fault_map
+
+    @contextlib.contextmanager
+    def patched(self, records: FaultRecords, chip: Chip | None = None, target: int | None = None):
+        """Within the block, the faulty model as buffers to concatenate (or write in turn), and its map.
+
+        The buffers are valid only inside the block: the cached copy is restored on exit.
+
+        Example:
+            >>> with injector.patched(records) as (parts, fault_map):  # doctest: +SKIP
+            ...     size = sum(len(part) for part in parts)
+        """
+        memory = next((m for m in self._memories.values() if m.names == records.tensors), None)
+        if memory is None:
+            raise EdgefaultError("the fault records were not drawn on this model's weight memory")
+        offsets = np.array([self._offsets[name] for name in memory.names], dtype=np.int64)
+        # Each tensor's bytes lie contiguously in both the memory and the buffer, so a fault's
+        # byte moves by the same amount as its tensor's start.
+        shift = offsets - np.array([t.offset for t in memory.tensors], dtype=np.int64)
+        position = (records.address >> 3) + shift[records.tensor]
+        starts, clear, stuck_one, toggle = word_masks(position, records.address & 7, records.kind)
+        where = position[starts]
+        old = self._buffer[where]
+        new = patch_words(old, clear, stuck_one, toggle)
+        dtypes = {t.dtype for t in memory.tensors}
+        try:
+            if len(dtypes) == 1 and memory.tensors[0].itemsize == 1:  # the usual case: an element is its byte
+                stored = np.dtype(dtypes.pop())
+                values = functools.partial(_byte_values, old.view(stored), new.view(stored), starts, len(records))
+                self._buffer[where] = new
+            else:  # int32 biases too: read whole elements before and after patching
+                elements = _element_positions(records, memory, offsets)
+                before = _read_elements(self._buffer, elements, len(records))
+                self._buffer[where] = new
+                values = before, _read_elements(self._buffer, elements, len(records))
+            changed = int(np.bitwise_count(old ^ new).sum())  # each changed bit is one record's
+            fault_map = FaultMap(records, memory, values, chip, target, changed)
+            note = {
+                "chip": None if chip is None else chip.to_dict(),
+                "faults": len(records),
+                "changed_bits": changed,
+                "memory_bits": memory.nbits,
+            }
+            yield (self._buffer.data, metadata_entry(self.metadata_key, json.dumps(note, sort_keys=True))), fault_map
+        finally:
+            self._buffer[where] = old
 
     def _chip_records(self, chip: Chip) -> tuple[FaultRecords, Chip, int]:
         memory = self.memory(chip.include_bias)
@@ -135,51 +192,13 @@ class Injector:
         memory = self.memory(True if chip is None else chip.include_bias)
         return records_from_entries(entries, memory), chip, None
 
-    def _build(self, records: FaultRecords, chip: Chip | None, target: int | None) -> tuple[np.ndarray, FaultMap]:
-        """The faulty model as a uint8 array (a file write needs no bytes copy), and its fault map."""
-        memory = next((m for m in self._memories.values() if m.names == records.tensors), None)
-        if memory is None:
-            raise EdgefaultError("the fault records were not drawn on this model's weight memory")
-        specs = memory.tensors
-        itemsize = np.array([t.itemsize for t in specs], dtype=np.int64)
-        start = np.array([self._offsets[t.name] for t in specs], dtype=np.int64)
-        element = start[records.tensor] + records.index * itemsize[records.tensor]
-        clean = np.frombuffer(self._base, dtype=np.uint8)
-        before = np.zeros(len(records), dtype=np.int64)
-        after = np.zeros(len(records), dtype=np.int64)
-        writes = []
-        for dtype in sorted({t.dtype for t in specs}):
-            rows = np.flatnonzero(np.array([t.dtype == dtype for t in specs])[records.tensor])
-            if rows.size:
-                elements = element[rows]
-                words, old, new = _patch_elements(clean, elements, records.bit[rows], records.kind[rows], dtype)
-                group = np.cumsum(np.concatenate([[False], elements[1:] != elements[:-1]]))
-                signed = np.dtype(dtype).newbyteorder("<")
-                before[rows] = old.view(signed)[group]
-                after[rows] = new.view(signed)[group]
-                writes.append((words, new.view(np.uint8)))
-        fault_map = FaultMap(records, before, after, memory, chip, target)
-        note = {
-            "chip": None if chip is None else chip.to_dict(),
-            "faults": len(records),
-            "changed_bits": fault_map.changed_bits,
-            "memory_bits": memory.nbits,
-        }
-        entry = metadata_entry(self.metadata_key, json.dumps(note, sort_keys=True))
-        out = np.empty(clean.size + len(entry), dtype=np.uint8)
-        out[: clean.size] = clean
-        out[clean.size :] = np.frombuffer(entry, dtype=np.uint8)
-        for words, new_bytes in writes:
-            width = new_bytes.size // max(words.size, 1)
-            out[(words[:, None] + np.arange(width)).reshape(-1)] = new_bytes
-        return out, fault_map
-
 
 def inject_model_bytes(model: bytes | onnx.ModelProto, chip: Chip) -> tuple[bytes, FaultMap]:
     """One-shot in-memory injection; build an :class:`Injector` instead to inject many chips.
 
     Example:
-        >>> faulty, fault_map = inject_model_bytes(Path("quant.onnx").read_bytes(), Chip("flip", rate=1e-3))  # doctest: +SKIP
+        >>> data = Path("quant.onnx").read_bytes()  # doctest: +SKIP
+        >>> faulty, fault_map = inject_model_bytes(data, Chip("flip", rate=1e-3))  # doctest: +SKIP
     """
     return Injector(model).inject(chip)
 
@@ -208,10 +227,13 @@ def inject_file(
     if map_out is not None and Path(map_out).resolve() == Path(out_path).resolve():
         raise EdgefaultError("--map and --out must be different files")
     injector = Injector(source)
-    faulty, fault_map = injector._build(*(injector._chip_records(chip) if chip else injector._map_records(map_in)))
-    if map_out is not None:
-        fault_map.write(map_out)
-    write_bytes_atomic(out_path, faulty)
+    records = injector._chip_records(chip) if chip is not None else injector._map_records(map_in)
+    with injector.patched(*records) as (parts, fault_map):
+        if map_out is not None:
+            fault_map.write(map_out)
+        with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
+            for part in parts:
+                handle.write(part)
     return fault_map
 
 
@@ -227,10 +249,17 @@ def _is_external(tensor: onnx.TensorProto) -> bool:
     return tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
-def _weight_spans(base: bytes, memory: WeightMemory) -> dict[str, int] | None:
+def _read_writable(file: Path) -> np.ndarray:
+    """The file's bytes in a writable uint8 array (no zero-filling first: it is 11 MB for a ResNet-18)."""
+    with open(file, "rb") as handle:
+        data = np.empty(os.fstat(handle.fileno()).st_size, dtype=np.uint8)
+        return data[: handle.readinto(memoryview(data))]
+
+
+def _weight_spans(base: np.ndarray, memory: WeightMemory) -> dict[str, int] | None:
     """Offsets of each weight tensor's raw bytes, or None unless every one is found once with the right length."""
     try:
-        spans = raw_data_spans(base)
+        spans = raw_data_spans(base.data)
     except ValueError:
         return None
     offsets = {}
@@ -242,15 +271,18 @@ def _weight_spans(base: bytes, memory: WeightMemory) -> dict[str, int] | None:
     return offsets
 
 
-def _serialize_with_raw_weights(proto: onnx.ModelProto, memory: WeightMemory) -> bytes:
+def _serialize_with_raw_weights(proto: onnx.ModelProto) -> bytes:
     """Serialize the model, storing any weight held in typed fields (e.g. int32_data) as raw bytes instead."""
-    typed = [t for t, _, _ in find_weight_tensors(proto, include_bias=True) if not t.HasField("raw_data")]
+    typed = [t.name for t, _, _ in find_weight_tensors(proto, include_bias=True) if not t.HasField("raw_data")]
     if typed:
         copy = onnx.ModelProto()
         copy.CopyFrom(proto)  # never modify the caller's proto
-        stored = {t.name: t for t in copy.graph.initializer}
-        for tensor in typed:
-            stored[tensor.name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
+        for tensor in copy.graph.initializer:
+            if tensor.name in typed:
+                values = numpy_helper.to_array(tensor)
+                for field in ("int32_data", "int64_data", "uint64_data"):
+                    tensor.ClearField(field)
+                tensor.raw_data = values.astype(values.dtype.newbyteorder("<")).tobytes()
         proto = copy
     try:
         return proto.SerializeToString()
@@ -258,10 +290,31 @@ def _serialize_with_raw_weights(proto: onnx.ModelProto, memory: WeightMemory) ->
         raise EdgefaultError(f"cannot serialize the model in one piece ({exc})") from None
 
 
-def _patch_elements(clean, element, bits, kinds, dtype):
-    """Distinct faulty element positions, their stored values before and after (unsigned, little-endian)."""
-    word = np.dtype(f"<u{np.dtype(dtype).itemsize}")
-    starts, clear, stuck_one, toggle = word_masks(element, bits, kinds, dtype=word)
-    words = element[starts]
-    old = clean[words[:, None] + np.arange(word.itemsize)].view(word).reshape(-1)
-    return words, old, patch_words(old, clear, stuck_one, toggle)
+def _byte_values(old: np.ndarray, new: np.ndarray, starts: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per record, its byte's value before and after, from the values of the distinct faulty bytes."""
+    group = np.zeros(count, dtype=np.int64)
+    group[starts[1:]] = 1
+    group = np.cumsum(group)
+    return old[group], new[group]
+
+
+def _element_positions(records: FaultRecords, memory: WeightMemory, offsets: np.ndarray):
+    """Per element dtype: (record rows, buffer position of each record's element, dtype)."""
+    dtypes = sorted({t.dtype for t in memory.tensors})
+    codes = np.array([dtypes.index(t.dtype) for t in memory.tensors])[records.tensor]
+    itemsize = np.array([t.itemsize for t in memory.tensors], dtype=np.int64)
+    groups = []
+    for code, dtype in enumerate(dtypes):
+        rows = np.flatnonzero(codes == code)
+        tensor = records.tensor[rows]
+        groups.append((rows, offsets[tensor] + records.index[rows] * itemsize[tensor], dtype))
+    return groups
+
+
+def _read_elements(buffer: np.ndarray, groups, count: int) -> np.ndarray:
+    """The int64 value of each record's element, read from the buffer (little-endian, as ONNX stores it)."""
+    values = np.zeros(count, dtype=np.int64)
+    for rows, positions, dtype in groups:
+        stored = np.dtype(dtype).newbyteorder("<")
+        values[rows] = buffer[positions[:, None] + np.arange(stored.itemsize)].view(stored).reshape(-1)
+    return values

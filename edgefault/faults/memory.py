@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from pathlib import Path
 
@@ -60,15 +61,15 @@ class WeightTensor:
         if any(d < 0 for d in self.shape) or self.offset < 0:
             raise EdgefaultError(f"weight tensor {self.name!r}: negative shape or offset")
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         """Number of elements."""
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def itemsize(self) -> int:
         """Bytes per element."""
-        return np.dtype(self.dtype).itemsize
+        return 4 if self.dtype == "int32" else 1
 
     @property
     def width(self) -> int:
@@ -98,7 +99,7 @@ class WeightMemory:
     Example:
         >>> memory = WeightMemory.from_model("quant.onnx")  # doctest: +SKIP
         >>> memory.nbits, memory.names[:1]  # doctest: +SKIP
-        (7864, ('conv1.weight_quantized',))
+        (72512, ('conv1.weight_quantized',))
     """
 
     tensors: tuple[WeightTensor, ...]
@@ -114,7 +115,7 @@ class WeightMemory:
         expected = 0
         for tensor in self.tensors:
             if tensor.offset != expected:
-                raise EdgefaultError(f"weight tensor {tensor.name!r} starts at byte {tensor.offset}, expected {expected}")
+                raise EdgefaultError(f"tensor {tensor.name!r} starts at byte {tensor.offset}, expected {expected}")
             if tensor.is_bias and not self.include_bias:
                 raise EdgefaultError(f"int32 tensor {tensor.name!r} is a bias; it needs include_bias=True")
             expected += tensor.nbytes
@@ -145,7 +146,16 @@ class WeightMemory:
         """
         if not isinstance(model, onnx.ModelProto):
             model = load_model(Path(model))
-        specs = [(t.name, dtype, tuple(t.dims), consumer) for t, dtype, consumer in find_weight_tensors(model, include_bias)]
+        return cls.from_found(find_weight_tensors(model, include_bias), include_bias)
+
+    @classmethod
+    def from_found(cls, found, include_bias: bool = False) -> WeightMemory:
+        """The memory of :func:`find_weight_tensors` output; an error when it found nothing.
+
+        Example:
+            >>> WeightMemory.from_found(find_weight_tensors(onnx.load("quant.onnx")))  # doctest: +SKIP
+        """
+        specs = [(t.name, dtype, tuple(t.dims), consumer) for t, dtype, consumer in found]
         if not specs:
             kinds = "int8/uint8 weights or int32 biases" if include_bias else "int8/uint8 weights"
             raise EdgefaultError(
@@ -176,18 +186,6 @@ class WeightMemory:
     def nbits(self) -> int:
         return 8 * self.nbytes
 
-    def tensor(self, name: str) -> WeightTensor:
-        """The tensor called ``name``.
-
-        Example:
-            >>> WeightMemory.from_tensors([("a", "int8", (4,), "test")]).tensor("a").size
-            4
-        """
-        for tensor in self.tensors:
-            if tensor.name == name:
-                return tensor
-        raise EdgefaultError(f"{name!r} is not a tensor of the weight memory")
-
     def locate(self, addresses) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Map bit addresses to (tensor position, flat element index, bit within the element).
 
@@ -212,7 +210,8 @@ class WeightMemory:
             [72]
         """
         positions = np.asarray(positions, dtype=np.int64)
-        return self.bit_starts[positions] + np.asarray(indices, np.int64) * self.widths[positions] + np.asarray(bits, np.int64)
+        indices, bits = np.asarray(indices, np.int64), np.asarray(bits, np.int64)
+        return self.bit_starts[positions] + indices * self.widths[positions] + bits
 
 
 def _frozen(values) -> np.ndarray:

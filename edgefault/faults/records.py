@@ -7,7 +7,7 @@ on a ResNet-18 holds about 90,000 faults, and a campaign draws thousands of chip
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -24,7 +24,7 @@ class FaultRecords:
     ``tensor`` indexes ``tensors`` (names); ``kind`` holds :data:`FLIP`, :data:`SA0`,
     :data:`SA1` or :data:`MBU` (a bit of a multi-bit upset, flipped); ``address`` is the bit
     address in the weight memory the records were drawn on. Rows are in strictly increasing
-address order, so each bit appears once and the faults of one word are adjacent.
+    address order, so each bit appears once and the faults of one word are adjacent.
 
     Example:
         >>> records = FaultRecords(("w",), [0, 0], [3, 5], [7, 0], [FLIP, SA1], [31, 40])
@@ -43,8 +43,9 @@ address order, so each bit appears once and the faults of one word are adjacent.
         object.__setattr__(self, "tensors", tuple(self.tensors))
         columns = {"tensor": np.int32, "index": np.int64, "bit": np.int64, "kind": np.uint8, "address": np.int64}
         for name, dtype in columns.items():
-            array = np.array(getattr(self, name), dtype=dtype).reshape(-1)
-            array.setflags(write=False)  # records are shared between maps and chips; keep them immutable
+            # A read-only view (a copy only where the dtype differs): records are shared, not edited.
+            array = np.asarray(getattr(self, name), dtype=dtype).reshape(-1).view()
+            array.setflags(write=False)
             object.__setattr__(self, name, array)
         if len({getattr(self, name).size for name in columns}) != 1:
             raise EdgefaultError("fault record columns must have equal lengths")
@@ -69,22 +70,13 @@ address order, so each bit appears once and the faults of one word are adjacent.
         return [KIND_NAMES[code] for code in self.kind.tolist()]
 
     def tensor_names(self) -> list[str]:
-        """The tensor name of each record."""
-        return [self.tensors[position] for position in self.tensor.tolist()]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One dict per record: tensor, index, bit, kind, address.
+        """The tensor name of each record.
 
         Example:
-            >>> FaultRecords(("w",), [0], [2], [7], [FLIP], [23]).rows()
-            [{'tensor': 'w', 'index': 2, 'bit': 7, 'kind': 'flip', 'address': 23}]
+            >>> FaultRecords(("a", "b"), [0, 1], [0, 0], [1, 1], [SA0, SA0], [1, 9]).tensor_names()
+            ['a', 'b']
         """
-        return [
-            {"tensor": t, "index": i, "bit": b, "kind": k, "address": a}
-            for t, i, b, k, a in zip(
-                self.tensor_names(), self.index.tolist(), self.bit.tolist(), self.kind_names(), self.address.tolist()
-            )
-        ]
+        return [self.tensors[position] for position in self.tensor.tolist()]
 
     def take(self, keep: np.ndarray) -> FaultRecords:
         """The records selected by a boolean mask or an index array.
@@ -151,11 +143,15 @@ def word_masks(words: np.ndarray, bits: np.ndarray, kinds: np.ndarray, dtype=np.
         return np.zeros(0, dtype=np.int64), empty, empty, empty
     starts = np.flatnonzero(np.concatenate([[True], words[1:] != words[:-1]]))
     kinds = np.asarray(kinds)
-    zero = np.zeros(1, dtype=dtype)
-    clear = np.bitwise_or.reduceat(np.where(kinds == SA0, masks, zero), starts)
-    stuck_one = np.bitwise_or.reduceat(np.where(kinds == SA1, masks, zero), starts)
-    toggle = np.bitwise_or.reduceat(np.where((kinds == FLIP) | (kinds == MBU), masks, zero), starts)
-    return starts, clear, stuck_one, toggle
+    single = int(kinds[0]) if kinds.min() == kinds.max() else None  # one kind: nothing to mask out
+    combined = []
+    for codes in ((SA0,), (SA1,), (FLIP, MBU)):
+        if single is not None:
+            combined.append(np.bitwise_or.reduceat(masks, starts) if single in codes else np.zeros(starts.size, dtype))
+        else:
+            chosen = np.isin(kinds, codes)
+            combined.append(np.bitwise_or.reduceat(np.where(chosen, masks, np.zeros(1, dtype)), starts))
+    return (starts, *combined)
 
 
 def patch_words(values: np.ndarray, clear: np.ndarray, stuck_one: np.ndarray, toggle: np.ndarray) -> np.ndarray:

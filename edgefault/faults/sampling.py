@@ -1,29 +1,24 @@
-"""Drawing a chip's faults: a seeded key per memory cell, generated lazily at a cost that follows the fault count.
+"""Drawing a chip's faults at a cost that follows the number of faults, not the number of bits.
 
-The model. Every target cell (a bit position the chip may hit, in address order) carries an
-independent uniform key in [0, 1) drawn from the chip's seed. At rate ``p`` the faulty cells
-are those with key < p; with ``count=K`` they are the K cells with the smallest keys. So a
-cell is faulty with probability exactly ``p``, independently of the others, and a count
-chip is a uniformly random K-subset.
+The target cells of a chip are the bit cells it may hit (tensors matching ``layers``, bit
+positions allowed by ``bits``), numbered in address order. The chip's generator is
+``numpy.random.default_rng(seed)``; nothing else is random.
 
-Keys are never stored. The key range is cut into layers ([0, 2^-40), then four layers per
-octave up to 1); in layer j each cell not claimed by an earlier layer is claimed with the
-conditional probability ``w_j / (1 - lo_j)``, which makes the first claiming layer of a cell
-fall in each layer with exactly its width. A layer is a Bernoulli process along the cells,
-drawn as geometric gaps, three uniforms per claimed cell (gap, key within the layer, stuck
-polarity): the first claim of every layer from one shared stream, the rest from the layer's
-own stream (``SeedSequence(seed, spawn_key=(j + 1,))``, what ``SeedSequence(seed).spawn``
-would give). Drawing stops at the layer that holds ``p`` (or the K-th key), so the work
-follows the number of faults (at most ~19% more claims than faults, plus a fixed ~0.1 ms
-for the layer heads), never the number of bits.
+* Rate ``p``: each target cell is faulty independently with probability ``p``. The faulty
+  cells are drawn in address order as geometric gaps, one uniform per fault, so the work is
+  proportional to the number of faults. The stream of gaps does not depend on the memory
+  size (chunks of it give the same numbers however they are cut), hence the pairing: the
+  same chip on two memories with the same number of target cells hits the same cells, and
+  on a smaller memory it hits exactly the prefix of a larger memory's faults.
+* Count ``K``: exactly K distinct target cells, uniformly at random
+  (``Generator.choice(cells, K, replace=False)``: Floyd's algorithm, O(K) for K up to 2% of
+  the cells). Memories with the same number of target cells get the same cells; memories
+  of other sizes get independent draws.
+* ``stuck`` polarities come from a second stream, ``SeedSequence(seed, spawn_key=(1,))``,
+  one uniform per fault in address order (so they pair too).
 
-What that buys (the chip's pairing guarantees):
-* the same chip on two memories with the same number of target cells hits the same cells;
-* every layer's stream ignores the memory size, so on a smaller memory a rate chip's faults
-  are exactly the prefix of a larger memory's, and a count chip's faults include every fault
-  the larger memory has in the common prefix;
-* chips of one seed are nested: rate p faults are a subset of rate q > p faults, and the
-  kinds share cells (``flip`` and ``sa0`` of one seed fault the same cells).
+Every kind of one seed and rate (or count) faults the same cells: ``flip`` and ``sa0`` chips
+differ only in what the faulty cells do.
 """
 
 from __future__ import annotations
@@ -38,44 +33,39 @@ from edgefault.faults.chip import MAX_BIT, Chip
 from edgefault.faults.memory import WeightMemory
 from edgefault.faults.records import FLIP, MBU, SA0, SA1, FaultRecords
 
-_LOWEST_OCTAVE = -40  # a memory of 2^40 bits expects one cell in the bottom layer
-_LAYERS_PER_OCTAVE = 4
-# Layer j covers keys in [_BOUNDS[j], _BOUNDS[j + 1]); the last boundary is exactly 1.
-_BOUNDS = np.concatenate(
-    [[0.0], 2.0 ** (np.arange(-_LOWEST_OCTAVE * _LAYERS_PER_OCTAVE + 1) / _LAYERS_PER_OCTAVE + _LOWEST_OCTAVE)]
-)
-_LAYERS = len(_BOUNDS) - 1
-# Probability that layer j claims a cell no earlier layer claimed; the top layer claims the rest.
-_CLAIM = np.diff(_BOUNDS) / (1.0 - _BOUNDS[:-1])
-# 1 / log(1 - claim), 0 for the top layer, whose gaps are all 1.
-_INV_LOG_MISS = np.concatenate([1.0 / np.log1p(-_CLAIM[:-1]), [0.0]])
-# Packed claims: cell index << 9 | layer << 1 | polarity (161 layers fit in 8 bits).
-_CELL_SHIFT = 9
-_CELL_SHIFT_LIMIT = 63 - _CELL_SHIFT
+_CHUNK_ROWS = 1 << 22  # uniforms drawn at once stay under 64 MB, whatever the rate
 
 
 @dataclasses.dataclass(frozen=True)
 class _TargetCells:
-    """The cells a chip may hit: per targeted tensor, ``per_element`` allowed bits of each element."""
+    """The cells a chip may hit, numbered in address order: per targeted tensor, its allowed bits of each element."""
 
-    positions: np.ndarray  # positions of the targeted tensors in the memory
-    per_element: np.ndarray  # target cells per element of each targeted tensor
-    ends: np.ndarray  # cumulative cell counts: tensor i owns cells [ends[i] - cells_i, ends[i])
+    positions: np.ndarray  # memory positions of the targeted tensors
+    starts: np.ndarray  # first cell number of each targeted tensor, then the total
+    bit_starts: np.ndarray  # address of each targeted tensor's first bit
+    widths: np.ndarray  # bits per element of each targeted tensor
+    per_element: np.ndarray  # allowed bits per element of each targeted tensor
     bit_table: np.ndarray  # bit_table[i, k]: the k-th allowed bit of targeted tensor i
 
     @property
     def size(self) -> int:
-        return int(self.ends[-1])
+        return int(self.starts[-1])
 
-    def locate(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(memory tensor position, element index, bit) of each cell index."""
-        target = np.searchsorted(self.ends, cells, side="right")
-        per_element = self.per_element[target]
-        local = cells - (self.ends[target] - self._sizes()[target])
-        return self.positions[target], local // per_element, self.bit_table[target, local % per_element]
-
-    def _sizes(self) -> np.ndarray:
-        return np.diff(self.ends, prepend=0)
+    def place(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(memory tensor position, element index, bit, address) of each cell number."""
+        target = np.searchsorted(self.starts, cells, side="right") - 1
+        local = cells - self.starts[target]
+        if np.array_equal(self.per_element, self.widths):  # every bit allowed: cells run along the addresses
+            # Widths are 8 or 32: shifts and masks instead of a division.
+            shifts = np.log2(self.widths).astype(np.int64)
+            if shifts.min() == shifts.max():
+                index, bit = local >> int(shifts[0]), local & int(self.widths[0] - 1)
+            else:
+                index, bit = local >> shifts[target], local & (self.widths - 1)[target]
+            return self.positions[target], index, bit, cells + (self.bit_starts - self.starts[:-1])[target]
+        index, k = np.divmod(local, self.per_element[target])
+        bit = self.bit_table[target, k]
+        return self.positions[target], index, bit, self.bit_starts[target] + index * self.widths[target] + bit
 
 
 def target_bits(memory: WeightMemory, chip: Chip) -> int:
@@ -105,141 +95,88 @@ def sample_faults(memory: WeightMemory, chip: Chip) -> FaultRecords:
     """
     if memory.include_bias != chip.include_bias:
         raise EdgefaultError(
-            f"chip has include_bias={chip.include_bias} but the memory was built with include_bias={memory.include_bias}"
+            f"chip has include_bias={chip.include_bias} but the memory has include_bias={memory.include_bias}"
         )
     cells = _target_cells(memory, chip)
     if chip.count is not None and chip.count > cells.size:
         raise EdgefaultError(f"count {chip.count} exceeds the {cells.size} target bits of the weight memory")
-    chosen, stuck_at_one = _draw_cells(chip.seed, cells.size, chip.rate, chip.count)
-    position, index, bit = cells.locate(chosen)
+    position, index, bit, address = cells.place(_draw_cells(chip.seed, cells.size, chip.rate, chip.count))
     if chip.kind == "mbu":
-        position, index, bit = _bursts(memory, position, index, bit, chip.burst)
-        kind = np.full(bit.size, MBU, dtype=np.uint8)
+        address = _bursts(memory, address, bit, position, chip.burst)
+        position, index, bit = memory.locate(address)
+        kind = np.full(address.size, MBU, dtype=np.uint8)
     elif chip.kind == "stuck":
-        kind = np.where(stuck_at_one, SA1, SA0).astype(np.uint8)
+        kind = np.where(_stuck_at_one(chip.seed, address.size), SA1, SA0).astype(np.uint8)
     else:
-        kind = np.full(bit.size, {"flip": FLIP, "sa0": SA0, "sa1": SA1}[chip.kind], dtype=np.uint8)
+        kind = np.full(address.size, {"flip": FLIP, "sa0": SA0, "sa1": SA1}[chip.kind], dtype=np.uint8)
+    records = FaultRecords(memory.names, position, index, bit, kind, address)
     forbidden = np.zeros(MAX_BIT + 1, dtype=bool)
     forbidden[list(chip.protect_bits)] = True
     if chip.bits is not None:  # only bursts can reach beyond the target cells
         forbidden[np.setdiff1d(np.arange(MAX_BIT + 1), chip.bits)] = True
-    keep = ~forbidden[bit]
-    address = memory.addresses(position[keep], index[keep], bit[keep])
-    records = FaultRecords(memory.names, position[keep], index[keep], bit[keep], kind[keep], address)
-    if chip.kind == "mbu":  # overlapping bursts of one word: each bit flips once, in address order
-        _, first = np.unique(address, return_index=True)
-        records = records.take(first)
-    return records
+    return records.take(~forbidden[records.bit]) if forbidden.any() else records
 
 
 def _target_cells(memory: WeightMemory, chip: Chip) -> _TargetCells:
     pattern = re.compile(chip.layers) if chip.layers is not None else None
-    targeted = [i for i, t in enumerate(memory.tensors) if pattern is None or pattern.search(t.name)]
+    targeted = [i for i, name in enumerate(memory.names) if pattern is None or pattern.search(name)]
     if not targeted:
         shown = ", ".join(memory.names[:5]) + (", ..." if len(memory.names) > 5 else "")
         raise EdgefaultError(f"--layers {chip.layers!r} matches no weight tensor (tensors: {shown})")
-    allowed = chip.bits if chip.bits is not None else tuple(range(MAX_BIT + 1))
+    allowed = np.array(chip.bits if chip.bits is not None else range(MAX_BIT + 1), dtype=np.int64)
+    widths = memory.widths[targeted]
     bit_table = np.zeros((len(targeted), MAX_BIT + 1), dtype=np.int64)
     per_element = np.zeros(len(targeted), dtype=np.int64)
-    sizes = np.zeros(len(targeted), dtype=np.int64)
-    for row, position in enumerate(targeted):
-        tensor = memory.tensors[position]
-        bits = [b for b in allowed if b < tensor.width]
-        bit_table[row, : len(bits)] = bits
-        per_element[row] = len(bits)
-        sizes[row] = tensor.size * len(bits)
+    for width in np.unique(widths).tolist():
+        bits = allowed[allowed < width]
+        bit_table[widths == width, : bits.size] = bits
+        per_element[widths == width] = bits.size
+    sizes = np.array([memory.tensors[i].size for i in targeted], dtype=np.int64) * per_element
     if not sizes.sum():
-        raise EdgefaultError(f"bits {list(allowed)} select no bit of the targeted tensors (int8 and uint8 have bits 0-7)")
-    return _TargetCells(np.array(targeted, dtype=np.int64), per_element, np.cumsum(sizes), bit_table)
+        raise EdgefaultError(f"bits {allowed.tolist()} select no bit of the targeted tensors (int8 has bits 0-7)")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    return _TargetCells(np.array(targeted), starts, memory.bit_starts[targeted], widths, per_element, bit_table)
 
 
-def _draw_cells(seed: int, cells: int, rate: float | None, count: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Faulty cell indices in increasing order, and each one's stuck polarity (True: stuck at 1)."""
-    if cells >= 2**_CELL_SHIFT_LIMIT:
-        raise EdgefaultError(f"a weight memory of {cells} bits is too large to sample")
-    parts: list[np.ndarray] = []
-    if count != 0 and rate != 0.0:
-        # Every layer's first claim comes from one shared draw, so the many layers that hold no
-        # cell of this memory cost no generator of their own.
-        heads = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))).random((_LAYERS, 3))
-        occupied = _gaps(heads[:, 0], np.arange(_LAYERS)) <= cells
-        claimed = 0
-        for layer in np.flatnonzero(occupied).tolist():
-            if rate is not None and _BOUNDS[layer] >= rate:
-                break
-            index, keys, coins = _layer_cells(seed, layer, cells, heads[layer])
-            if rate is not None:
-                keep = keys < rate  # only the layer holding the rate has keys above it
-                index, keys, coins = index[keep], keys[keep], coins[keep]
-            claimed += index.size
-            if count is not None and claimed >= count:
-                # The K smallest keys: every earlier layer's cells, then the lowest keys of this
-                # layer among the cells no earlier layer claimed.
-                earlier = _merge(parts) >> _CELL_SHIFT
-                slot = np.minimum(np.searchsorted(earlier, index), max(earlier.size - 1, 0))
-                fresh = np.flatnonzero(earlier[slot] != index) if earlier.size else np.arange(index.size)
-                need = count - earlier.size
-                if fresh.size >= need:
-                    fresh = np.sort(fresh[np.argpartition(keys[fresh], need - 1)[:need]]) if need < fresh.size else fresh
-                    parts.append(_pack(index[fresh], layer, coins[fresh]))
-                    break
-                claimed = earlier.size + fresh.size
-            parts.append(_pack(index, layer, coins))
-    packed = _merge(parts)
-    return packed >> _CELL_SHIFT, (packed & 1).astype(bool)
-
-
-def _gaps(uniforms: np.ndarray, layers) -> np.ndarray:
-    """Geometric gaps (>= 1) by inversion: P(gap > k) = (1 - claim)^k.
-
-    No cap is needed against overflow: a gap is at most ~37 / claim (uniforms stop 2^-53
-    short of 1) and a layer draws about claim * cells of them, so sums stay near 37 * cells.
-    """
-    return (np.log1p(-uniforms) * _INV_LOG_MISS[layers]).astype(np.int64) + 1
-
-
-def _layer_cells(seed: int, layer: int, cells: int, head: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The cells of [0, cells) that one key layer claims, with their keys and polarity coins.
-
-    The first claim comes from ``head``; the rest from the layer's own generator, three
-    uniforms per claim. That stream is the same however it is chunked, so the chunk size
-    (which depends on the memory size) changes speed only, never the cells.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(layer + 1,)))
-    chunk, last, found = head[None, :], -1, []
-    while last < cells - 1:
-        expected = _CLAIM[layer] * (cells - 1 - last)
-        chunk = np.concatenate([chunk, rng.random((int(expected + 4.0 * np.sqrt(expected)) + 16, 3))])
-        index = last + np.cumsum(_gaps(chunk[:, 0], layer))
-        inside = int(np.searchsorted(index, cells))  # claims are increasing: the first ``inside`` fit
-        found.append((index[:inside], chunk[:inside, 1], chunk[:inside, 2]))
-        if inside < index.size:
-            break
-        last, chunk = int(index[-1]), chunk[:0]
-    index, keys, coins = (np.concatenate(parts) for parts in zip(*found))
-    low, high = _BOUNDS[layer], _BOUNDS[layer + 1]
-    return index, low + keys * (high - low), coins
-
-
-def _pack(index: np.ndarray, layer: int, coins: np.ndarray) -> np.ndarray:
-    """Cell index, layer and polarity in one int64, so a plain sort orders by cell, then layer."""
-    return (index << _CELL_SHIFT) | (layer << 1) | (coins < 0.5)
-
-
-def _merge(parts: list[np.ndarray]) -> np.ndarray:
-    """Packed claims of several layers, sorted by cell, keeping each cell's first (lowest-key) claim."""
-    if not parts:
+def _draw_cells(seed: int, cells: int, rate: float | None, count: int | None) -> np.ndarray:
+    """Faulty cell numbers in increasing order."""
+    rng = np.random.default_rng(seed)
+    if count is not None:
+        chosen = rng.choice(cells, size=count, replace=False) if count else np.zeros(0, dtype=np.int64)
+        return np.sort(chosen).astype(np.int64)
+    if rate == 0.0:
         return np.zeros(0, dtype=np.int64)
-    packed = np.sort(np.concatenate(parts), kind="stable")  # stable sort runs fast on sorted runs
-    cell = packed >> _CELL_SHIFT
-    first = np.ones(packed.size, dtype=bool)
-    first[1:] = cell[1:] != cell[:-1]
-    return packed[first]
+    # Gap = 1 + floor(log(1 - u) / log(1 - p)) has P(gap > k) = (1 - p)^k; at p = 1 every gap is 1.
+    scale = 1.0 / np.log1p(-rate) if rate < 1.0 else 0.0
+    found, last = [], -1
+    while last < cells - 1:
+        expected = rate * (cells - 1 - last)
+        gaps = rng.random(min(int(expected + 6.0 * np.sqrt(expected)) + 16, _CHUNK_ROWS))
+        # In place, to spare allocations; gaps are capped past the memory's end so that tiny
+        # rates cannot overflow the sum.
+        np.negative(gaps, out=gaps)
+        np.log1p(gaps, out=gaps)
+        gaps *= scale
+        np.minimum(gaps, cells, out=gaps)
+        cell = gaps.astype(np.int64)
+        cell += 1
+        np.cumsum(cell, out=cell)
+        cell += last
+        inside = int(np.searchsorted(cell, cells))  # cells increase: the first ``inside`` fit
+        found.append(cell[:inside])
+        if inside < cell.size:
+            break
+        last = int(cell[-1])
+    return found[0] if len(found) == 1 else np.concatenate(found)
 
 
-def _bursts(memory, position, index, bit, burst):
-    """Expand each upset cell into ``burst`` adjacent bits of its word, kept inside the word."""
-    widths = np.array([t.width for t in memory.tensors], dtype=np.int64)[position]
-    start = np.minimum(bit, widths - burst)
-    bits = (start[:, None] + np.arange(burst)).reshape(-1)
-    return np.repeat(position, burst), np.repeat(index, burst), bits
+def _stuck_at_one(seed: int, faults: int) -> np.ndarray:
+    """The polarity of each ``stuck`` fault, in order, from the seed's second stream: the first
+    stream alone fixes the cells, so every kind of one seed faults the same cells."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))).random(faults) < 0.5
+
+
+def _bursts(memory: WeightMemory, address, bit, position, burst: int) -> np.ndarray:
+    """Each upset cell's burst of ``burst`` adjacent bits, kept inside its word; merged and sorted."""
+    first = address - bit + np.minimum(bit, memory.widths[position] - burst)
+    return np.unique((first[:, None] + np.arange(burst)).reshape(-1))

@@ -57,8 +57,7 @@ def metadata_entry(key: str, value: str) -> bytes:
 
     Example:
         >>> model = onnx.ModelProto()
-        >>> model.ParseFromString(model.SerializeToString() + metadata_entry("k", "v"))
-        6
+        >>> _ = model.ParseFromString(model.SerializeToString() + metadata_entry("k", "v"))
         >>> model.metadata_props[0].value
         'v'
     """
@@ -99,20 +98,22 @@ def _read_varint(view: memoryview, pos: int, end: int) -> tuple[int, int]:
 def _fields(view: memoryview, pos: int, end: int):
     """Yield (field number, payload start, payload end) for the length-delimited fields in view[pos:end]."""
     while pos < end:
-        key, pos = _read_varint(view, pos, end)
+        key = view[pos]  # one-byte keys (fields 1-15) are the rule in ONNX; decode longer ones in full
+        key, pos = (key, pos + 1) if key < 0x80 else _read_varint(view, pos, end)
         wire_type = key & 7
-        if wire_type == _VARINT:
+        if wire_type == _LENGTH:
+            length = view[pos] if pos < end else 0x80
+            length, pos = (length, pos + 1) if length < 0x80 else _read_varint(view, pos, end)
+            if pos + length > end:
+                raise ValueError("protobuf field runs past the end of its message")
+            yield key >> 3, pos, pos + length
+            pos += length
+        elif wire_type == _VARINT:
             _, pos = _read_varint(view, pos, end)
         elif wire_type == _FIXED64:
             pos += 8
         elif wire_type == _FIXED32:
             pos += 4
-        elif wire_type == _LENGTH:
-            length, pos = _read_varint(view, pos, end)
-            if pos + length > end:
-                raise ValueError("protobuf field runs past the end of its message")
-            yield key >> 3, pos, pos + length
-            pos += length
         else:  # groups (wire types 3 and 4) are not used by ONNX
             raise ValueError(f"unsupported protobuf wire type {wire_type}")
     if pos != end:

@@ -135,7 +135,7 @@ class ActQuant(nn.Module):
 
     def step_size(self) -> torch.Tensor:
         """The positive step (ONNX scale) that forward uses."""
-        return self.step.abs() + 1e-8
+        return self.step.abs().clamp_min(1e-8)
 
     def threshold_code(self) -> int:
         """Largest code that FATReLU zeroes (-1: none); recomputed from the current step."""

@@ -66,14 +66,16 @@ def _ascend_and_descend(model, closure, optimizer, perturb: Callable[[], Callabl
 
 
 def _shift_parameters(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
+    # Restore from copies: (w + e) - e is not always w in floating point.
+    originals = [param.detach().clone() for param, _ in pairs]
     with torch.no_grad():
         for param, offset in pairs:
             param.add_(offset)
 
     def restore() -> None:
         with torch.no_grad():
-            for param, offset in pairs:
-                param.sub_(offset)
+            for (param, _), original in zip(pairs, originals):
+                param.copy_(original)
 
     return restore
 

@@ -1,0 +1,117 @@
+"""The cells of a campaign and the chips they use.
+
+A cell is one measurement: a model, and either nothing (its clean accuracy) or one chip.
+Chip ``k`` of (kind, rate) gets a seed derived from the campaign seed, the kind, the rate and
+``k`` only, never from the model, so every model meets the same fault addresses: the
+comparison between models is paired, as if each had been deployed on the same faulty device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+
+from edgefault.faults import Chip
+
+MODES = ("clean", "grid", "layer", "bit")
+BIT_POSITIONS = tuple(range(8))  # int8/uint8 weights store 8 bits; bit 7 is the sign of an int8 weight
+
+
+def chip_seed(seed: int, kind: str, rate: float, chip: int) -> int:
+    """The seed of chip ``chip`` for (kind, rate) in a campaign seeded ``seed``; the model plays no part.
+
+    A hash rather than ``seed + chip`` keeps the chips of different kinds and rates unrelated.
+
+    Example:
+        >>> chip_seed(0, "flip", 1e-3, 0) == chip_seed(0, "flip", 1e-3, 0) != chip_seed(0, "flip", 1e-3, 1)
+        True
+    """
+    text = f"edgefault-chip:{seed}:{kind}:{float(rate).hex()}:{chip}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One measurement of a campaign.
+
+    ``model`` indexes the campaign's models; ``mode`` is ``clean`` (no faults), ``grid``
+    (the chip over the whole weight memory), ``layer`` (only the tensor named ``target``)
+    or ``bit`` (only bit position ``target`` of every weight).
+
+    Example:
+        >>> cell = Cell(model=0, mode="bit", kind="flip", rate=1e-3, chip=2, seed=11, target=7)
+        >>> cell.to_chip().bits
+        (7,)
+        >>> cell.key("ab" * 32)
+        'abababababababab/bit/7/flip/0x1.0624dd2f1a9fcp-10/2'
+    """
+
+    model: int
+    mode: str
+    kind: str | None = None
+    rate: float | None = None
+    chip: int | None = None
+    seed: int | None = None
+    target: str | int | None = None
+
+    def key(self, model_hash: str) -> str:
+        """A stable identity across runs: model content, mode, target, kind, exact rate, chip number.
+
+        Example:
+            >>> Cell(model=0, mode="clean").key("0" * 64)
+            '0000000000000000/clean'
+        """
+        if self.mode == "clean":
+            return f"{model_hash[:16]}/clean"
+        return f"{model_hash[:16]}/{self.mode}/{'' if self.target is None else self.target}/{self.kind}/" \
+               f"{float(self.rate).hex()}/{self.chip}"
+
+    def to_chip(self) -> Chip:
+        """The chip this cell injects (clean cells have none).
+
+        Example:
+            >>> Cell(model=0, mode="layer", kind="sa1", rate=0.01, chip=0, seed=5, target="fc.w").to_chip().layers
+            '^fc\\\\.w$'
+        """
+        if self.mode == "clean":
+            raise ValueError("a clean cell has no chip")
+        if self.mode == "layer":
+            return Chip(self.kind, rate=self.rate, seed=self.seed, layers=f"^{re.escape(str(self.target))}$")
+        if self.mode == "bit":
+            return Chip(self.kind, rate=self.rate, seed=self.seed, bits=(int(self.target),))
+        return Chip(self.kind, rate=self.rate, seed=self.seed)
+
+
+def plan_cells(config, tensors: list[tuple[str, ...]]) -> list[Cell]:
+    """Every cell of a campaign in run order: clean cells, the grid, then per-layer and per-bit cells.
+
+    ``tensors[m]`` lists model ``m``'s weight tensors (the per-layer targets). Within a block,
+    chips vary fastest, so an interrupted campaign has whole (kind, rate) groups done early.
+
+    Example:
+        >>> from edgefault.campaign.config import CampaignConfig
+        >>> config = CampaignConfig(models=("a.onnx",), model_hashes=("0" * 64,), kinds=("flip",), rates=(0.01,), chips=3)
+        >>> [c.mode for c in plan_cells(config, [("w",)])]
+        ['clean', 'grid', 'grid', 'grid']
+    """
+    seeds = {
+        (kind, rate, k): chip_seed(config.seed, kind, rate, k)
+        for kind in config.kinds for rate in config.rates for k in range(config.chips)
+    }
+    cells = [Cell(model=m, mode="clean") for m in range(len(config.models))]
+
+    def block(mode: str, targets_of) -> None:
+        for m in range(len(config.models)):
+            for target in targets_of(m):
+                for kind in config.kinds:
+                    for rate in config.rates:
+                        for k in range(config.chips):
+                            cells.append(Cell(m, mode, kind, rate, k, seeds[kind, rate, k], target))
+
+    block("grid", lambda m: (None,))
+    if config.per_layer:
+        block("layer", lambda m: tensors[m])
+    if config.per_bit:
+        block("bit", lambda m: BIT_POSITIONS)
+    return cells

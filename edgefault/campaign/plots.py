@@ -1,0 +1,147 @@
+"""Campaign plots (PNG, matplotlib's Agg renderer, no pyplot state): accuracy against rate, vulnerability heatmaps."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgefault.fileio import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+KIND_TITLES = {"flip": "bit flips", "sa0": "stuck-at-0 cells", "sa1": "stuck-at-1 cells",
+               "stuck": "stuck-at-0/1 cells", "mbu": "multi-bit upsets"}
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
+
+
+def write_plots(folder: str | os.PathLike, summary: dict[str, Any], kinds: tuple[str, ...]) -> list[Path]:
+    """Write ``accuracy_vs_rate.png`` and, when those modes ran, ``heatmap_layers.png`` / ``heatmap_bits.png``.
+
+    Example:
+        >>> write_plots("runs/campaign", summary, ("flip", "sa0"))  # doctest: +SKIP
+        [PosixPath('runs/campaign/accuracy_vs_rate.png')]
+    """
+    folder = Path(folder)
+    written = []
+    figures = [("accuracy_vs_rate.png", accuracy_figure(summary, kinds))]
+    for mode, name in (("layer", "heatmap_layers.png"), ("bit", "heatmap_bits.png")):
+        if any(g["mode"] == mode for g in summary["groups"]):
+            figures.append((name, heatmap_figure(summary, kinds, mode)))
+    for name, figure in figures:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=120)
+        write_bytes_atomic(folder / name, buffer.getvalue())
+        written.append(folder / name)
+    return written
+
+
+def _models(summary) -> list[str]:
+    return [c["model"] for c in summary["clean"]]
+
+
+def accuracy_figure(summary: dict[str, Any], kinds: tuple[str, ...]) -> Figure:
+    """Mean accuracy against fault rate (log axis) with the 95% CI band, one line per model, one panel per kind.
+
+    Rate 0 cannot sit on a log axis; the dashed line at each model's clean accuracy stands for it.
+
+    Example:
+        >>> accuracy_figure(summary, ("flip",)).axes[0].get_xscale()  # doctest: +SKIP
+        'log'
+    """
+    from matplotlib.figure import Figure  # imported on use: worker processes load this package but never plot
+
+    models = _models(summary)
+    clean = {c["model"]: c["accuracy"] for c in summary["clean"]}
+    figure = Figure(figsize=(4.6 * len(kinds), 4.2), layout="constrained")
+    axes = figure.subplots(1, len(kinds), squeeze=False, sharey=True)[0]
+    shown = [v for g in summary["groups"] if g["mode"] == "grid" for v in (g["ci_low"], g["mean"]) if v is not None]
+    shown += [v for v in clean.values() if v is not None]
+    for axis, kind in zip(axes, kinds):
+        for index, model in enumerate(models):
+            color = COLORS[index % len(COLORS)]
+            rows = sorted((g for g in summary["groups"] if g["mode"] == "grid" and g["kind"] == kind
+                           and g["model"] == model and g["rate"] > 0 and g["mean"] is not None),
+                          key=lambda g: g["rate"])
+            if rows:
+                rates = np.array([g["rate"] for g in rows])
+                means = np.array([g["mean"] for g in rows])
+                low = np.array([g["mean"] if g["ci_low"] is None else g["ci_low"] for g in rows])
+                high = np.array([g["mean"] if g["ci_high"] is None else g["ci_high"] for g in rows])
+                axis.fill_between(rates, np.clip(low, 0, 1), np.clip(high, 0, 1), color=color, alpha=0.2, linewidth=0)
+                axis.plot(rates, means, marker="o", color=color, label=f"{model} (mean, 95% CI)")
+            if clean.get(model) is not None:
+                axis.axhline(clean[model], color=color, linestyle="--", linewidth=1, label=f"{model} clean")
+        axis.set_xscale("log")
+        axis.set_xlabel("fault rate p (probability per weight bit)")
+        axis.set_ylabel("top-1 accuracy")
+        axis.set_title(KIND_TITLES.get(kind, kind))
+        axis.grid(True, which="both", alpha=0.3)
+    if shown:  # zoom on the data (shared by the panels), so small drops stay visible
+        low, high = max(0.0, min(shown)), min(1.0, max(shown))
+        pad = max(0.02, 0.08 * (high - low))
+        axes[0].set_ylim(max(0.0, low - pad), min(1.02, high + pad))
+    axes[0].legend(loc="lower left", fontsize=8)
+    chips = max((g["chips"] for g in summary["groups"] if g["mode"] == "grid"), default=0)
+    figure.suptitle(f"Accuracy under weight-memory faults ({chips} chips per point, same chips for every model)")
+    return figure
+
+
+def heatmap_figure(summary: dict[str, Any], kinds: tuple[str, ...], mode: str) -> Figure:
+    """Accuracy drop from clean per target (layer or bit) and rate: one heatmap per model (rows) and kind (columns).
+
+    The colour scale runs from no drop to the largest drop in the figure, so the vulnerable
+    layers or bits stand out even when every drop is small.
+
+    Example:
+        >>> heatmap_figure(summary, ("flip",), "bit").axes[0].get_ylabel()  # doctest: +SKIP
+        'bit position'
+    """
+    from matplotlib.figure import Figure  # imported on use, as above
+
+    models = _models(summary)
+    rows = [g for g in summary["groups"] if g["mode"] == mode]
+    rates = sorted({g["rate"] for g in rows})
+    targets_of = {m: list(dict.fromkeys(g["target"] for g in rows if g["model"] == m)) for m in models}
+    if mode == "bit":
+        targets_of = {m: sorted(t, reverse=True) for m, t in targets_of.items()}  # the sign bit on top
+    drops = [g["drop"] for g in rows if g["drop"] is not None]
+    top = max(0.01, max(drops, default=0.0))
+    tallest = max((len(t) for t in targets_of.values()), default=1)
+    figure = Figure(figsize=(1.2 + (2.4 + 0.75 * len(rates)) * len(kinds), 1.3 + (1.0 + 0.3 * tallest) * len(models)),
+                    layout="constrained")
+    axes = figure.subplots(len(models), len(kinds), squeeze=False)
+    image = None
+    for r, model in enumerate(models):
+        targets = targets_of[model]
+        clean = next((c["accuracy"] for c in summary["clean"] if c["model"] == model), None)
+        for c, kind in enumerate(kinds):
+            axis = axes[r][c]
+            values = np.full((len(targets), len(rates)), np.nan)
+            for g in rows:
+                if g["model"] == model and g["kind"] == kind and g["drop"] is not None:
+                    values[targets.index(g["target"]), rates.index(g["rate"])] = g["drop"]
+            image = axis.imshow(values, cmap="Reds", vmin=0.0, vmax=top, aspect="auto")
+            for (i, j), value in np.ndenumerate(values):
+                if not np.isnan(value):
+                    color = "white" if value > 0.6 * top else "black"
+                    text = f"{value:.3f}".replace("-0.000", "0.000")  # a tiny gain is no drop worth a sign
+                    axis.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+            axis.set_xticks(range(len(rates)), [f"{rate:g}" for rate in rates])
+            labels = [f"bit {t}" + (" (sign)" if t == 7 else "") for t in targets] if mode == "bit" else targets
+            axis.set_yticks(range(len(targets)), labels, fontsize=7 if mode == "layer" else 8)
+            axis.set_xlabel("fault rate p")
+            axis.set_ylabel("bit position" if mode == "bit" else "weight tensor")
+            suffix = "" if clean is None else f" (clean {clean:.3f})"
+            axis.set_title(f"{model}: {KIND_TITLES.get(kind, kind)}{suffix}", fontsize=9)
+    if image is not None:
+        figure.colorbar(image, ax=axes, label="accuracy drop (clean minus mean over chips)", shrink=0.8)
+    what = "one weight tensor at a time" if mode == "layer" else "one bit position at a time"
+    figure.suptitle(f"{'Per-layer' if mode == 'layer' else 'Per-bit'} vulnerability: faults in {what}")
+    return figure

@@ -1,0 +1,189 @@
+"""The summary files (JSON, CSV, Markdown) and the table printed at the end of a campaign."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from edgefault.fileio import write_bytes_atomic, write_json_atomic
+
+GROUP_COLUMNS = ("model", "mode", "target", "kind", "rate", "chips", "n", "mean", "std", "ci_low", "ci_high",
+                 "clean", "drop", "failed", "mean_faulty_bits")
+PAIRED_COLUMNS = ("model_a", "model_b", "mode", "target", "kind", "rate", "n", "mean_diff", "std", "ci_low",
+                  "ci_high", "significant")
+
+
+def write_summary(folder: str | os.PathLike, summary: dict[str, Any], settings: dict[str, Any]) -> list[Path]:
+    """Write ``summary.json``, ``summary.csv``, ``paired.csv`` and ``summary.md`` atomically; return their paths.
+
+    Example:
+        >>> write_summary("runs/campaign", summary, config.to_dict())  # doctest: +SKIP
+        [PosixPath('runs/campaign/summary.json'), ...]
+    """
+    folder = Path(folder)
+    paths = [folder / name for name in ("summary.json", "summary.csv", "paired.csv", "summary.md")]
+    write_json_atomic(paths[0], summary)
+    write_bytes_atomic(paths[1], _csv(GROUP_COLUMNS, summary["groups"]))
+    write_bytes_atomic(paths[2], _csv(PAIRED_COLUMNS, summary["paired"]))
+    write_bytes_atomic(paths[3], markdown(summary, settings).encode())
+    return paths
+
+
+def _csv(columns, rows) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+    return buffer.getvalue().encode()
+
+
+def _acc(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _signed(value) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def _interval(low, high, signed: bool = False) -> str:
+    if low is None:
+        return "-"
+    form = _signed if signed else _acc
+    return f"[{form(low)}, {form(high)}]"
+
+
+def _rate(rate) -> str:
+    return f"{rate:g}"
+
+
+def clean_rows(summary) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the clean-accuracy table.
+
+    Example:
+        >>> clean_rows({"clean": [{"model": "a", "accuracy": 0.9, "images": 100, "model_hash": "ab" * 32}]})[1]
+        [['a', '0.9000', '100', 'abababababab']]
+    """
+    rows = [[c["model"], _acc(c["accuracy"]), str(c["images"] or "-"), c["model_hash"][:12]] for c in summary["clean"]]
+    return ["model", "clean accuracy", "images", "sha256"], rows
+
+
+def group_rows(summary, mode: str = "grid") -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one mode's per-(model, target, kind, rate) table.
+
+    Example:
+        >>> group_rows({"groups": []})[0][:3]
+        ['model', 'kind', 'rate']
+    """
+    header = ["model", *(["target"] if mode != "grid" else []), "kind", "rate", "chips", "mean", "95% CI", "std",
+              "drop", "faulty bits"]
+    rows = []
+    for g in summary["groups"]:
+        if g["mode"] != mode:
+            continue
+        bits = "-" if g["mean_faulty_bits"] is None else f"{g['mean_faulty_bits']:.1f}"
+        chips = f"{g['n']}/{g['chips']}"
+        rows.append([g["model"], *([str(g["target"])] if mode != "grid" else []), g["kind"], _rate(g["rate"]), chips,
+                     _acc(g["mean"]), _interval(g["ci_low"], g["ci_high"]), _acc(g["std"]), _signed(g["drop"]),
+                     bits])
+    return header, rows
+
+
+def paired_rows(summary, mode: str = "grid") -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the paired-difference table (accuracy of the first model minus the second).
+
+    Example:
+        >>> paired_rows({"paired": []})[0][0]
+        'models (a - b)'
+    """
+    header = ["models (a - b)", *(["bit"] if mode != "grid" else []), "kind", "rate", "chips", "mean diff",
+              "95% CI", "significant"]
+    rows = []
+    for p in summary["paired"]:
+        if p["mode"] != mode:
+            continue
+        significant = "-" if p["significant"] is None else ("yes" if p["significant"] else "no")
+        rows.append([f"{p['model_a']} - {p['model_b']}", *([str(p["target"])] if mode != "grid" else []), p["kind"],
+                     _rate(p["rate"]), str(p["n"]), _signed(p["mean_diff"]),
+                     _interval(p["ci_low"], p["ci_high"], signed=True), significant])
+    return header, rows
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, for a terminal.
+
+    Example:
+        >>> print(text_table(["a", "bb"], [["1", "2"]]))
+        a  bb
+        1  2
+    """
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *rows]]
+    return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table.
+
+    Example:
+        >>> print(markdown_table(["a"], [["1"]]))
+        | a |
+        |---|
+        | 1 |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The ``summary.md`` document: settings, clean accuracy, then one table per mode and the paired differences.
+
+    Example:
+        >>> markdown(summary, config.to_dict()).splitlines()[0]  # doctest: +SKIP
+        '# Fault campaign'
+    """
+    cells = summary["cells"]
+    parts = [
+        "# Fault campaign",
+        "",
+        f"Data `{settings['data']}`, kinds {', '.join(settings['kinds'])}, rates "
+        f"{', '.join(_rate(r) for r in settings['rates'])}, {settings['chips']} chips per cell, seed {settings['seed']}. "
+        f"Cells done {cells['done']} of {cells['planned']}, failed {cells['failed']}. Intervals: "
+        f"{summary['confidence']:.0%} Student-t over chips; drop = clean minus mean.",
+        "",
+        "## Clean accuracy",
+        "",
+        markdown_table(*clean_rows(summary)),
+    ]
+    titles = {"grid": "Accuracy under faults", "layer": "Per-layer vulnerability (faults in one tensor)",
+              "bit": "Per-bit vulnerability (faults on one bit position)"}
+    for mode, title in titles.items():
+        header, rows = group_rows(summary, mode)
+        if rows:
+            parts += ["", f"## {title}", "", markdown_table(header, rows)]
+        header, rows = paired_rows(summary, mode)
+        if rows:
+            parts += ["", f"### Paired differences ({mode}, same chips)", "", markdown_table(header, rows)]
+    if summary["failures"]:
+        parts += ["", "## Failed cells", ""]
+        parts += [f"- `{f['key']}`: {f['error']}" for f in summary["failures"]]
+    return "\n".join(parts) + "\n"
+
+
+def final_text(summary: dict[str, Any]) -> str:
+    """What the CLI prints at the end: clean accuracy, the grid table and the paired differences.
+
+    Example:
+        >>> print(final_text(summary))  # doctest: +SKIP
+    """
+    parts = [text_table(*clean_rows(summary)), "", text_table(*group_rows(summary, "grid"))]
+    header, rows = paired_rows(summary, "grid")
+    if rows:
+        parts += ["", "paired differences (same chips):", text_table(header, rows)]
+    if summary["failures"]:
+        parts += ["", f"{len(summary['failures'])} cell(s) failed twice; see summary.md"]
+    return "\n".join(parts)

@@ -1,0 +1,248 @@
+"""``edgefault campaign`` as a Python call: check, open the folder, run the pending cells, summarize, plot.
+
+The folder holds ``campaign.json`` (the settings, written once), ``results.jsonl`` (one line
+per finished cell attempt, appended and synced at once), and the summary files and plots,
+which are rebuilt from the results at the end of every run. A file lock keeps two campaigns
+from writing into one folder at the same time.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import fcntl
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from tqdm import tqdm
+
+from edgefault.campaign.cells import Cell, plan_cells
+from edgefault.campaign.config import FORMAT, CampaignConfig
+from edgefault.campaign.engines import LocalEngine, RayEngine, available_cores, check_ray_address
+from edgefault.campaign.plots import write_plots
+from edgefault.campaign.prepare import PreparedCampaign, prepare_campaign
+from edgefault.campaign.report import write_summary
+from edgefault.campaign.results import MAX_ATTEMPTS, ResultsLog, finished_keys, successes
+from edgefault.campaign.stats import summarize
+from edgefault.campaign.worker import failed_record
+from edgefault.errors import EdgefaultError
+from edgefault.fileio import read_json, write_json_atomic
+
+CAMPAIGN_FILE, RESULTS_FILE, LOCK_FILE = "campaign.json", "results.jsonl", ".lock"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionSettings:
+    """How cells run; none of this changes the results.
+
+    ``workers``: local processes (default: one per core), or with ``ray`` the number of actors
+    (default: the cluster's CPUs). ``ray``: ``auto`` or a cluster address. ``progress``: a
+    progress bar on stderr when it is a terminal.
+
+    Example:
+        >>> ExecutionSettings(workers=2).engine().describe()
+        '2 local worker processes x 1 thread'
+    """
+
+    workers: int | None = None
+    ray: str | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise EdgefaultError(f"--workers must be a positive integer, got {self.workers!r}")
+        if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
+            raise EdgefaultError("--ray takes auto or a cluster address such as 10.0.0.5:6379")
+
+    def engine(self) -> LocalEngine | RayEngine:
+        """The engine these settings describe (not started).
+
+        Example:
+            >>> ExecutionSettings(ray="auto").engine().address
+            'auto'
+        """
+        if self.ray is not None:
+            return RayEngine(self.ray.strip(), self.workers)
+        workers = self.workers or available_cores()
+        # N workers share the cores: more threads each would only make them fight over the cores.
+        return LocalEngine(workers, max(1, available_cores() // workers))
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignResult:
+    """What a campaign run did: the summary, the files written, cells run now, wall time.
+
+    Example:
+        >>> result = run_campaign(config, "runs/c")  # doctest: +SKIP
+        >>> result.summary["cells"]  # doctest: +SKIP
+        {'planned': 241, 'done': 241, 'failed': 0}
+    """
+
+    folder: Path
+    summary: dict[str, Any]
+    files: tuple[Path, ...]
+    ran: int
+    resumed: int
+    seconds: float
+    engine: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields for ``--json``.
+
+        Example:
+            >>> sorted(result.to_dict())[:3]  # doctest: +SKIP
+            ['engine', 'files', 'folder']
+        """
+        return {"folder": str(self.folder), "files": [str(f) for f in self.files], "ran": self.ran,
+                "resumed": self.resumed, "seconds": self.seconds, "engine": self.engine, "summary": self.summary}
+
+
+def run_campaign(config: CampaignConfig, out: str | os.PathLike,
+                 execution: ExecutionSettings = ExecutionSettings()) -> CampaignResult:
+    """Run (or resume) a campaign into folder ``out`` and write its summary and plots.
+
+    Every check that can fail on user input runs before the folder is created.
+
+    Example:
+        >>> config = CampaignConfig.create(["lenet.onnx"], kinds=("flip",), rates=(1e-3, 1e-2), chips=5)  # doctest: +SKIP
+        >>> run_campaign(config, "runs/lenet-flip", ExecutionSettings(workers=2)).summary["groups"][0]["mean"]  # doctest: +SKIP
+        0.9392
+    """
+    started = time.perf_counter()
+    folder = Path(out)
+    engine = execution.engine()
+    if isinstance(engine, RayEngine):
+        check_ray_address(engine.address)  # seconds before the models load, not after
+    saved = _saved_campaign(folder)
+    prepared = prepare_campaign(config)
+    if saved is not None:
+        _check_same(config, prepared, saved, folder)
+    if isinstance(engine, RayEngine):
+        engine.connect()
+    with _locked(folder):
+        if (folder / CAMPAIGN_FILE).exists():
+            _check_same(config, prepared, _saved_campaign(folder), folder)
+        else:
+            write_json_atomic(folder / CAMPAIGN_FILE, {"format": FORMAT, "config": config.to_dict(), **prepared.info})
+        log = ResultsLog(folder / RESULTS_FILE)
+        try:
+            records = log.read()
+            cells = plan_cells(config, prepared.tensors)
+            done, tries = finished_keys(records)
+            hashes = config.model_hashes
+            pending = [(c, tries.get(c.key(hashes[c.model]), 0) + 1) for c in cells if c.key(hashes[c.model]) not in done]
+            if pending:
+                records += execute_cells(engine, prepared, pending, log, execution.progress, len(cells), records)
+        finally:
+            log.close()
+        summary = _summary(prepared, cells, records)
+        files = [folder / CAMPAIGN_FILE, folder / RESULTS_FILE]
+        files += write_summary(folder, summary, config.to_dict())
+        files += write_plots(folder, summary, config.kinds)
+    return CampaignResult(folder, summary, tuple(files), len(pending), len(cells) - len(pending),
+                          round(time.perf_counter() - started, 3), engine.describe())
+
+
+def execute_cells(engine, prepared: PreparedCampaign, pending: list[tuple[Cell, int]], log: ResultsLog,
+                  progress: bool = False, total: int | None = None,
+                  previous: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Run ``(cell, attempt)`` pairs on an engine, appending each record to ``log`` as it arrives; return the records.
+
+    A failed attempt is written, then retried once (``MAX_ATTEMPTS``); other cells go on
+    meanwhile. ``total`` and ``previous`` (records of an earlier run) only feed the progress bar.
+
+    Example:
+        >>> records = execute_cells(LocalEngine(2, 1), prepared, [(cell, 1)], ResultsLog("r.jsonl"))  # doctest: +SKIP
+    """
+    total = len(pending) if total is None else total
+    queue = collections.deque(pending)
+    in_flight: dict[int, tuple[Cell, int]] = {}
+    new: list[dict[str, Any]] = []
+    accuracies = [r["accuracy"] for r in previous if r.get("error") is None and r.get("mode") != "clean"]
+    bar = tqdm(total=total, initial=total - len(pending), desc="campaign", unit="cell", file=sys.stderr,
+               disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
+    engine.open(prepared.payload(engine.threads), len(pending))
+    try:
+        task = 0
+        while queue or in_flight:
+            while queue and len(in_flight) < engine.capacity:
+                cell, attempt = queue.popleft()
+                engine.submit(task, cell, attempt)
+                in_flight[task] = (cell, attempt)
+                task += 1
+            for finished, outcome in engine.collect():
+                cell, attempt = in_flight.pop(finished)
+                if isinstance(outcome, str):  # the worker died with this cell in flight
+                    model = prepared.models[cell.model]
+                    outcome = failed_record(cell, model.sha256, model.name, attempt, outcome)
+                log.append(outcome)
+                new.append(outcome)
+                if outcome["error"] is not None and attempt < MAX_ATTEMPTS:
+                    queue.appendleft((cell, attempt + 1))
+                    continue
+                if outcome["error"] is None and outcome["mode"] != "clean":
+                    accuracies.append(outcome["accuracy"])
+                bar.update(1)
+                if accuracies:
+                    bar.set_postfix_str(f"mean acc {sum(accuracies) / len(accuracies):.4f}", refresh=False)
+    finally:
+        engine.close()
+        bar.close()
+    return new
+
+
+def _summary(prepared: PreparedCampaign, cells: list[Cell], records: list[dict[str, Any]]) -> dict[str, Any]:
+    models = [{"name": m.name, "sha256": m.sha256} for m in prepared.models]
+    planned = [{"key": c.key(prepared.models[c.model].sha256), "model": c.model, "mode": c.mode, "target": c.target,
+                "kind": c.kind, "rate": c.rate, "chip": c.chip} for c in cells]
+    keys = {p["key"] for p in planned}
+    done, _ = finished_keys(records)
+    found = successes(records)
+    last_error = {r["key"]: r["error"] for r in records if r.get("error") is not None}
+    failures = {k: last_error[k] for k in done if k not in found and k in keys}
+    return summarize(models, planned, {k: v for k, v in found.items() if k in keys}, failures)
+
+
+def _saved_campaign(folder: Path) -> dict[str, Any] | None:
+    """The saved ``campaign.json`` of an existing campaign folder; refuses anything else in the way."""
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        raise EdgefaultError(f"--out {folder} is a file; give a folder for the campaign")
+    saved = folder / CAMPAIGN_FILE
+    if not saved.exists():
+        if any(p.name != LOCK_FILE for p in folder.iterdir()):
+            raise EdgefaultError(f"--out {folder} is not empty and holds no {CAMPAIGN_FILE}; give a new or empty folder")
+        return None
+    document = read_json(saved)
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise EdgefaultError(f"{saved}: not an edgefault campaign file")
+    return document
+
+
+def _check_same(config: CampaignConfig, prepared: PreparedCampaign, saved: dict[str, Any], folder: Path) -> None:
+    config.check_same(CampaignConfig.from_dict(saved.get("config")), str(folder))
+    theirs = saved.get("data", {}).get("fingerprint")
+    if theirs != prepared.info["data"]["fingerprint"]:
+        raise EdgefaultError(f"{folder} holds a campaign on other test images (the data behind "
+                             f"{config.data!r} changed); use another --out")
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder; the kernel drops it if the process dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgefaultError(f"another campaign is running in {folder}; wait for it or use another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,142 @@
+"""Campaign statistics: per-cell means with t-based 95% intervals, drops from clean, paired differences.
+
+Chips are the independent samples: the accuracy of one (model, kind, rate) over its chips
+gives a mean, a standard deviation and a Student-t confidence interval. Two models met the
+same chips, so their comparison uses the per-chip differences (a paired t interval), which
+is far tighter than comparing two independent intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterable
+
+import numpy as np
+
+CONFIDENCE = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Mean, sample standard deviation and two-sided t confidence interval of a sample.
+
+    ``std`` and the interval are None below two values (no spread can be estimated).
+
+    Example:
+        >>> e = estimate([0.9, 0.8, 0.7])
+        >>> e.n, round(e.mean, 4), round(e.std, 4), round(e.high - e.mean, 4)
+        (3, 0.8, 0.1, 0.2484)
+    """
+
+    n: int
+    mean: float | None
+    std: float | None
+    low: float | None
+    high: float | None
+
+
+def estimate(values: Iterable[float], confidence: float = CONFIDENCE) -> Estimate:
+    """Mean, std (ddof 1) and the t interval ``mean ± t(1 - a/2, n - 1) * std / sqrt(n)``.
+
+    Example:
+        >>> estimate([]).mean is None, estimate([0.5]).std is None
+        (True, True)
+    """
+    sample = np.asarray(list(values), dtype=np.float64)
+    n = int(sample.size)
+    if n == 0:
+        return Estimate(0, None, None, None, None)
+    mean = float(sample.mean())
+    if n == 1:
+        return Estimate(1, mean, None, None, None)
+    std = float(sample.std(ddof=1))
+    from scipy import stats as scipy_stats  # here, not at the top: workers import this package and never need it
+
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return Estimate(n, mean, std, mean - half, mean + half)
+
+
+def summarize(models: list[dict[str, Any]], cells: list[dict[str, Any]], results: dict[str, dict[str, Any]],
+              failures: dict[str, str]) -> dict[str, Any]:
+    """The summary document from planned cells and their successful records.
+
+    ``models`` holds ``name`` and ``sha256`` per model in campaign order; ``cells`` the planned
+    cells as ``{"key", "model", "mode", "target", "kind", "rate", "chip"}``; ``results`` the
+    successful record per key; ``failures`` the last error of each cell that failed for good.
+
+    Example:
+        >>> models = [{"name": "a", "sha256": "0" * 64}]
+        >>> cells = [{"key": "c", "model": 0, "mode": "clean"},
+        ...          {"key": "g0", "model": 0, "mode": "grid", "target": None, "kind": "flip", "rate": 0.1, "chip": 0}]
+        >>> results = {"c": {"accuracy": 0.9}, "g0": {"accuracy": 0.7, "faulty_bits": 3}}
+        >>> s = summarize(models, cells, results, {})
+        >>> s["groups"][0]["mean"], round(s["groups"][0]["drop"], 2)
+        (0.7, 0.2)
+    """
+    clean = {m: results[c["key"]]["accuracy"] for m, c in _clean_cells(cells) if c["key"] in results}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for cell in cells:
+        if cell["mode"] != "clean":
+            groups.setdefault(_group_key(cell), []).append(cell)
+    rows = []
+    for (model, mode, target, kind, rate), members in groups.items():
+        done = [results[c["key"]] for c in members if c["key"] in results]
+        e = estimate(r["accuracy"] for r in done)
+        base = clean.get(model)
+        bits = [r["faulty_bits"] for r in done if r.get("faulty_bits") is not None]
+        rows.append({
+            "model": models[model]["name"], "mode": mode, "target": target, "kind": kind, "rate": rate,
+            "chips": len(members), "n": e.n, "mean": e.mean, "std": e.std, "ci_low": e.low, "ci_high": e.high,
+            "clean": base, "drop": None if base is None or e.mean is None else base - e.mean,
+            "failed": sum(c["key"] in failures for c in members),
+            "mean_faulty_bits": float(np.mean(bits)) if bits else None,
+        })
+    return {
+        "confidence": CONFIDENCE,
+        "clean": [
+            {"model": models[m]["name"], "model_hash": models[m]["sha256"], "accuracy": clean.get(m),
+             "images": results.get(c["key"], {}).get("images")}
+            for m, c in _clean_cells(cells)
+        ],
+        "groups": rows,
+        "paired": _paired(models, groups, results),
+        "cells": {"planned": len(cells), "done": sum(c["key"] in results for c in cells), "failed": len(failures)},
+        "failures": [{"key": key, "error": error} for key, error in sorted(failures.items())],
+    }
+
+
+def _clean_cells(cells):
+    return [(c["model"], c) for c in cells if c["mode"] == "clean"]
+
+
+def _group_key(cell: dict[str, Any]) -> tuple:
+    return cell["model"], cell["mode"], cell["target"], cell["kind"], cell["rate"]
+
+
+def _paired(models, groups, results) -> list[dict[str, Any]]:
+    """Per pair of models, the per-chip accuracy difference (first minus second) in grid and per-bit cells.
+
+    Per-layer cells are not paired: different architectures have different layers.
+    """
+    rows = []
+    count = len(models)
+    for (model, mode, target, kind, rate), members in groups.items():
+        if mode not in ("grid", "bit") or model != 0:
+            continue  # visit each (mode, target, kind, rate) once, from the first model's group
+        accuracy = {}
+        for m in range(count):
+            for cell in groups.get((m, mode, target, kind, rate), []):
+                if cell["key"] in results:
+                    accuracy[m, cell["chip"]] = results[cell["key"]]["accuracy"]
+        for a in range(count):
+            for b in range(a + 1, count):
+                chips = sorted(k for (m, k) in accuracy if m == a and (b, k) in accuracy)
+                e = estimate(accuracy[a, k] - accuracy[b, k] for k in chips)
+                rows.append({
+                    "model_a": models[a]["name"], "model_b": models[b]["name"], "mode": mode, "target": target,
+                    "kind": kind, "rate": rate, "n": e.n, "mean_diff": e.mean, "std": e.std,
+                    "ci_low": e.low, "ci_high": e.high,
+                    "significant": None if e.low is None else bool(e.low > 0 or e.high < 0),
+                })
+    return rows

@@ -1,0 +1,102 @@
+"""``edgefault inject``: write a copy of a quantized ONNX model with memory faults in its integer weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from edgefault.cli.options import json_option, seed_option
+from edgefault.errors import EdgefaultError
+from edgefault.faults import KINDS, Chip, inject_file, parse_bits
+
+# Options that describe a chip; --map-in brings its own faults, so it takes none of them.
+_CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layers", "burst", "include_bias")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", metavar="MODEL.onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kind", type=click.Choice(KINDS), help="flip, sa0/sa1 (stuck-at), stuck (half sa0, half sa1), mbu.")
+@click.option("--rate", type=float, default=None, help="Probability that each targeted bit is faulty, in [0, 1].")
+@click.option("--count", type=int, default=None, help="Exact number of faulty bits (mbu: of upsets).")
+@click.option("--out", "out", required=True, metavar="FAULTY.onnx", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the faulty model.")
+@seed_option
+@click.option("--bits", default=None, metavar="LIST", help="Only these bit positions can be faulty, e.g. 7 or 0-3,7.")
+@click.option("--protect-bits", default=None, metavar="LIST", help="Drop faults on these bit positions (as ECC would).")
+@click.option("--layers", default=None, metavar="REGEX", help="Only weight tensors whose name matches this regex.")
+@click.option("--map", "map_out", default=None, metavar="MAP.json", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the fault map: every fault and a per-tensor summary.")
+@click.option("--map-in", "map_in", default=None, metavar="MAP.json",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Re-apply the faults of a recorded map instead of drawing a chip.")
+@click.option("--include-bias", is_flag=True, help="int32 biases join the weight memory.")
+@click.option("--burst", type=int, default=None, help="mbu only: adjacent bits per upset (default 2, at most 8).")
+@json_option
+def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map_out, map_in, include_bias, burst,
+            as_json):
+    """Write FAULTY.onnx: MODEL.onnx with faults in its int8/uint8 weight bytes (and int32 biases if asked).
+
+    Faults follow a chip, drawn from (--seed, --kind, --rate or --count, filters): the same
+    chip hits the same bit addresses on every model with the same weight memory size. The
+    output differs from the input only in the faulted weight bytes and one metadata entry
+    recording the chip.
+
+    \b
+    Example:
+      edgefault inject model.onnx --kind flip --rate 1e-3 --seed 1 --out faulty.onnx --map map.json
+    """
+    context = click.get_current_context()
+    if map_in is not None:
+        given = [name for name in _CHIP_OPTIONS if context.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise EdgefaultError(f"--map-in re-applies a recorded map; it takes no chip options (got {options})")
+        chip = None
+    else:
+        chip = _chip(kind, rate, count, seed, bits, protect_bits, layers, burst, include_bias)
+    fault_map = inject_file(model, out, chip=chip, map_in=map_in, map_out=map_out)
+    summary = {key: value for key, value in fault_map.summary().items() if key != "per_tensor"}
+    report = {
+        "model": str(model),
+        "out": str(out),
+        "map": None if map_out is None else str(map_out),
+        "map_in": None if map_in is None else str(map_in),
+        "chip": None if fault_map.chip is None else fault_map.chip.to_dict(),
+        **summary,
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    faults = f"{summary['faults']:,}"
+    what = f"re-applied {faults} faults from {map_in}" if map_in else f"{faults} {chip.kind} faults"
+    click.echo(
+        f"{what} in {summary['tensors_hit']} of {len(fault_map.memory.tensors)} weight tensors "
+        f"({summary['memory_bits']:,} bits): {summary['changed_bits']:,} bits changed in "
+        f"{summary['changed_weights']:,} weights"
+    )
+    click.echo(f"wrote {out}")
+    if map_out is not None:
+        click.echo(f"wrote {map_out}")
+
+
+def _chip(kind, rate, count, seed, bits, protect_bits, layers, burst, include_bias) -> Chip:
+    if kind is None:
+        raise EdgefaultError("--kind is required (flip, sa0, sa1, stuck or mbu), unless --map-in is given")
+    if (rate is None) == (count is None):
+        raise EdgefaultError("give exactly one of --rate and --count")
+    if burst is not None and kind != "mbu":
+        raise EdgefaultError("--burst applies to --kind mbu only")
+    return Chip(
+        kind,
+        rate=rate,
+        count=count,
+        seed=seed,
+        bits=None if bits is None else parse_bits(bits, "--bits"),
+        protect_bits=() if protect_bits is None else parse_bits(protect_bits, "--protect-bits"),
+        layers=layers,
+        burst=2 if burst is None else burst,
+        include_bias=include_bias,
+    )

@@ -1,0 +1,160 @@
+"""``reproduce``: train, export, campaign, sharpness and report, each step reusing what DIR already holds."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from edgefault.analysis.report import SharpnessConfig
+from edgefault.analysis.sharpness import analyze_sharpness
+from edgefault.campaign.config import CampaignConfig
+from edgefault.campaign.results import ResultsLog
+from edgefault.campaign.run import ExecutionSettings, run_campaign
+from edgefault.data import Dataset, load_dataset
+from edgefault.errors import EdgefaultError
+from edgefault.export.api import ExportSettings, export_run
+from edgefault.fileio import read_json, write_json_atomic
+from edgefault.study.claims import judge_claims
+from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig, Variant
+from edgefault.study.report import write_report
+from edgefault.train import TrainConfig, train
+from edgefault.train.run_dir import load_config
+
+STUDY_FILE = "study.json"
+STUDY_FORMAT = "edgefault-study-1"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyResult:
+    """Where the report is, the claims' verdicts and the seconds each stage took.
+
+    Example:
+        >>> result = run_study(StudyConfig(quick=True), "study/quick")  # doctest: +SKIP
+        >>> result.report  # doctest: +SKIP
+        PosixPath('study/quick/report.md')
+    """
+
+    report: Path
+    verdicts: dict[int, str]
+    seconds: dict[str, float]
+
+
+def check_study_folder(folder: Path, config: StudyConfig) -> None:
+    """Refuse a folder that holds anything but this same study (nothing is overwritten).
+
+    Example:
+        >>> check_study_folder(Path("/tmp/new-study"), StudyConfig(quick=True))
+    """
+    if folder.exists() and not folder.is_dir():
+        raise EdgefaultError(f"{folder}: exists and is not a folder")
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    saved = folder / STUDY_FILE
+    if not saved.exists():
+        raise EdgefaultError(f"{folder}: holds other files and no {STUDY_FILE}; give --out a new or empty folder")
+    raw = read_json(saved)
+    if not isinstance(raw, dict) or raw.get("format") != STUDY_FORMAT:
+        raise EdgefaultError(f"{saved}: not an edgefault study; give --out a new or empty folder")
+    if raw.get("config") != _jsonable(config.to_dict()):
+        raise EdgefaultError(f"{folder}: holds another study (different settings in {STUDY_FILE}); "
+                             "give --out a new folder or rerun with the same settings")
+
+
+def _jsonable(value):
+    import json
+
+    from edgefault.fileio import to_json
+
+    return json.loads(to_json(value))
+
+
+def train_config(config: StudyConfig, variant: Variant) -> TrainConfig:
+    """The training recipe of one study variant.
+
+    Example:
+        >>> train_config(StudyConfig(quick=True), Variant("sparse", True, "none")).fat_threshold
+        0.5
+    """
+    return TrainConfig(
+        model=config.model, data=config.data, epochs=config.epochs, seed=config.seed,
+        fat_threshold=SPARSE_FAT_THRESHOLD if variant.sparse else 0.0,
+        act_l1=SPARSE_ACT_L1 if variant.sparse else 0.0,
+        sharpness=variant.sharpness, rho=None if variant.sharpness == "none" else config.rho,
+    )
+
+
+def _train(config: StudyConfig, variant: Variant, run_dir: Path, data: Dataset, progress: bool) -> None:
+    recipe = train_config(config, variant)
+    if (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists() and load_config(run_dir) == recipe:
+        return  # trained by an earlier run of this study
+    _say(progress, f"training {variant.name} ({variant.label}, {recipe.epochs} epochs)")
+    train(recipe, run_dir, data=data, progress=progress)
+
+
+def _export(run_dir: Path, model_path: Path, progress: bool) -> dict:
+    stamp = model_path.with_suffix(".export.json")
+    if model_path.exists() and stamp.exists():
+        return read_json(stamp)
+    _say(progress, f"exporting {model_path.name}")
+    report = export_run(run_dir, model_path, ExportSettings(progress=progress)).to_dict()
+    summary = {k: report[k] for k in ("agreement", "max_logit_gap_steps", "onnx_accuracy", "torch_accuracy",
+                                      "integer_kernels", "float_kernels", "weight_bytes")}
+    write_json_atomic(stamp, summary)
+    return summary
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        import click
+
+        click.echo(f"[reproduce] {message}", err=True)
+
+
+def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> StudyResult:
+    """Run the whole study into ``out`` (resuming whatever an earlier run finished) and write the report.
+
+    Example:
+        >>> run_study(StudyConfig(quick=True), "study/quick").verdicts  # doctest: +SKIP
+        {1: 'held', 2: 'inconclusive', 3: 'held', 4: 'inconclusive'}
+    """
+    folder = Path(out)
+    check_study_folder(folder, config)
+    data = load_dataset(config.data)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / STUDY_FILE).exists():
+        write_json_atomic(folder / STUDY_FILE, {"format": STUDY_FORMAT, "config": config.to_dict()})
+    seconds: dict[str, float] = {}
+    names = [v.name for v in config.variants]
+
+    started = time.perf_counter()
+    for variant in config.variants:
+        _train(config, variant, folder / "runs" / variant.name, data, progress)
+    seconds["train"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    exports = {v.name: _export(folder / "runs" / v.name, folder / "models" / f"{v.name}.onnx", progress)
+               for v in config.variants}
+    seconds["export"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    _say(progress, f"campaign: {len(names)} models x {len(config.kinds)} kinds x {len(config.rates)} rates "
+                   f"x {config.chips} chips")
+    campaign = CampaignConfig.create([str(folder / "models" / f"{n}.onnx") for n in names], data=config.data,
+                                     kinds=config.kinds, rates=config.rates, chips=config.chips, seed=config.seed)
+    result = run_campaign(campaign, folder / "campaign", ExecutionSettings(progress=progress))
+    records = ResultsLog(folder / "campaign" / "results.jsonl").read(repair=False)
+    seconds["campaign"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    sharpness_config = SharpnessConfig(rho=config.rho, seed=config.seed, samples=config.sharpness_samples)
+    reports = {}
+    for name in names:
+        _say(progress, f"sharpness of {name}")
+        reports[name] = analyze_sharpness(folder / "runs" / name, data, sharpness_config, folder / "sharpness" / name,
+                                          progress=progress, reuse=True)
+    seconds["sharpness"] = time.perf_counter() - started
+
+    claims = judge_claims(records, reports, names)
+    report = write_report(folder, config, exports, result.summary, reports, claims, records, seconds)
+    return StudyResult(report, {c.number: c.verdict for c in claims}, seconds)

@@ -1,0 +1,21 @@
+"""Shared fixtures: the built-in dataset and one small trained run, each built once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgefault.data import load_dataset
+from edgefault.train import TrainConfig, train
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    return load_dataset("mnist5k")
+
+
+@pytest.fixture(scope="session")
+def lenet_run(tmp_path_factory, mnist5k):
+    """A lenet5 trained for two epochs (a few seconds), written as a run directory."""
+    out = tmp_path_factory.mktemp("runs") / "lenet"
+    train(TrainConfig(model="lenet5", epochs=2, seed=0), out, data=mnist5k, progress=False)
+    return out
