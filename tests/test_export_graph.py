@@ -22,12 +22,13 @@ class TinyNet(QuantizedClassifier):
 
     def __init__(self, settings: QuantSettings):
         super().__init__((1, 2, 2), 3, settings)
+        self.flatten, self.drop = nn.Flatten(), nn.Dropout(0.1)
         self.fc1, self.act = linear(settings, 4, 5), relu_quant(settings)
         self.fc2, self.logits_quant = linear(settings, 5, 3), signed_quant(settings, "logits")
 
     def forward(self, x):
-        x = torch.flatten(self.input_quant(x), 1)
-        return self.logits_quant(self.fc2(self.act(self.fc1(x))))
+        x = self.flatten(self.input_quant(x))
+        return self.logits_quant(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 def calibrated(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from edgefault.cli.main import main
 
 FAST = ["--samples", "64", "--batch-size", "32", "--power-iterations", "2", "--probes", "2", "--points", "5",
         "--grid", "3", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These workloads are tiny: one thread is as fast, and immune to OpenMP contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def run(argv, capsys):

@@ -77,7 +77,7 @@ def load_report(out_dir: str | Path) -> SharpnessReport:
 
     Example:
         >>> load_report("runs/std-sharpness").top_eigenvalue  # doctest: +SKIP
-        31.7
+        61.04
     """
     path = Path(out_dir) / METRICS_NAME
     try:
@@ -155,10 +155,10 @@ def analyze_sharpness(source: str | Path | LoadedRun | nn.Module, data: Dataset 
     instead of recomputed. Without ``out_dir`` nothing is written.
 
     Example:
-        >>> config = SharpnessConfig(seed=1)
+        >>> config = SharpnessConfig(seed=0)
         >>> report = analyze_sharpness("runs/std", "mnist5k", config, "runs/std-sharpness")  # doctest: +SKIP
         >>> f"{report.sam_sharpness:.4f} {report.top_eigenvalue:.1f} {report.hessian_trace:.0f}"  # doctest: +SKIP
-        '0.0214 31.7 402'
+        '0.1052 61.0 317'
     """
     model, model_name, source_info, run_data = _resolve_source(source)
     if out_dir is not None:
@@ -168,8 +168,12 @@ def analyze_sharpness(source: str | Path | LoadedRun | nn.Module, data: Dataset 
     dataset = data if isinstance(data, Dataset) else load_dataset(data if data is not None else run_data)
     fingerprint = model_fingerprint(model)
     if reuse and out_dir is not None and (out_dir / METRICS_NAME).exists():
-        earlier = load_report(out_dir)
-        if (earlier.config, earlier.fingerprint, earlier.data) == (config, fingerprint, dataset.spec):
+        try:
+            earlier = load_report(out_dir)
+        except EdgefaultError:  # our own format, but damaged: measure again and replace it
+            earlier = None
+        wanted = (config, fingerprint, dataset.spec)
+        if earlier is not None and (earlier.config, earlier.fingerprint, earlier.data) == wanted:
             return earlier
     images, labels = _training_subset(model, dataset, config)
     first_param = next(model.parameters(), None)

@@ -78,8 +78,8 @@ def group_rows(summary, mode: str = "grid") -> tuple[list[str], list[list[str]]]
         >>> group_rows({"groups": []})[0][:3]
         ['model', 'kind', 'rate']
     """
-    header = ["model", *(["target"] if mode != "grid" else []), "kind", "rate", "chips", "mean", "95% CI", "std",
-              "drop", "faulty bits"]
+    target = {"layer": ["layer"], "bit": ["bit"]}.get(mode, [])
+    header = ["model", *target, "kind", "rate", "chips", "mean", "95% CI", "std", "drop", "faulty bits"]
     rows = []
     for g in summary["groups"]:
         if g["mode"] != mode:

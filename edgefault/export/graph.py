@@ -1,7 +1,7 @@
 """Build an ONNX graph from a quantized model by walking its torch.fx trace, one ONNX node group per FX node.
 
 The walk is generic: any model made of the quantized building blocks (``ActQuant``,
-``QuantConv2d``, ``QuantLinear``), max/average pooling, flatten and residual additions exports
+``QuantConv2d``, ``QuantLinear``), max pooling, global average pooling, flatten and residual additions exports
 with no change here. Each FX value becomes either a float tensor or an integer one (uint8 codes
 with a per-tensor scale and zero point). The QDQ graph is laid out the way ONNX Runtime's QDQ
 fusion recognises on x86 (see notes/readme_export.md for what was measured):
@@ -13,6 +13,7 @@ fusion recognises on x86 (see notes/readme_export.md for what was measured):
   axis 0; the bias is int32 at scale ``x_scale * w_scale``, which the fused kernels require.
 * max pooling and flatten act on the uint8 codes directly (they commute with dequantization);
   global average pooling and additions are ``DQ -> op -> Q`` (QLinearGlobalAveragePool, QLinearAdd).
+  ``nn.Identity`` and ``nn.Dropout`` (eval mode) pass through; anything else is a one-line error.
 * Every consumer gets its own DequantizeLinear, because ORT fuses a DQ only into one node.
 
 ``float_reference=True`` writes the same network in fp32 instead (dequantized weights, float
@@ -146,10 +147,6 @@ class _GraphWriter:
             return self.weight_layer(fx_node, module, x, "Gemm", transB=1)
         if isinstance(module, nn.MaxPool2d):
             return self.max_pool(module, x, out)
-        if isinstance(module, nn.AvgPool2d) and not module.ceil_mode:
-            kernel, stride, pad = (_pair(v) for v in (module.kernel_size, module.stride, module.padding))
-            return self.requantized_op("AveragePool", x, out, kernel_shape=kernel, strides=stride, pads=pad * 2,
-                                       count_include_pad=int(module.count_include_pad))
         if isinstance(module, nn.AdaptiveAvgPool2d) and _pair(module.output_size) == [1, 1]:
             return self.requantized_op("GlobalAveragePool", x, out)
         if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
@@ -174,11 +171,9 @@ class _GraphWriter:
     # -- node groups ---------------------------------------------------------------------------
 
     def quantize(self, quant: ActQuant, x: _Float | _Codes, out: str) -> _Codes:
-        scale = float(quant.step_size().detach())
+        scale = float(quant.step_size().detach())  # a float32 value, so the ONNX scale is the same number
         scale_name = self.constant(f"{out}.scale", np.array(scale, np.float32))
         zp_name = self.constant(f"{out}.zero_point", np.array(quant.zero_point, np.uint8))
-        # Read the scale back as float32, the precision ONNX and the PyTorch parameter both hold.
-        scale = float(numpy_helper.to_array(self.initializers[scale_name]))
         clip, threshold = quant.max_code < 255, quant.threshold_code()
         # The last node of the group writes the tensor named after the FX node, so Netron shows it.
         codes = self.node("QuantizeLinear", [self.float_input(x), scale_name, zp_name],
@@ -227,6 +222,7 @@ class _GraphWriter:
         ], f"{prefix}.weight.dq", axis=0)
         # The fused kernels add an int32 bias to the int32 accumulator, so its scale is x_scale * w_scale.
         bias_scale = (np.float32(x_codes.scale) * scale).astype(np.float32)
+        # A bias beyond int32 at that scale saturates; the parity check then reports the damage.
         bias_codes = np.clip(np.round(bias / bias_scale), _INT32.min, _INT32.max).astype(np.int32)
         bias_dq = self.node("DequantizeLinear", [
             self.constant(f"{prefix}.bias", bias_codes),
