@@ -138,7 +138,7 @@ def table(rows: list[Row]) -> str:
               int8.batch256_ms / ortq.batch256_ms, 1.0)]
     for label, b1, b256, limit in goals:
         verdict = "met" if max(b1, b256) <= limit else "not met"
-        lines.append(f"goal {label}: batch 1 {b1:.2f}x, batch 256 {b256:.2f}x -> {verdict}")
+        lines.append(f"goal {label}: batch 1 {b1:.3f}x, batch 256 {b256:.3f}x -> {verdict}")
     return "\n".join(lines)
 
 

@@ -171,6 +171,9 @@ def test_statistics_on_known_numbers():
     assert paired["std"] == pytest.approx(0.0577350, abs=1e-6)
     assert paired["ci_high"] - paired["mean_diff"] == pytest.approx(0.143422, abs=1e-5)
     assert paired["significant"] is False  # the interval includes 0
+    # drops 0.15 (a) and 0.1667 (b): a loses 1/60 less; same interval width, shifted by the clean gap 0.05
+    assert paired["drop_diff"] == pytest.approx(0.05 - 1 / 15)
+    assert paired["drop_ci_high"] - paired["drop_diff"] == pytest.approx(0.143422, abs=1e-5)
 
 
 # -- streaming ------------------------------------------------------------------------------------

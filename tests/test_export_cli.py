@@ -11,7 +11,8 @@ import torch
 
 import edgefault.export.api as export_api
 from edgefault.cli.main import main
-from edgefault.data import load_dataset
+from edgefault.data import Dataset, load_dataset
+from edgefault.errors import EdgefaultError
 from edgefault.export import ExportSettings, Parity, export_model
 from edgefault.models import create_model
 from edgefault.runtime import ModelMetadata
@@ -100,7 +101,7 @@ def test_failed_check_writes_nothing_unless_kept(run_dir, mnist, tmp_path, monke
     monkeypatch.setattr(export_api, "check_parity", lambda *args, **kwargs: poor)
     out = tmp_path / "model.onnx"
     model = create_model("lenet5").eval()
-    with pytest.raises(export_api.EdgefaultError, match=r"agree on 90\.00% of 100 test images.*14 steps"):
+    with pytest.raises(EdgefaultError, match=r"agree on 90\.00% of 100 test images.*14 steps"):
         export_model(model, out, mnist)
     assert not out.exists()
     report = export_model(model, out, mnist, settings=ExportSettings(keep_on_parity_failure=True))
@@ -111,3 +112,11 @@ def test_failed_check_writes_nothing_unless_kept(run_dir, mnist, tmp_path, monke
     assert code == 0 and len(stderr) == 1 and stderr[0].startswith("edgefault: warning: kept")
     code, _, stderr = run_cli(["export", str(run_dir), "--out", str(tmp_path / "refused.onnx")], capsys)
     assert code == 2 and len(stderr) == 1 and not (tmp_path / "refused.onnx").exists()
+
+
+def test_a_dataset_that_does_not_fit_the_model_is_refused(mnist, tmp_path):
+    small = Dataset("npz:small.npz", mnist.train_images[:20, :, :14, :14], mnist.train_labels[:20],
+                    mnist.test_images[:20, :, :14, :14], mnist.test_labels[:20], mnist.class_names, mnist.mean, mnist.std)
+    with pytest.raises(EdgefaultError, match=r"\(1, 14, 14\) with 10 classes do not fit the model \(\(1, 28, 28\)"):
+        export_model(create_model("lenet5").eval(), tmp_path / "m.onnx", small)
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgefault.errors import EdgefaultError
 from edgefault.export import build_onnx
-from edgefault.models import ActQuant, QuantSettings, QuantWeightLayer, create_model
+from edgefault.models import QuantSettings, QuantWeightLayer, create_model
 from edgefault.models.blocks import QuantizedClassifier, linear, relu_quant, signed_quant
 from edgefault.runtime import optimized_kernel_counts
 

@@ -206,7 +206,7 @@ class RayEngine:
     """Ray actors running :class:`CellRunner`, one CPU and one ONNX Runtime thread each.
 
     ``address`` is ``auto`` (an existing local cluster, or a new one started here and stopped
-    at the end) or a cluster address; ``workers`` defaults to the cluster's CPU count.
+    at the end) or a cluster address; ``workers`` defaults to (and is capped at) the cluster's CPUs.
 
     Example:
         >>> engine = RayEngine("auto")  # doctest: +SKIP
@@ -218,9 +218,10 @@ class RayEngine:
         self.address, self.workers, self.threads = address, workers, 1
         self._started_here = False
         self._actors: list[Any] = []
-        self._refs: dict[Any, tuple[int, int]] = {}
+        self._refs: dict[Any, tuple[int, int, Any]] = {}
         self._queued: list[int] = []
         self._payload_ref = None
+        self._actor_class = None
         self._where = address
 
     @property
@@ -259,8 +260,9 @@ class RayEngine:
                 ray.init(address=self.address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise EdgefaultError(f"cannot connect to Ray at {self.address} ({' '.join(str(exc).split())[:200]})") from None
-        if self.workers is None:
-            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # Each actor holds a CPU for its lifetime: actors beyond the CPUs would never be placed.
+        self.workers = cpus if self.workers is None else min(self.workers, cpus)
 
     def open(self, payload: WorkerPayload, cells: int) -> None:
         """Put the payload in the object store once and start the actors (no more than ``cells``).
@@ -271,13 +273,12 @@ class RayEngine:
         import ray
 
         self._payload_ref = ray.put(dataclasses.replace(payload, threads=self.threads))
+        self._actor_class = ray.remote(num_cpus=1)(CellRunner)
         self._actors = [self._new_actor() for _ in range(max(1, min(self.workers, cells)))]
         self._queued = [0] * len(self._actors)
 
     def _new_actor(self):
-        import ray
-
-        return ray.remote(num_cpus=1)(CellRunner).remote(self._payload_ref)
+        return self._actor_class.remote(self._payload_ref)
 
     def submit(self, task: int, cell: Cell, attempt: int) -> None:
         """Queue a cell on the least busy actor.
@@ -287,7 +288,8 @@ class RayEngine:
         """
         slot = min(range(len(self._actors)), key=lambda i: self._queued[i])
         self._queued[slot] += 1
-        self._refs[self._actors[slot].run.remote(cell, attempt)] = (task, slot)
+        actor = self._actors[slot]
+        self._refs[actor.run.remote(cell, attempt)] = (task, slot, actor)
 
     def collect(self) -> list[tuple[int, dict[str, Any] | str]]:
         """Block until at least one cell finishes; a dead actor's cell comes back as its error text.
@@ -300,14 +302,14 @@ class RayEngine:
         ready, _ = ray.wait(list(self._refs), num_returns=1)
         finished = []
         for ref in ready:
-            task, slot = self._refs.pop(ref)
+            task, slot, actor = self._refs.pop(ref)
             self._queued[slot] -= 1
             try:
                 finished.append((task, ray.get(ref)))
             except ray.exceptions.RayError as exc:
                 finished.append((task, f"RayError: {' '.join(str(exc).split())[:300]}"))
-                if isinstance(exc, ray.exceptions.RayActorError):
-                    self._actors[slot] = self._new_actor()
+                if isinstance(exc, ray.exceptions.RayActorError) and self._actors[slot] is actor:
+                    self._actors[slot] = self._new_actor()  # once per dead actor, not once per lost cell
         return finished
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from edgefault.fileio import write_bytes_atomic, write_json_atomic
 GROUP_COLUMNS = ("model", "mode", "target", "kind", "rate", "chips", "n", "mean", "std", "ci_low", "ci_high",
                  "clean", "drop", "failed", "mean_faulty_bits")
 PAIRED_COLUMNS = ("model_a", "model_b", "mode", "target", "kind", "rate", "n", "mean_diff", "std", "ci_low",
-                  "ci_high", "significant")
+                  "ci_high", "significant", "drop_diff", "drop_ci_low", "drop_ci_high")
 
 
 def write_summary(folder: str | os.PathLike, summary: dict[str, Any], settings: dict[str, Any]) -> list[Path]:
@@ -99,8 +99,8 @@ def paired_rows(summary, mode: str = "grid") -> tuple[list[str], list[list[str]]
         >>> paired_rows({"paired": []})[0][0]
         'models (a - b)'
     """
-    header = ["models (a - b)", *(["bit"] if mode != "grid" else []), "kind", "rate", "chips", "mean diff",
-              "95% CI", "significant"]
+    header = ["models (a - b)", *(["bit"] if mode != "grid" else []), "kind", "rate", "chips", "accuracy diff",
+              "95% CI", "significant", "drop diff", "95% CI"]
     rows = []
     for p in summary["paired"]:
         if p["mode"] != mode:
@@ -108,7 +108,8 @@ def paired_rows(summary, mode: str = "grid") -> tuple[list[str], list[list[str]]
         significant = "-" if p["significant"] is None else ("yes" if p["significant"] else "no")
         rows.append([f"{p['model_a']} - {p['model_b']}", *([str(p["target"])] if mode != "grid" else []), p["kind"],
                      _rate(p["rate"]), str(p["n"]), _signed(p["mean_diff"]),
-                     _interval(p["ci_low"], p["ci_high"], signed=True), significant])
+                     _interval(p["ci_low"], p["ci_high"], signed=True), significant, _signed(p["drop_diff"]),
+                     _interval(p["drop_ci_low"], p["drop_ci_high"], signed=True)])
     return header, rows
 
 

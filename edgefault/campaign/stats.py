@@ -100,7 +100,7 @@ def summarize(models: list[dict[str, Any]], cells: list[dict[str, Any]], results
             for m, c in _clean_cells(cells)
         ],
         "groups": rows,
-        "paired": _paired(models, groups, results),
+        "paired": _paired(models, groups, results, clean),
         "cells": {"planned": len(cells), "done": sum(c["key"] in results for c in cells), "failed": len(failures)},
         "failures": [{"key": key, "error": error} for key, error in sorted(failures.items())],
     }
@@ -114,10 +114,13 @@ def _group_key(cell: dict[str, Any]) -> tuple:
     return cell["model"], cell["mode"], cell["target"], cell["kind"], cell["rate"]
 
 
-def _paired(models, groups, results) -> list[dict[str, Any]]:
+def _paired(models, groups, results, clean) -> list[dict[str, Any]]:
     """Per pair of models, the per-chip accuracy difference (first minus second) in grid and per-bit cells.
 
-    Per-layer cells are not paired: different architectures have different layers.
+    ``drop_diff`` is the difference of the drops from clean (first minus second: positive when
+    the first model loses more); the clean accuracies are constants on the same test images,
+    so its interval is the accuracy difference's interval shifted. Per-layer cells are not
+    paired: different architectures have different layers.
     """
     rows = []
     count = len(models)
@@ -133,10 +136,13 @@ def _paired(models, groups, results) -> list[dict[str, Any]]:
             for b in range(a + 1, count):
                 chips = sorted(k for (m, k) in accuracy if m == a and (b, k) in accuracy)
                 e = estimate(accuracy[a, k] - accuracy[b, k] for k in chips)
+                gap = clean[a] - clean[b] if a in clean and b in clean else None
+                shifted = (lambda v: None if v is None or gap is None else gap - v)
                 rows.append({
                     "model_a": models[a]["name"], "model_b": models[b]["name"], "mode": mode, "target": target,
                     "kind": kind, "rate": rate, "n": e.n, "mean_diff": e.mean, "std": e.std,
                     "ci_low": e.low, "ci_high": e.high,
                     "significant": None if e.low is None else bool(e.low > 0 or e.high < 0),
+                    "drop_diff": shifted(e.mean), "drop_ci_low": shifted(e.high), "drop_ci_high": shifted(e.low),
                 })
     return rows

@@ -20,10 +20,11 @@ from torch import nn
 
 from edgefault.data import Dataset, load_dataset
 from edgefault.errors import EdgefaultError
-from edgefault.fileio import atomic_path
-from edgefault.runtime import ModelMetadata, optimized_kernel_counts
 from edgefault.export.graph import INPUT_NAME, build_onnx
 from edgefault.export.verify import Parity, check_parity
+from edgefault.fileio import atomic_path
+from edgefault.runtime import ModelMetadata, optimized_kernel_counts
+from edgefault.train import load_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,12 +152,10 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     """
     target = check_output_path(out_path)
     _check_classifier(model)
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise EdgefaultError("export needs the model on the CPU (call model.cpu() first)")
+    _check_fits(model, data)
     metadata = metadata or model_metadata(model, data)
-    if data.input_shape != tuple(model.input_shape) or data.num_classes != model.num_classes:
-        raise EdgefaultError(
-            f"{data.spec}: images {data.input_shape} with {data.num_classes} classes do not fit the model "
-            f"({tuple(model.input_shape)}, {model.num_classes} classes)"
-        )
     was_training = model.training
     model.eval()
     try:
@@ -198,12 +197,11 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, settings
         >>> export_run("runs/lenet5", "lenet5.onnx").agreement  # doctest: +SKIP
         0.999
     """
-    from edgefault.train import load_run  # training pulls in the whole training stack; only runs need it
-
     check_output_path(out_path)
     run = load_run(run_dir)
     spec = data_spec or run.config.data
     data = load_dataset(spec)
+    _check_fits(run.model, data)
     accuracy = run.metrics.get("test_accuracy") if isinstance(run.metrics, dict) else None
     if not (isinstance(accuracy, (int, float)) and math.isfinite(accuracy) and 0 <= accuracy <= 1):
         accuracy = None
@@ -217,6 +215,14 @@ def _check_classifier(model: nn.Module) -> None:
     if missing:
         raise EdgefaultError(f"{type(model).__name__} is not an edgefault quantized classifier "
                              f"(it has no {', '.join(missing)})")
+
+
+def _check_fits(model: nn.Module, data: Dataset) -> None:
+    if data.input_shape != tuple(model.input_shape) or data.num_classes != model.num_classes:
+        raise EdgefaultError(
+            f"{data.spec}: images {data.input_shape} with {data.num_classes} classes do not fit the model "
+            f"({tuple(model.input_shape)}, {model.num_classes} classes)"
+        )
 
 
 def _problems(parity: Parity, integer: int, floating: int, settings: ExportSettings) -> list[str]:

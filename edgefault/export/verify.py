@@ -10,10 +10,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from edgefault.export.graph import OUTPUT_NAME
 from edgefault.runtime import Evaluator, SessionSettings
 from edgefault.runtime.session import progress_bar
-
-from edgefault.export.graph import OUTPUT_NAME
 
 
 @dataclasses.dataclass(frozen=True)

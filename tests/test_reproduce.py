@@ -1,0 +1,67 @@
+"""``reproduce`` end to end on a tiny profile, its reuse of earlier results, and its bad-input errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgefault.study import StudyConfig, run_study
+
+TINY = dict(quick=True, epochs=1, chips=3, rates=(2e-2, 5e-2), sharpness_samples=100)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    result = run_study(StudyConfig(**TINY), out, progress=False)
+    return out, result
+
+
+def test_the_study_writes_a_report_with_all_four_claims_and_intervals(tiny_study):
+    out, result = tiny_study
+    text = result.report.read_text()
+    for number in (1, 2, 3, 4):
+        assert f"**Claim {number}.**" in text
+    assert text.count("95% CI") >= 4
+    assert set(result.verdicts.values()) <= {"held", "did not hold", "inconclusive"}
+    assert (out / "campaign" / "accuracy_vs_rate.png").stat().st_size > 0
+    assert (out / "drop_vs_sharpness.png").stat().st_size > 0
+    for name in ("standard", "sparse", "standard_saq", "sparse_saq"):
+        assert (out / "models" / f"{name}.onnx").exists() and (out / "sharpness" / name / "metrics.json").exists()
+
+
+def test_a_rerun_reuses_every_stage(tiny_study):
+    out, _ = tiny_study
+    checkpoint = out / "runs" / "standard" / "model.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    lines = (out / "campaign" / "results.jsonl").read_text().count("\n")
+    again = run_study(StudyConfig(**TINY), out, progress=False)
+    assert checkpoint.stat().st_mtime_ns == stamp
+    assert (out / "campaign" / "results.jsonl").read_text().count("\n") == lines
+    assert again.seconds["train"] < 5
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgefault.cli.main", *args], capture_output=True, text=True)
+
+
+def test_unknown_architecture_is_one_line_and_exit_2(tmp_path):
+    result = _cli("reproduce", "--out", str(tmp_path / "s"), "--model", "alexnet", "--quick")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "unknown architecture 'alexnet'" in result.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_folder_holding_another_study_is_refused_and_untouched(tiny_study):
+    out, _ = tiny_study
+    before = (out / "study.json").read_bytes()
+    result = _cli("reproduce", "--out", str(out), "--quick")  # the quick profile differs from the tiny one
+    assert result.returncode == 2 and "holds another study" in result.stderr and "Traceback" not in result.stderr
+    assert (out / "study.json").read_bytes() == before
+
+
+def test_a_folder_with_other_files_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = _cli("reproduce", "--out", str(tmp_path), "--quick")
+    assert result.returncode == 2 and "holds other files" in result.stderr
+    assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '["notes.txt"]'
