@@ -11,24 +11,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
-from edgefault.data import Dataset, load_dataset
-from edgefault.export import ExportSettings, build_onnx, export_model
-from edgefault.models import ActQuant, QuantWeightLayer, create_model
+from edgefault.data import Dataset
+from edgefault.export import ExportSettings, export_model
+from edgefault.models import ActQuant, create_model
 from edgefault.runtime import ModelMetadata
 
-# Until the models train with biases on the int32 grid the deployed kernels use (x_scale * w_scale),
-# ONNX Runtime rounds each bias by up to half a grid step that PyTorch never saw; the error
-# compounds through ResNet-20 and 4-bit layers (measured: 91-97.5% agreement; 100% with biases on
-# the grid). The other cases therefore move the biases onto the grid first (a no-op once the models do).
-BIAS_GRID = pytest.mark.xfail(strict=True, reason="models/layers.py: float biases vs the deployed int32 bias grid")
 INTEGER_LAYERS = {"lenet5": 5, "resnet20": 22}
 
 
 @pytest.fixture(scope="module")
-def datasets() -> dict[str, Dataset]:
-    mnist = load_dataset("mnist5k")
+def datasets(mnist5k) -> dict[str, Dataset]:
+    mnist = mnist5k
 
     def pool(images: np.ndarray) -> np.ndarray:
         return images.reshape(len(images), 1, 14, 2, 14, 2).mean(axis=(3, 5)).astype(np.float32)
@@ -83,42 +77,19 @@ def models(datasets):
     return get
 
 
-def snap_biases_to_grid(model: torch.nn.Module) -> torch.nn.Module:
-    """Move each layer's deployed bias onto the grid of the exported int32 bias."""
-    scales = {t.name: numpy_helper.to_array(t) for t in build_onnx(model).graph.initializer}
-    with torch.no_grad():
-        for name, layer in model.named_modules():
-            if isinstance(layer, QuantWeightLayer):
-                grid = torch.tensor(scales[f"{name}.bias_scale"])
-                bias = layer.deployed_bias()
-                shift = torch.round(bias / grid) * grid - bias
-                (layer.bn.bias if getattr(layer, "bn", None) is not None else layer.bias).add_(shift)
-    return model
-
-
-def check(report, name: str) -> None:
-    assert (report.integer_kernels, report.float_kernels) == (INTEGER_LAYERS[name], 0)
-    assert report.agreement >= 0.995, f"agreement {report.agreement}, gap {report.max_logit_gap_steps} steps"
-
-
-@pytest.mark.parametrize("name, settings", [("lenet5", {}), ("lenet5", {"fat_threshold": 0.3}),
-                                            pytest.param("resnet20", {}, marks=BIAS_GRID)])
-def test_parity_of_the_model_as_trained(name, settings, models, datasets, tmp_path):
-    report = export_model(models(name, **settings), tmp_path / "model.onnx", datasets[name],
-                          settings=ExportSettings(keep_on_parity_failure=True, limit=500))
-    check(report, name)
-
-
 @pytest.mark.parametrize("name, settings", [
+    ("lenet5", {}),
+    ("lenet5", {"fat_threshold": 0.3}),
     ("lenet5", {"wbits": 4, "abits": 4, "fat_threshold": 0.3}),
     ("resnet20", {}),
     ("resnet20", {"fat_threshold": 0.3}),
-    ("resnet20", {"wbits": 4, "abits": 4, "fat_threshold": 0.3}),
+    ("resnet20", {"wbits": 4, "abits": 4}),
 ])
-def test_parity_with_biases_on_the_deployed_grid(name, settings, models, datasets, tmp_path):
-    model = snap_biases_to_grid(models(name, **settings))
-    report = export_model(model, tmp_path / "model.onnx", datasets[name], settings=ExportSettings(limit=500))
-    check(report, name)
+def test_parity_and_integer_kernels(name, settings, models, datasets, tmp_path):
+    report = export_model(models(name, **settings), tmp_path / "model.onnx", datasets[name],
+                          settings=ExportSettings(keep_on_parity_failure=True, limit=500))
+    assert (report.integer_kernels, report.float_kernels) == (INTEGER_LAYERS[name], 0)
+    assert report.agreement >= 0.995, f"agreement {report.agreement}, gap {report.max_logit_gap_steps} steps"
 
 
 def test_export_writes_metadata_that_round_trips(models, datasets, tmp_path):

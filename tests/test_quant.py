@@ -91,3 +91,17 @@ def test_linear_integer_weight_matches_forward():
     assert codes.abs().max() <= 7
     x = torch.randn(2, 5)
     assert torch.allclose(layer(x), x @ (codes.float() * scale[:, None]).T + layer.bias, atol=1e-6)
+
+
+def test_linked_layers_train_their_bias_on_the_int32_accumulator_grid():
+    from edgefault.models import create_model
+
+    model = create_model("resnet20")
+    model.train()(torch.randn(8, 1, 28, 28))
+    model.eval()
+    assert model.blocks[0].conv1.input_quant[0] is model.stem_act and model.fc.input_quant[0] is model.pool_quant
+    for layer in (model.stem, model.blocks[6].shortcut, model.fc):
+        _, scale = layer.integer_weight()
+        grid = layer.input_quant[0].step_size().detach() * scale
+        units = layer.deployed_bias() / grid
+        assert torch.allclose(units, units.round(), atol=1e-3)

@@ -106,7 +106,12 @@ class CampaignConfig:
 
     @property
     def cells_per_model(self) -> int:
-        """Grid cells of one model (kinds x rates x chips), without the clean and per-layer/per-bit cells."""
+        """Grid cells of one model (kinds x rates x chips), without the clean and per-layer/per-bit cells.
+
+        Example:
+            >>> CampaignConfig(models=("a",), model_hashes=("0" * 64,), chips=5).cells_per_model
+            60
+        """
         return len(self.kinds) * len(self.rates) * self.chips
 
     def identity(self) -> dict[str, Any]:

@@ -58,9 +58,16 @@ class LocalEngine:
 
     @property
     def capacity(self) -> int:
+        """Cells that may be in flight at once (two per worker)."""
         return DEPTH * self.workers
 
     def describe(self) -> str:
+        """A short label for reports.
+
+        Example:
+            >>> LocalEngine(1, 2).describe()
+            '1 local worker process x 2 threads'
+        """
         plural = "es" if self.workers > 1 else ""
         return f"{self.workers} local worker process{plural} x {self.threads} thread{'s' if self.threads > 1 else ''}"
 
@@ -130,7 +137,7 @@ class LocalEngine:
         return finished
 
     def close(self) -> None:
-        """Stop the workers: closing a pipe ends its worker; stragglers are terminated.
+        """Stop the workers: closing its socket ends a worker; stragglers are terminated (calling again does nothing).
 
         Example:
             >>> engine.close()  # doctest: +SKIP
@@ -207,6 +214,7 @@ class RayEngine:
 
     ``address`` is ``auto`` (an existing local cluster, or a new one started here and stopped
     at the end) or a cluster address; ``workers`` defaults to (and is capped at) the cluster's CPUs.
+    Ray is an optional dependency, so its module is imported inside the methods that use it.
 
     Example:
         >>> engine = RayEngine("auto")  # doctest: +SKIP
@@ -226,9 +234,16 @@ class RayEngine:
 
     @property
     def capacity(self) -> int:
+        """Cells that may be in flight at once (two per actor)."""
         return DEPTH * len(self._actors)
 
     def describe(self) -> str:
+        """A short label for reports.
+
+        Example:
+            >>> RayEngine("auto", workers=4).describe()
+            '4 Ray actors x 1 thread (auto)'
+        """
         count = self.workers or 0
         return f"{count} Ray actor{'s' if count != 1 else ''} x 1 thread ({self._where})"
 
@@ -313,7 +328,7 @@ class RayEngine:
         return finished
 
     def close(self) -> None:
-        """Release the actors; stop the cluster only if this engine started it.
+        """Release the actors; stop the cluster only if this engine started it (calling again does nothing).
 
         Example:
             >>> engine.close()  # doctest: +SKIP
@@ -325,3 +340,4 @@ class RayEngine:
         self._actors, self._refs = [], {}
         if self._started_here:
             ray.shutdown()
+            self._started_here = False

@@ -73,7 +73,11 @@ class ResultsLog:
         os.fsync(self._handle.fileno())
 
     def close(self) -> None:
-        """Close the file handle (appending again reopens it)."""
+        """Close the file handle (appending again reopens it).
+
+        Example:
+            >>> ResultsLog("/tmp/never-written.jsonl").close()
+        """
         if self._handle is not None:
             self._handle.close()
             self._handle = None

@@ -44,8 +44,8 @@ class ExecutionSettings:
     progress bar on stderr when it is a terminal.
 
     Example:
-        >>> ExecutionSettings(workers=2).engine().describe()
-        '2 local worker processes x 1 thread'
+        >>> ExecutionSettings(workers=2).engine().workers
+        2
     """
 
     workers: int | None = None
@@ -124,26 +124,30 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
         _check_same(config, prepared, saved, folder)
     if isinstance(engine, RayEngine):
         engine.connect()
-    with _locked(folder):
-        if (folder / CAMPAIGN_FILE).exists():
-            _check_same(config, prepared, _saved_campaign(folder), folder)
-        else:
-            write_json_atomic(folder / CAMPAIGN_FILE, {"format": FORMAT, "config": config.to_dict(), **prepared.info})
-        log = ResultsLog(folder / RESULTS_FILE)
-        try:
-            records = log.read()
-            cells = plan_cells(config, prepared.tensors)
-            done, tries = finished_keys(records)
-            hashes = config.model_hashes
-            pending = [(c, tries.get(c.key(hashes[c.model]), 0) + 1) for c in cells if c.key(hashes[c.model]) not in done]
-            if pending:
-                records += execute_cells(engine, prepared, pending, log, execution.progress, len(cells), records)
-        finally:
-            log.close()
-        summary = _summary(prepared, cells, records)
-        files = [folder / CAMPAIGN_FILE, folder / RESULTS_FILE]
-        files += write_summary(folder, summary, config.to_dict())
-        files += write_plots(folder, summary, config.kinds)
+    try:
+        with _locked(folder):
+            if (folder / CAMPAIGN_FILE).exists():
+                _check_same(config, prepared, _saved_campaign(folder), folder)
+            else:
+                write_json_atomic(folder / CAMPAIGN_FILE, {"format": FORMAT, "config": config.to_dict(), **prepared.info})
+            log = ResultsLog(folder / RESULTS_FILE)
+            try:
+                records = log.read()
+                cells = plan_cells(config, prepared.tensors)
+                done, tries = finished_keys(records)
+                hashes = config.model_hashes
+                pending = [(c, tries.get(c.key(hashes[c.model]), 0) + 1)
+                           for c in cells if c.key(hashes[c.model]) not in done]
+                if pending:
+                    records += execute_cells(engine, prepared, pending, log, execution.progress, len(cells), records)
+            finally:
+                log.close()
+            summary = _summary(prepared, cells, records)
+            files = [folder / CAMPAIGN_FILE, folder / RESULTS_FILE]
+            files += write_summary(folder, summary, config.to_dict())
+            files += write_plots(folder, summary, config.kinds)
+    finally:
+        engine.close()  # also stops a Ray cluster started here when no cell was left to run
     return CampaignResult(folder, summary, tuple(files), len(pending), len(cells) - len(pending),
                           round(time.perf_counter() - started, 3), engine.describe())
 

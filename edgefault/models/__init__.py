@@ -9,7 +9,7 @@ from edgefault.models.layers import QuantConv2d, QuantLinear, QuantWeightLayer
 from edgefault.models.monitor import ActivationMonitor, activation_quantizers
 from edgefault.models.quant import ActQuant, QuantSettings, quantize_weight
 from edgefault.models.registry import available_models, create_model, model_settings, register_model
-from edgefault.models.tracing import trace_model
+from edgefault.models.tracing import link_input_quantizers, trace_model
 
 __all__ = [
     "ActQuant", "ActivationMonitor", "QuantConv2d", "QuantLinear", "QuantSettings", "QuantWeightLayer",

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgefault.models.quant import check_bits, quantize_weight
+from edgefault.models.quant import check_bits, quantize_weight, round_ste
 
 
 class QuantWeightLayer(nn.Module):
@@ -34,6 +34,7 @@ class QuantWeightLayer(nn.Module):
         self.weight_perturbation: torch.Tensor | None = None
         self.capture_quantized_weight = False
         self.quantized_weight: torch.Tensor | None = None
+        self.input_quant: tuple = ()  # (ActQuant,) feeding this layer; set by link_input_quantizers
 
     def folded_weight_and_bias(self, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.weight, self.bias
@@ -41,6 +42,7 @@ class QuantWeightLayer(nn.Module):
     def _quantized(self, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         weight, bias = self.folded_weight_and_bias(x)
         codes, scale = quantize_weight(weight, self.wbits)
+        bias = self._bias_on_accumulator_grid(bias, scale)
         quantized = codes * scale.view((-1,) + (1,) * (codes.dim() - 1))
         if self.capture_quantized_weight:
             quantized.retain_grad()
@@ -48,6 +50,14 @@ class QuantWeightLayer(nn.Module):
         if self.weight_perturbation is not None:
             quantized = quantized + self.weight_perturbation
         return quantized, bias
+
+    def _bias_on_accumulator_grid(self, bias: torch.Tensor | None, scale: torch.Tensor) -> torch.Tensor | None:
+        # Integer kernels add round(bias / (input_step * weight_scale)) to their int32 accumulator;
+        # rounding the bias the same way here keeps PyTorch and the int8 model in step.
+        if bias is None or not self.input_quant:
+            return bias
+        grid = (self.input_quant[0].step_size() * scale).detach()
+        return round_ste(bias / grid) * grid
 
     @torch.no_grad()
     def integer_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,11 +79,13 @@ class QuantWeightLayer(nn.Module):
 
     @torch.no_grad()
     def deployed_bias(self) -> torch.Tensor:
-        """The float bias of the deployed layer (BatchNorm folded with running statistics); zeros if none."""
+        """The float bias of the deployed layer (BatchNorm folded with running statistics, on the int32
+        accumulator grid when the input quantizer is known); zeros if none."""
         was_training = self.training
         self.eval()
         try:
-            _, bias = self.folded_weight_and_bias(None)
+            weight, bias = self.folded_weight_and_bias(None)
+            bias = self._bias_on_accumulator_grid(bias, quantize_weight(weight, self.wbits)[1])
         finally:
             self.train(was_training)
         return bias.float() if bias is not None else torch.zeros(self.weight.shape[0])

@@ -12,6 +12,8 @@ from typing import Callable
 from torch import nn
 
 from edgefault.errors import EdgefaultError
+from edgefault.models.layers import QuantWeightLayer
+from edgefault.models.tracing import link_input_quantizers
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -75,5 +77,7 @@ def create_model(name: str, **settings) -> nn.Module:
             f"model {name!r} takes no setting {', '.join(map(repr, unknown))}; it takes {', '.join(accepted)}"
         )
     model = builder(**settings)
+    if any(isinstance(m, QuantWeightLayer) for m in model.modules()):
+        link_input_quantizers(model)
     model.spec = {"name": name, **accepted, **settings}
     return model

@@ -1,0 +1,46 @@
+"""Run every ``$ edgefault ...`` command of the README's console blocks, in order, in a fresh folder.
+
+A command whose shown output holds an ``edgefault: error:`` line must fail with exit status 2
+and print that line; every other command must succeed.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def console_commands(text: str) -> list[tuple[str, list[str]]]:
+    """(command, shown output lines) for each ``$ `` line of each console block."""
+    commands = []
+    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                commands.append((line[2:], []))
+            elif commands:
+                commands[-1][1].append(line)
+    return commands
+
+
+def test_the_readme_has_a_quickstart_worth_running():
+    commands = [c for c, _ in console_commands(README.read_text())]
+    for verb in ("train", "export", "eval", "inject", "campaign", "sharpness"):
+        assert any(c.startswith(f"edgefault {verb} ") for c in commands), verb
+
+
+def test_every_readme_command_runs(tmp_path):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    for command, shown in console_commands(README.read_text()):
+        assert command.startswith("edgefault "), command
+        result = subprocess.run(shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL)
+        errors = [line for line in shown if line.startswith("edgefault: error:")]
+        if errors:
+            assert result.returncode == 2, (command, result.stderr)
+            assert errors[0] in result.stderr, (command, result.stderr)
+        else:
+            assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-2000:])
