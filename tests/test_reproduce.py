@@ -8,7 +8,7 @@ import pytest
 
 from edgefault.study import StudyConfig, run_study
 
-TINY = dict(quick=True, epochs=1, chips=3, rates=(2e-2, 5e-2), sharpness_samples=100)
+TINY = dict(quick=True, epochs=1, chips=3, rates=(2e-2, 5e-2), sharpness_samples=100, sharpness_probes=4, landscape_grid=5)
 
 
 @pytest.fixture(scope="module")

@@ -10,30 +10,27 @@ import click
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
 
-# Each module defines one click command named like the module (``eval_cmd`` modules export
-# ``command``). Listed here once so ``edgefault --help`` shows them in the data-flow order.
+# Each subcommand lives in ``edgefault/cli/<name>_cmd.py`` as a click command called ``command``;
+# listed here once, in the data-flow order that ``edgefault --help`` shows.
 SUBCOMMAND_MODULES = ("train", "export", "eval", "inject", "campaign", "sharpness", "reproduce")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Imports a subcommand's module only when that subcommand runs (torch takes seconds to import)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(SUBCOMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMAND_MODULES:
+            return None
+        return importlib.import_module(f"edgefault.cli.{name}_cmd").command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgefault")
 def cli() -> None:
     """Train sparse quantized CNNs, export int8 ONNX, inject memory faults, measure accuracy."""
-
-
-def _register_subcommands() -> None:
-    for name in SUBCOMMAND_MODULES:
-        module_name = f"edgefault.cli.{name}_cmd"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # that stage has not landed yet
-                continue
-            raise
-        cli.add_command(module.command, name=name)
-
-
-_register_subcommands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,7 +57,8 @@ def stratified_split(labels: np.ndarray, test_share: float) -> tuple[np.ndarray,
         cut = int(round(len(members) * test_share))
         test.append(members[:cut])
         train.append(members[cut:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    # Shuffled, not grouped by class: the first N test images (--limit N) then cover every class.
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _from_arrays(spec, images, labels, class_names, mean, std, test_share=0.2) -> Dataset:

@@ -88,7 +88,7 @@ class QuantWeightLayer(nn.Module):
             bias = self._bias_on_accumulator_grid(bias, quantize_weight(weight, self.wbits)[1])
         finally:
             self.train(was_training)
-        return bias.float() if bias is not None else torch.zeros(self.weight.shape[0])
+        return bias.detach().float() if bias is not None else torch.zeros(self.weight.shape[0])
 
 
 class QuantConv2d(QuantWeightLayer):

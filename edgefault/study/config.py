@@ -43,8 +43,10 @@ SAM_VARIANTS = (Variant("standard_sam", False, "sam"), Variant("sparse_sam", Tru
 
 # LeNet-5 at int8 keeps ~92% accuracy at a bit error rate of 1e-2 (its clipped activations bound the damage),
 # so the sweep reaches up to 5e-2 / 1e-1, where the models part ways.
-QUICK = {"epochs": 15, "rates": (5e-3, 1e-2, 2e-2, 5e-2), "chips": 20, "sharpness_samples": 500}
-FULL = {"epochs": 30, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1), "chips": 50, "sharpness_samples": 2000}
+QUICK = {"epochs": 15, "rates": (5e-3, 1e-2, 2e-2, 5e-2), "chips": 20, "sharpness_samples": 500,
+         "sharpness_probes": 15, "landscape_grid": 11}
+FULL = {"epochs": 30, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1), "chips": 50, "sharpness_samples": 2000,
+        "sharpness_probes": 30, "landscape_grid": 15}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +71,8 @@ class StudyConfig:
     chips: int | None = None
     rho: float = 0.05
     sharpness_samples: int | None = None
+    sharpness_probes: int | None = None
+    landscape_grid: int | None = None
     version: str = __version__
 
     def __post_init__(self) -> None:
@@ -76,7 +80,7 @@ class StudyConfig:
             raise EdgefaultError(f"unknown architecture {self.model!r} for reproduce; available: "
                                  f"{', '.join(available_models())}")
         profile = QUICK if self.quick else FULL
-        for name in ("epochs", "rates", "chips", "sharpness_samples"):
+        for name in ("epochs", "rates", "chips", "sharpness_samples", "sharpness_probes", "landscape_grid"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, profile[name])
         object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))

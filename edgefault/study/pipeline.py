@@ -147,7 +147,8 @@ def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> St
     seconds["campaign"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    sharpness_config = SharpnessConfig(rho=config.rho, seed=config.seed, samples=config.sharpness_samples)
+    sharpness_config = SharpnessConfig(rho=config.rho, seed=config.seed, samples=config.sharpness_samples,
+                                       hutchinson_probes=config.sharpness_probes, landscape_grid=config.landscape_grid)
     reports = {}
     for name in names:
         _say(progress, f"sharpness of {name}")
