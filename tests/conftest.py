@@ -19,3 +19,14 @@ def lenet_run(tmp_path_factory, mnist5k):
     out = tmp_path_factory.mktemp("runs") / "lenet"
     train(TrainConfig(model="lenet5", epochs=2, seed=0), out, data=mnist5k, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For tiny workloads: one thread is as fast, and immune to OpenMP contention on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgefault.cli.main import main
 from edgefault.runtime.metadata import ModelMetadata
 from onnx_builders import float_cnn, ort_quantized_cnn
+from cli_helpers import assert_one_error_line, run
 
 FLAGS = ["--input-size", "1x28x28", "--mean", "0.1307", "--std", "0.3081"]
 STYLES = ("qdq_per_channel", "qdq_s8s8", "qoperator")
@@ -36,19 +36,6 @@ def digits(tmp_path_factory):
     return f"npz:{path}"
 
 
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
-
-
-def assert_one_error_line(code, out, err, fragment):
-    assert code == 2 and out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgefault: error:"), err
-    assert fragment in lines[0]
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -5,36 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from cli_helpers import assert_one_error_line, run
 
-from edgefault.cli.main import main
 
 FAST = ["--samples", "64", "--batch-size", "32", "--power-iterations", "2", "--probes", "2", "--points", "5",
         "--grid", "3", "--device", "cpu"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These workloads are tiny: one thread is as fast, and immune to OpenMP contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
-
-
-def assert_one_error_line(code, out, err, fragment):
-    assert code == 2 and out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgefault: error:"), err
-    assert fragment in lines[0]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sharpness_writes_metrics_and_both_plots(lenet_run, tmp_path, capsys):

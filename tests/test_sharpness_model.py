@@ -18,13 +18,7 @@ TINY = SharpnessConfig(samples=96, batch_size=40, power_iterations=3, hutchinson
                        landscape_grid=3, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These workloads are tiny: one thread is as fast, and immune to OpenMP contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def without_timing(report: SharpnessReport) -> dict:

@@ -10,6 +10,7 @@ from typing import Any
 from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from edgefault.fileio import write_bytes_atomic
 
@@ -79,6 +80,10 @@ def accuracy_figure(summary: dict[str, Any], kinds: tuple[str, ...]) -> Figure:
             if clean.get(model) is not None:
                 axis.axhline(clean[model], color=color, linestyle="--", linewidth=1, label=f"{model} clean")
         axis.set_xscale("log")
+        swept = sorted({g["rate"] for g in summary["groups"] if g["mode"] == "grid" and g["rate"] > 0})
+        if swept:  # label the swept rates only: log-axis minor labels collide on a short range
+            axis.set_xticks(swept, [f"{rate:g}" for rate in swept])
+            axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel("fault rate p (probability per weight bit)")
         axis.set_ylabel("top-1 accuracy")
         axis.set_title(KIND_TITLES.get(kind, kind))
