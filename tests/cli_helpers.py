@@ -1,5 +1,8 @@
 """Running the CLI in-process and checking its one-line errors, shared by the CLI tests."""
 
+import subprocess
+import sys
+
 import pytest
 
 from edgefault.cli.main import main
@@ -18,3 +21,8 @@ def assert_one_error_line(code, out, err, fragment):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgefault: error:"), err
     assert fragment in lines[0]
+
+
+def run_subprocess(*args):
+    """Run ``edgefault ARGS...`` in a fresh interpreter, as a user would; return the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "edgefault.cli.main", *args], capture_output=True, text=True)

@@ -23,9 +23,9 @@ from edgefault.campaign import (CampaignConfig, Cell, ExecutionSettings, LocalEn
                                 finished_keys, model_names, parse_rates, plan_cells, prepare_campaign, run_campaign,
                                 summarize)
 from edgefault.campaign.run import execute_cells
-from edgefault.cli.main import main
 from edgefault.errors import EdgefaultError
 from edgefault.faults import Injector
+from cli_helpers import run
 from onnx_builders import ort_quantized_cnn
 
 FLAGS = ["--input-size", "1x28x28", "--mean", "0.1307", "--std", "0.3081"]
@@ -60,13 +60,6 @@ def digits(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits_large(tmp_path_factory):
     return digits_npz(tmp_path_factory.mktemp("data") / "digits_large.npz", 600)
-
-
-def run_cli(argv, capsys):
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
 
 
 def measured(folder: Path) -> dict[str, tuple]:
@@ -235,7 +228,7 @@ def test_campaign_cli_end_to_end_modes_files_and_rerun(models, digits, tmp_path,
     out = tmp_path / "campaign"
     argv = ["campaign", *map(str, models), "--data", digits, "--out", str(out), "--kinds", "flip",
             "--rates", "1e-3,1e-2", "--chips", "3", "--per-layer", "--per-bit", "--workers", "2", *FLAGS]
-    code, stdout, err = run_cli(argv, capsys)
+    code, stdout, err = run(argv, capsys)
     assert code == 0, err
     assert "paired differences" in stdout and "quant_qdq_per_channel - quant_qdq_s8s8" in stdout
     names = {"campaign.json", "results.jsonl", "summary.json", "summary.csv", "paired.csv", "summary.md",
@@ -256,13 +249,13 @@ def test_campaign_cli_end_to_end_modes_files_and_rerun(models, digits, tmp_path,
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = (out / "results.jsonl").read_bytes()
 
-    code, stdout, err = run_cli([*argv, "--json"], capsys)  # the same command again: nothing left to run
+    code, stdout, err = run([*argv, "--json"], capsys)  # the same command again: nothing left to run
     assert code == 0, err
     report = json.loads(stdout)
     assert report["ran"] == 0 and report["resumed"] == planned
     assert (out / "results.jsonl").read_bytes() == before
 
-    code, stdout, err = run_cli([a if a != "3" else "4" for a in argv], capsys)  # other settings: refused
+    code, stdout, err = run([a if a != "3" else "4" for a in argv], capsys)  # other settings: refused
     assert code == 2 and stdout == "" and "chips: 3 there, 4 here" in err and len(err.strip().splitlines()) == 1
     assert (out / "results.jsonl").read_bytes() == before
 
@@ -343,7 +336,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(models, digits, tmp_pat
     extra = [str(models[0]) if a == "M" else f"npz:{wide}" if a == "WIDE" else a for a in extra]
     out = tmp_path / "out"
     # Options given after FLAGS win (click keeps the last value), so a case can override them.
-    code, stdout, err = run_cli(["campaign", "--data", digits, "--out", str(out), *FLAGS, *extra], capsys)
+    code, stdout, err = run(["campaign", "--data", digits, "--out", str(out), *FLAGS, *extra], capsys)
     lines = err.strip().splitlines()
     assert code == 2 and stdout == "" and len(lines) == 1 and lines[0].startswith("edgefault: error:"), err
     assert fragment in lines[0]
@@ -354,7 +347,7 @@ def test_out_must_be_a_campaign_folder(models, digits, tmp_path, capsys):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
-    code, _, err = run_cli(["campaign", str(models[0]), "--data", digits, "--out", str(occupied), *FLAGS], capsys)
+    code, _, err = run(["campaign", str(models[0]), "--data", digits, "--out", str(occupied), *FLAGS], capsys)
     assert code == 2 and "not empty and holds no campaign.json" in err
     assert sorted(p.name for p in occupied.iterdir()) == ["notes.txt"]
 

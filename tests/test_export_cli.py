@@ -9,20 +9,18 @@ import onnx
 import pytest
 
 import edgefault.export.api as export_api
-from edgefault.cli.main import main
 from edgefault.data import Dataset
 from edgefault.errors import EdgefaultError
 from edgefault.export import ExportSettings, Parity, export_model
 from edgefault.models import create_model
 from edgefault.runtime import ModelMetadata
 from edgefault.train.run_dir import load_config
+from cli_helpers import run
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, list[str]]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err.splitlines()
+    code, out, err = run(args, capsys)
+    return code, out, err.splitlines()
 
 
 def test_export_command_writes_a_checked_model(lenet_run, tmp_path, capsys):

@@ -1,12 +1,11 @@
 """``reproduce`` end to end on a tiny profile, its reuse of earlier results, and its bad-input errors."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from edgefault.study import StudyConfig, run_study
+from cli_helpers import run_subprocess
 
 TINY = dict(quick=True, epochs=1, chips=3, rates=(2e-2, 5e-2), sharpness_samples=100, sharpness_probes=4, landscape_grid=5)
 
@@ -36,18 +35,17 @@ def test_a_rerun_reuses_every_stage(tiny_study):
     checkpoint = out / "runs" / "standard" / "model.pt"
     stamp = checkpoint.stat().st_mtime_ns
     lines = (out / "campaign" / "results.jsonl").read_text().count("\n")
-    again = run_study(StudyConfig(**TINY), out, progress=False)
+    model_stamp = (out / "models" / "standard.onnx").stat().st_mtime_ns
+    sharpness_stamp = (out / "sharpness" / "standard" / "metrics.json").stat().st_mtime_ns
+    run_study(StudyConfig(**TINY), out, progress=False)
     assert checkpoint.stat().st_mtime_ns == stamp
+    assert (out / "models" / "standard.onnx").stat().st_mtime_ns == model_stamp
+    assert (out / "sharpness" / "standard" / "metrics.json").stat().st_mtime_ns == sharpness_stamp
     assert (out / "campaign" / "results.jsonl").read_text().count("\n") == lines
-    assert again.seconds["train"] < 5
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgefault.cli.main", *args], capture_output=True, text=True)
 
 
 def test_unknown_architecture_is_one_line_and_exit_2(tmp_path):
-    result = _cli("reproduce", "--out", str(tmp_path / "s"), "--model", "alexnet", "--quick")
+    result = run_subprocess("reproduce", "--out", str(tmp_path / "s"), "--model", "alexnet", "--quick")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "unknown architecture 'alexnet'" in result.stderr and not (tmp_path / "s").exists()
 
@@ -55,13 +53,13 @@ def test_unknown_architecture_is_one_line_and_exit_2(tmp_path):
 def test_a_folder_holding_another_study_is_refused_and_untouched(tiny_study):
     out, _ = tiny_study
     before = (out / "study.json").read_bytes()
-    result = _cli("reproduce", "--out", str(out), "--quick")  # the quick profile differs from the tiny one
+    result = run_subprocess("reproduce", "--out", str(out), "--quick")  # the quick profile differs from the tiny one
     assert result.returncode == 2 and "holds another study" in result.stderr and "Traceback" not in result.stderr
     assert (out / "study.json").read_bytes() == before
 
 
 def test_a_folder_with_other_files_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    result = _cli("reproduce", "--out", str(tmp_path), "--quick")
+    result = run_subprocess("reproduce", "--out", str(tmp_path), "--quick")
     assert result.returncode == 2 and "holds other files" in result.stderr
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '["notes.txt"]'

@@ -1,8 +1,6 @@
 """Training: sharpness-aware steps restore what they perturb, runs are deterministic, the CLI is strict."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ from edgefault.errors import EdgefaultError
 from edgefault.models import QuantWeightLayer, create_model
 from edgefault.train import TrainConfig, load_run, train
 from edgefault.train.steps import plain_step, saq_step, sam_step
+from cli_helpers import run_subprocess
 
 
 def _batch(seed=0):
@@ -104,10 +103,6 @@ def test_bad_recipe_values_are_refused():
         TrainConfig(wbits=12)
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgefault.cli.main", *args], capture_output=True, text=True)
-
-
 @pytest.mark.parametrize("args, message", [
     (["--model", "lenet7"], "Invalid value for '--model'"),
     (["--wbits", "9"], "wbits must be an integer in 2..8"),
@@ -117,7 +112,7 @@ def _cli(*args):
 ])
 def test_train_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     out = tmp_path / "run"
-    result = _cli("train", "--out", str(out), "--epochs", "1", *args)
+    result = run_subprocess("train", "--out", str(out), "--epochs", "1", *args)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("edgefault: error:")
     assert message in result.stderr and "Traceback" not in result.stderr

@@ -124,7 +124,7 @@ def _paired(models, groups, results, clean) -> list[dict[str, Any]]:
     """
     rows = []
     count = len(models)
-    for (model, mode, target, kind, rate), members in groups.items():
+    for model, mode, target, kind, rate in groups:
         if mode not in ("grid", "bit") or model != 0:
             continue  # visit each (mode, target, kind, rate) once, from the first model's group
         accuracy = {}

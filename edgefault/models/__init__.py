@@ -14,5 +14,5 @@ from edgefault.models.tracing import link_input_quantizers, trace_model
 __all__ = [
     "ActQuant", "ActivationMonitor", "QuantConv2d", "QuantLinear", "QuantSettings", "QuantWeightLayer",
     "QuantizedClassifier", "activation_quantizers", "available_models", "create_model", "model_settings",
-    "quantize_weight", "register_model", "trace_model",
+    "link_input_quantizers", "quantize_weight", "register_model", "trace_model",
 ]

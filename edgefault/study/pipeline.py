@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.data import Dataset, load_dataset
 from edgefault.errors import EdgefaultError
 from edgefault.export.api import ExportSettings, export_run
-from edgefault.fileio import read_json, write_json_atomic
+from edgefault.fileio import read_json, to_json, write_json_atomic
 from edgefault.study.claims import judge_claims
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig, Variant
 from edgefault.study.report import write_report
@@ -56,17 +57,9 @@ def check_study_folder(folder: Path, config: StudyConfig) -> None:
     raw = read_json(saved)
     if not isinstance(raw, dict) or raw.get("format") != STUDY_FORMAT:
         raise EdgefaultError(f"{saved}: not an edgefault study; give --out a new or empty folder")
-    if raw.get("config") != _jsonable(config.to_dict()):
+    if raw.get("config") != json.loads(to_json(config.to_dict())):  # compare as saved: tuples become lists
         raise EdgefaultError(f"{folder}: holds another study (different settings in {STUDY_FILE}); "
                              "give --out a new folder or rerun with the same settings")
-
-
-def _jsonable(value):
-    import json
-
-    from edgefault.fileio import to_json
-
-    return json.loads(to_json(value))
 
 
 def train_config(config: StudyConfig, variant: Variant) -> TrainConfig:

@@ -6,8 +6,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgefault.campaign.stats import estimate
 from edgefault.fileio import read_json, write_bytes_atomic
 from edgefault.study.claims import Claim, drops, per_chip_accuracy
