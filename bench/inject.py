@@ -8,7 +8,9 @@ as Q/DQ pairs), then measures, in the same run:
 * ``inject_file`` at rate 1e-3 (read, inject, write), the ratio to the reference (goal <= 1.5);
 * the in-memory :class:`Injector` per chip once built (what a campaign pays per chip);
 * writing the fault map JSON, which ``--map`` adds;
-* sampling alone at rates 1e-6 .. 1e-1, to show the cost follows the fault count.
+* sampling alone at rates 1e-6 .. 1e-1, to show the cost follows the fault count, and the nested
+  draw (one threshold per cell, rate bands; chips nested across rates) against the unnested one
+  it replaced (one geometric-gap stream per rate), as a ratio.
 
 Run: ``.venv/bin/python bench/inject.py [--repeats N]``.
 """
@@ -27,6 +29,7 @@ import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from edgefault.faults import Chip, Injector, inject_file, sample_faults
+from edgefault.faults.sampling import _draw_cells
 
 ACTIVATION_SCALE = 0.05
 
@@ -108,6 +111,28 @@ def resnet18_qdq(num_classes: int = 10, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
+def unnested_cells(seed: int, cells: int, rate: float) -> np.ndarray:
+    """The baseline: the faulty cells of the sampler before nesting, one geometric-gap stream at the rate asked.
+
+    Example:
+        >>> unnested_cells(0, 1000, 1.0).size
+        1000
+    """
+    rng = np.random.default_rng(seed)
+    scale = 1.0 / np.log1p(-rate) if rate < 1.0 else 0.0
+    found, last = [], -1
+    while last < cells - 1:
+        expected = rate * (cells - 1 - last)
+        gaps = np.minimum(np.log1p(-rng.random(int(expected + 6.0 * np.sqrt(expected)) + 16)) * scale, cells)
+        cell = np.cumsum(gaps.astype(np.int64) + 1) + last
+        inside = int(np.searchsorted(cell, cells))
+        found.append(cell[:inside])
+        if inside < cell.size:
+            break
+        last = int(cell[-1])
+    return np.concatenate(found)
+
+
 def _timed(function) -> tuple[float, float]:
     """(wall, CPU) seconds of one call; CPU time is what other jobs on a shared machine inflate least."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -177,14 +202,23 @@ def main() -> None:
         print()
         _table({**parts, **map_times}, reference)
 
-        print("\n| rate | faults | sampling wall (ms) | sampling CPU (ms) | CPU us per fault |")
-        print("|---:|---:|---:|---:|---:|")
+        print("\n| rate | faults | sample_faults CPU (ms) | CPU us per fault | unnested draw CPU (ms) "
+              "| nested draw CPU (ms) | nested / unnested |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        cells = memory.nbits
         for exponent in range(-6, 0):
             rate = 10.0**exponent
             faults = len(sample_faults(memory, Chip("flip", rate=rate, seed=1)))
-            wall, cpu = _interleaved({"s": lambda i: sample_faults(memory, Chip("flip", rate=rate, seed=i))}, 5)["s"]
-            per_fault = cpu * 1e6 / max(faults, 1)
-            print(f"| 1e{exponent} | {faults:,} | {wall * 1e3:.2f} | {cpu * 1e3:.2f} | {per_fault:.3f} |")
+            times = _interleaved({
+                "sample": lambda i: sample_faults(memory, Chip("flip", rate=rate, seed=i)),
+                "unnested": lambda i: unnested_cells(i, cells, rate),
+                "nested": lambda i: _draw_cells(i, cells, rate, None),
+            }, max(args.repeats, 5))
+            cpu = {name: value[1] for name, value in times.items()}
+            per_fault = cpu["sample"] * 1e6 / max(faults, 1)
+            print(f"| 1e{exponent} | {faults:,} | {cpu['sample'] * 1e3:.2f} | {per_fault:.3f} "
+                  f"| {cpu['unnested'] * 1e3:.2f} | {cpu['nested'] * 1e3:.2f} "
+                  f"| {cpu['nested'] / cpu['unnested']:.2f} |")
 
 
 if __name__ == "__main__":

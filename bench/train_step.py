@@ -1,8 +1,9 @@
-"""SAQ (and SAM) step time as a ratio to a plain QAT step, measured in the same run on the same batch.
+"""SAQ, SAM and RandBET step time as a ratio to a plain QAT step, measured in the same run on the same batch.
 
 Run: .venv/bin/python bench/train_step.py [--model resnet20] [--steps 20]
 The goal for SAQ is <= 2.1x: two forward/backward passes cost about 2x, and the perturbation
-bookkeeping must stay small.
+bookkeeping must stay small. The goal for RandBET (bit error rate 1%, injecting from the first
+step) is <= 2.2x: two passes, plus drawing a fresh bit-flip mask over every stored weight bit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from edgefault.models import create_model
+from edgefault.train.randbet import RandBET
 from edgefault.train.steps import plain_step, saq_step, sam_step
 
 
@@ -43,10 +45,12 @@ def main() -> None:
     images = torch.randn(args.batch_size, *model.input_shape, generator=generator)
     labels = torch.randint(0, model.num_classes, (args.batch_size,), generator=generator)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    randbet = RandBET(model, rate=0.01, generator=torch.Generator().manual_seed(0), loss_threshold=0.0)
     methods = {
         "plain QAT": lambda m, c, o: plain_step(c, o),
         "SAM": lambda m, c, o: sam_step(m, c, o, rho=0.05),
         "SAQ": lambda m, c, o: saq_step(m, c, o, rho=0.05),
+        "RandBET": lambda m, c, o: plain_step(c, randbet.wrap(o, c)),
     }
     for step in methods.values():  # warm-up: allocator, LSQ initialization, thread pools
         _time_steps(step, model, optimizer, images, labels, 2)

@@ -1,18 +1,26 @@
-"""Atomic file output and small JSON helpers shared by every stage.
+"""Output safety shared by every stage: atomic files, paired files, output folders, protected inputs.
 
 Every artifact is written to a temporary file in the destination folder and renamed into
-place, so a failure or a kill never leaves a half-written output behind.
+place, so a failure or a kill never leaves a half-written output behind. Folders are created
+only together with their first file and removed again when that file cannot be written;
+:func:`output_folder` removes everything a failed command created in its folder. No output
+may land on an input (:func:`check_outputs`): an input file, an ONNX input's external data
+file, or a file of an input run folder (its checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
+
+from edgefault.errors import EdgefaultError
 
 
 def _current_umask() -> int:
@@ -24,6 +32,73 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: Iterable[Path]) -> None:
+    for folder in folders:  # deepest first; a folder someone else filled meanwhile stays
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a folder itself (no lock file), e.g. while renaming a pair of outputs into it."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing drops the lock
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
+    """Yield temporary paths beside ``paths``; rename them all into place only if the block succeeds.
+
+    Missing folders are created with the first temporary file and removed again on failure.
+    Several paths are renamed in turn under a lock on their folder, so two commands writing the
+    same pair never interleave (a model and its fault map stay a matching pair).
+
+    Example:
+        >>> with atomic_paths("/tmp/a.onnx", "/tmp/a.json") as (model, fault_map):
+        ...     _ = model.write_bytes(b"model"), fault_map.write_bytes(b"{}")
+    """
+    targets = [Path(p) for p in paths]
+    created: list[Path] = []
+    temporaries: list[Path] = []
+    try:
+        for target in targets:
+            created += _make_folders(target.parent)
+            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.close(handle)
+            temporaries.append(Path(name))
+            os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
+        try:
+            yield tuple(temporaries)
+        except OSError as exc:
+            if exc.filename is None:  # a failed write() names no file: name the output
+                exc.filename = str(targets[0]) if len(targets) == 1 else f"{targets[0].parent}/"
+            raise
+        with _folder_locked(targets[0].parent) if len(targets) > 1 else contextlib.nullcontext():
+            for temporary, target in zip(temporaries, targets):
+                os.replace(temporary, target)
+        created = []
+    finally:
+        for temporary in temporaries:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+        _remove_empty(created)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -32,18 +107,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         >>> with atomic_path("/tmp/out.bin") as tmp:
         ...     _ = tmp.write_bytes(b"done")
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    tmp.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_paths(path) as (temporary,):
+        yield temporary
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -54,6 +119,165 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def output_folder(folder: str | os.PathLike, keep: Callable[[], bool] | None = None) -> Iterator[Path]:
+    """Within the block ``folder`` exists; if the block fails, what it created there is removed again.
+
+    Entries that were there before stay untouched; a folder that did not exist is removed with
+    its new contents. ``keep``, asked on failure, can keep everything (e.g. results worth
+    resuming from).
+
+    Example:
+        >>> with output_folder("/tmp/run") as out:
+        ...     write_json_atomic(out / "metrics.json", {"accuracy": 0.98})
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise EdgefaultError(f"{folder}: exists and is not a folder")
+    before = set(os.listdir(folder)) if folder.exists() else set()
+    created = _make_folders(folder)
+    try:
+        yield folder
+    except BaseException:
+        if keep is None or not keep():
+            for name in sorted(set(os.listdir(folder)) - before):
+                entry = folder / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        entry.unlink()
+            _remove_empty(created)
+        raise
+
+
+def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse an output file whose nearest existing folder cannot be written, before any slow work.
+
+    Example:
+        >>> check_writable("/tmp/new/model.onnx")
+        PosixPath('/tmp/new/model.onnx')
+    """
+    target = Path(path)
+    _check_folder_writable(target.parent, f"{option} {target}")
+    return target
+
+
+def _check_folder_writable(folder: Path, what: str) -> None:
+    while not folder.exists():  # missing folders are created with the first file; the first existing one decides
+        folder = folder.parent
+    if not folder.is_dir():
+        raise EdgefaultError(f"{what}: cannot write there, {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):  # a read-only mount shows here even for root
+        raise EdgefaultError(f"{what}: cannot write there, {folder} is read-only or not writable")
+
+
+def protected_files(inputs: Iterable[str | os.PathLike]) -> dict[Path, str]:
+    """The resolved files a command must not overwrite, each with what it is, for the given inputs.
+
+    An input file protects itself and, for an ONNX model, its external data files; an input
+    folder (a run) protects the files in it, its checkpoint among them.
+
+    Example:
+        >>> protected_files(["/tmp/x.json"])
+        {PosixPath('/tmp/x.json'): 'an input file'}
+    """
+    found: dict[Path, str] = {}
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            for entry in sorted(path.iterdir()):
+                if entry.is_file():
+                    found.setdefault(entry.resolve(), f"the {entry.name} of the input run {path}")
+            continue
+        found.setdefault(path.resolve(), "an input file")
+        if path.suffix == ".onnx" and path.is_file():
+            for location in _external_data_files(path):
+                found.setdefault(location, f"the external data of the input {path}")
+    return found
+
+
+def _external_data_files(model: Path) -> list[Path]:
+    import onnx  # only for ONNX inputs, and only their structure (no external data is read)
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # not ONNX: the command reports that itself
+        return []
+    locations = set()
+    for tensor in _graph_tensors(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            locations.add({entry.key: entry.value for entry in tensor.external_data}.get("location", ""))
+    return [(model.parent / location).resolve() for location in sorted(locations) if location]
+
+
+def _graph_tensors(graph: Any) -> Iterator[Any]:
+    """Initializers and tensor attributes of a graph and its subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _graph_tensors(subgraph)
+
+
+def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse outputs (option -> path) that land on an input, on each other, or on a folder.
+
+    Example:
+        >>> check_outputs({"--out": "/tmp/faulty.onnx", "--map": "/tmp/map.json"}, ["/tmp/model.onnx"])
+    """
+    protected = protected_files(inputs)
+    identities = {_identity(p): label for p, label in protected.items() if _identity(p) is not None}
+    seen: dict[Path, str] = {}
+    for option, given in outputs.items():
+        if given is None:
+            continue
+        path = Path(given)
+        resolved = path.resolve()
+        label = protected.get(resolved) or identities.get(_identity(resolved))
+        if label is not None:
+            raise EdgefaultError(f"{option} {path} would overwrite {label}; choose another path")
+        if resolved in seen:
+            raise EdgefaultError(f"{option} and {seen[resolved]} are the same file {path}; give two paths")
+        if path.is_dir():
+            raise EdgefaultError(f"{option} {path} is a folder; give the path of the file to write")
+        seen[resolved] = option
+        check_writable(path, option)
+
+
+def check_output_folder(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "--out") -> Path:
+    """Refuse an output folder that is an input, holds an input, or cannot be written.
+
+    Example:
+        >>> check_output_folder("/tmp/new-run", ["/tmp/model.onnx"])
+        PosixPath('/tmp/new-run')
+    """
+    path = Path(folder)
+    resolved = path.resolve()
+    for protected, label in protected_files(inputs).items():
+        if protected == resolved or resolved in protected.parents:
+            raise EdgefaultError(f"{option} {path} holds {label}; give a folder of its own")
+    for given in inputs:
+        if Path(given).resolve() == resolved:
+            raise EdgefaultError(f"{option} {path} is an input folder; give a folder of its own")
+    if path.exists() and not path.is_dir():
+        raise EdgefaultError(f"{option} {path} is a file; give a folder")
+    _check_folder_writable(path, f"{option} {path}")
+    return path
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Device and inode of an existing file (catches hard links), else None."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _json_default(value: Any) -> Any:
@@ -76,13 +300,23 @@ def to_json(value: Any) -> str:
     return json.dumps(value, indent=2, default=_json_default)
 
 
+def json_bytes(value: Any) -> bytes:
+    """The bytes of a JSON file holding ``value`` (indented, one final newline).
+
+    Example:
+        >>> json_bytes({"a": 1}).decode().splitlines()
+        ['{', '  "a": 1', '}']
+    """
+    return (to_json(value) + "\n").encode()
+
+
 def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
     """Write ``value`` as JSON to ``path`` atomically.
 
     Example:
         >>> write_json_atomic("/tmp/x.json", {"accuracy": 0.98})
     """
-    write_bytes_atomic(path, (to_json(value) + "\n").encode())
+    write_bytes_atomic(path, json_bytes(value))
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -92,8 +326,6 @@ def read_json(path: str | os.PathLike) -> Any:
         >>> read_json("/tmp/x.json")["accuracy"]
         0.98
     """
-    from edgefault.errors import EdgefaultError
-
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:

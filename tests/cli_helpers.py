@@ -23,6 +23,10 @@ def assert_one_error_line(code, out, err, fragment):
     assert fragment in lines[0]
 
 
-def run_subprocess(*args):
-    """Run ``edgefault ARGS...`` in a fresh interpreter, as a user would; return the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "edgefault.cli.main", *args], capture_output=True, text=True)
+def run_subprocess(*args, **options):
+    """Run ``edgefault ARGS...`` in a fresh interpreter, as a user would; return the CompletedProcess.
+
+    ``options`` go to ``subprocess.run`` (e.g. ``preexec_fn`` to set a resource limit, ``env``, ``cwd``).
+    """
+    return subprocess.run([sys.executable, "-m", "edgefault.cli.main", *args], capture_output=True, text=True,
+                          **options)

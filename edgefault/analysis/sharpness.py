@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from edgefault.analysis.curvature import hessian_trace, sam_sharpness, top_eigenvalue
 from edgefault.analysis.landscape import filter_normalized_direction, grid, landscape_1d, landscape_2d
@@ -24,7 +23,8 @@ from edgefault.analysis.plots import plot_landscape_1d, plot_landscape_2d
 from edgefault.analysis.report import REPORT_FORMAT, Landscape, SharpnessConfig, SharpnessReport
 from edgefault.data import Dataset, load_dataset
 from edgefault.errors import EdgefaultError
-from edgefault.fileio import read_json, write_json_atomic
+from edgefault.fileio import check_output_folder, output_folder, read_json, write_json_atomic
+from edgefault.progress import Progress
 from edgefault.train import LoadedRun, load_run
 from edgefault.train.loop import resolve_device
 
@@ -162,7 +162,8 @@ def analyze_sharpness(source: str | Path | LoadedRun | nn.Module, data: Dataset 
     """
     model, model_name, source_info, run_data = _resolve_source(source)
     if out_dir is not None:
-        out_dir = check_output_dir(out_dir)
+        out_dir = check_output_folder(check_output_dir(out_dir), [source] if isinstance(source, (str, Path)) else [])
+    device = resolve_device(config.device)  # a missing device is refused before any work
     if data is None and run_data is None:
         raise EdgefaultError("no dataset: pass data (a SPEC such as mnist5k) for a model without a run directory")
     dataset = data if isinstance(data, Dataset) else load_dataset(data if data is not None else run_data)
@@ -178,26 +179,23 @@ def analyze_sharpness(source: str | Path | LoadedRun | nn.Module, data: Dataset 
     images, labels = _training_subset(model, dataset, config)
     first_param = next(model.parameters(), None)
     home = first_param.device if first_param is not None else torch.device("cpu")
-    device = resolve_device(config.device)
     model.to(device)
     try:
         values = _measure(model, images.to(device), labels.to(device), config, progress)
     finally:
         model.to(home)
     title = _title(model_name, source_info["recipe"], config, len(labels))
-    files = {}
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        land = values["landscape"]
-        plot_landscape_1d(land.alphas_1d, land.loss_1d, out_dir / PLOT_NAMES["landscape_1d"],
-                          f"1-D loss landscape: {title}")
-        plot_landscape_2d(land.alphas_2d, land.alphas_2d, np.array(land.loss_2d), out_dir / PLOT_NAMES["landscape_2d"],
-                          f"2-D loss landscape: {title}")
-        files = dict(PLOT_NAMES, metrics=METRICS_NAME)
+    files = {} if out_dir is None else dict(PLOT_NAMES, metrics=METRICS_NAME)
     report = SharpnessReport(model=model_name, source=source_info, data=dataset.spec, samples=len(labels),
                              fingerprint=fingerprint, config=config, files=files, **values)
     if out_dir is not None:
-        write_json_atomic(out_dir / METRICS_NAME, report.to_dict())
+        with output_folder(out_dir):  # a failed write leaves nothing new behind
+            land = values["landscape"]
+            plot_landscape_1d(land.alphas_1d, land.loss_1d, out_dir / PLOT_NAMES["landscape_1d"],
+                              f"1-D loss landscape: {title}")
+            plot_landscape_2d(land.alphas_2d, land.alphas_2d, np.array(land.loss_2d),
+                              out_dir / PLOT_NAMES["landscape_2d"], f"2-D loss landscape: {title}")
+            write_json_atomic(out_dir / METRICS_NAME, report.to_dict())
     return report
 
 
@@ -207,8 +205,7 @@ def _measure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, confi
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     total = 1 + config.power_iterations + config.hutchinson_probes + config.landscape_points + config.landscape_grid**2
-    # disable=None: a bar on a terminal, silence in logs and pipes.
-    bar = tqdm(total=total, desc="sharpness", unit="step", disable=None if progress else True, leave=False)
+    bar = Progress(total, "sharpness" if progress else None, unit="step")
     with bar, ModelObjective(model, images, labels, config.batch_size, config.weight_space) as objective:
         params = objective.params
         clock = time.perf_counter()
@@ -222,8 +219,7 @@ def _measure(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, confi
         bar.set_description("sharpness: top eigenvalue")
         power = top_eigenvalue(objective, params, stream_generator(config.seed, "power_iteration"),
                                config.power_iterations, config.power_tolerance, on_step=bar.update)
-        bar.total -= config.power_iterations - power.iterations  # converged early: fewer steps to go
-        bar.refresh()
+        bar.shorten(config.power_iterations - power.iterations)  # converged early: fewer steps to go
         seconds["power_iteration"] = time.perf_counter() - clock
 
         clock = time.perf_counter()

@@ -1,9 +1,11 @@
 """The cells of a campaign and the chips they use.
 
 A cell is one measurement: a model, and either nothing (its clean accuracy) or one chip.
-Chip ``k`` of (kind, rate) gets a seed derived from the campaign seed, the kind, the rate and
-``k`` only, never from the model, so every model meets the same fault addresses: the
-comparison between models is paired, as if each had been deployed on the same faulty device.
+Chip ``k`` of a kind gets a seed derived from the campaign seed, the kind and ``k`` only:
+never from the model, so every model meets the same fault addresses (the comparison between
+models is paired, as if each had been deployed on the same faulty device), and never from the
+rate, so chips are nested across rates: chip ``k``'s faults at one rate include its faults at
+every lower rate, and its accuracy curve is that of one device getting worse.
 """
 
 from __future__ import annotations
@@ -12,22 +14,26 @@ import dataclasses
 import hashlib
 import re
 
+from edgefault.errors import EdgefaultError
 from edgefault.faults import Chip
 
 MODES = ("clean", "grid", "layer", "bit")
 BIT_POSITIONS = tuple(range(8))  # int8/uint8 weights store 8 bits; bit 7 is the sign of an int8 weight
 
 
-def chip_seed(seed: int, kind: str, rate: float, chip: int) -> int:
-    """The seed of chip ``chip`` for (kind, rate) in a campaign seeded ``seed``; the model plays no part.
+CHIP_SEEDING = "per-chip"  # one seed per (kind, chip) for all rates; "per-rate" was the scheme before nesting
 
-    A hash rather than ``seed + chip`` keeps the chips of different kinds and rates unrelated.
+
+def chip_seed(seed: int, kind: str, chip: int) -> int:
+    """The seed of chip ``chip`` of a kind in a campaign seeded ``seed``, for every rate; the model plays no part.
+
+    A hash rather than ``seed + chip`` keeps the chips of different kinds unrelated.
 
     Example:
-        >>> chip_seed(0, "flip", 1e-3, 0) == chip_seed(0, "flip", 1e-3, 0) != chip_seed(0, "flip", 1e-3, 1)
+        >>> chip_seed(0, "flip", 0) == chip_seed(0, "flip", 0) != chip_seed(0, "flip", 1)
         True
     """
-    text = f"edgefault-chip:{seed}:{kind}:{float(rate).hex()}:{chip}"
+    text = f"edgefault-chip:{seed}:{kind}:{chip}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
@@ -54,6 +60,8 @@ class Cell:
     chip: int | None = None
     seed: int | None = None
     target: str | int | None = None
+    protect_bits: tuple[int, ...] = ()
+    include_bias: bool = False
 
     def key(self, model_hash: str) -> str:
         """A stable identity across runs: model content, mode, target, kind, exact rate, chip number.
@@ -76,11 +84,13 @@ class Cell:
         """
         if self.mode == "clean":
             raise ValueError("a clean cell has no chip")
+        common = {"rate": self.rate, "seed": self.seed, "protect_bits": self.protect_bits,
+                  "include_bias": self.include_bias}
         if self.mode == "layer":
-            return Chip(self.kind, rate=self.rate, seed=self.seed, layers=f"^{re.escape(str(self.target))}$")
+            return Chip(self.kind, layers=f"^{re.escape(str(self.target))}$", **common)
         if self.mode == "bit":
-            return Chip(self.kind, rate=self.rate, seed=self.seed, bits=(int(self.target),))
-        return Chip(self.kind, rate=self.rate, seed=self.seed)
+            return Chip(self.kind, bits=(int(self.target),), **common)
+        return Chip(self.kind, **common)
 
 
 def plan_cells(config, tensors: list[tuple[str, ...]]) -> list[Cell]:
@@ -95,10 +105,9 @@ def plan_cells(config, tensors: list[tuple[str, ...]]) -> list[Cell]:
         >>> [c.mode for c in plan_cells(config, [("w",)])]
         ['clean', 'grid', 'grid', 'grid']
     """
-    seeds = {
-        (kind, rate, k): chip_seed(config.seed, kind, rate, k)
-        for kind in config.kinds for rate in config.rates for k in range(config.chips)
-    }
+    if config.chip_seeding != CHIP_SEEDING:
+        raise EdgefaultError(f"campaign uses chip seeding {config.chip_seeding!r}; only {CHIP_SEEDING!r} can run")
+    seeds = {(kind, k): chip_seed(config.seed, kind, k) for kind in config.kinds for k in range(config.chips)}
     cells = [Cell(model=m, mode="clean") for m in range(len(config.models))]
 
     def block(mode: str, targets_of) -> None:
@@ -107,7 +116,8 @@ def plan_cells(config, tensors: list[tuple[str, ...]]) -> list[Cell]:
                 for kind in config.kinds:
                     for rate in config.rates:
                         for k in range(config.chips):
-                            cells.append(Cell(m, mode, kind, rate, k, seeds[kind, rate, k], target))
+                            cells.append(Cell(m, mode, kind, rate, k, seeds[kind, k], target,
+                                              config.protect_bits, config.include_bias))
 
     block("grid", lambda m: (None,))
     if config.per_layer:

@@ -16,7 +16,9 @@ from typing import Any
 
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
-from edgefault.faults import KINDS
+from edgefault.campaign.cells import CHIP_SEEDING
+from edgefault.faults import KINDS, Chip
+from edgefault.runtime.inputs import InputOptions
 
 DEFAULT_KINDS = ("flip", "sa0", "sa1")
 DEFAULT_RATES = (1e-4, 1e-3, 5e-3, 1e-2)
@@ -25,7 +27,8 @@ FORMAT = "edgefault-campaign"
 # Fields that decide the results; a rerun into the same folder must match them all.
 IDENTITY_FIELDS = (
     "model_hashes", "data", "kinds", "rates", "chips", "seed", "per_layer", "per_bit", "limit",
-    "input_size", "mean", "std", "version",
+    "input_size", "mean", "std", "version", "protect_bits", "layout", "scale", "normalize",
+    "stored_bits", "include_bias", "chip_seeding",
 )
 
 
@@ -35,7 +38,10 @@ class CampaignConfig:
 
     ``models`` are ONNX paths and ``model_hashes`` their SHA-256 (``create`` computes them);
     ``limit`` scores only the first N test images; ``input_size``/``mean``/``std`` are the
-    preprocessing flags for models without edgefault metadata.
+    preprocessing flags for models without edgefault metadata, with ``layout``, ``scale`` and
+    ``normalize`` (``--layout``, ``--scale``, ``--no-normalize``; see
+    :class:`edgefault.runtime.InputOptions`). ``protect_bits`` drops every fault on
+    those bit positions, as ECC on them would (:func:`edgefault.mitigate.ecc.ecc_overhead` states the cost).
 
     Example:
         >>> config = CampaignConfig(models=("a.onnx",), model_hashes=("0" * 64,), rates=(1e-3,), chips=2)
@@ -61,9 +67,18 @@ class CampaignConfig:
     mean: str | None = None
     std: str | None = None
     version: str = __version__
+    protect_bits: tuple[int, ...] = ()
+    layout: str | None = None
+    scale: str | None = None
+    normalize: bool = True
+    target_ci: float | None = None  # add chips until every 95% interval is within +/- this (chips: the maximum)
+    stored_bits: int | None = None  # --stored-bits: k-bit codes in int8/uint8 weights of foreign models
+    include_bias: bool = False  # --include-bias: int32 biases join the weight memory
+    chip_seeding: str = CHIP_SEEDING  # "per-rate" only in campaign.json files made before chips were nested
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
+        set_field(self, "protect_bits", Chip("flip", rate=0.0, protect_bits=self.protect_bits).protect_bits)
         set_field(self, "models", tuple(str(m) for m in _sequence("models", self.models)))
         set_field(self, "model_hashes", tuple(_sequence("model_hashes", self.model_hashes)))
         if not self.models:
@@ -84,11 +99,32 @@ class CampaignConfig:
             raise EdgefaultError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.limit is not None and (not _is_int(self.limit) or self.limit < 1):
             raise EdgefaultError(f"limit must be a positive integer, got {self.limit!r}")
+        if self.target_ci is not None and (isinstance(self.target_ci, bool) or not isinstance(self.target_ci, numbers.Real)
+                                           or not 0 < self.target_ci < 1):
+            raise EdgefaultError(f"target CI half-width must lie strictly between 0 and 1, got {self.target_ci!r}")
         for name in ("per_layer", "per_bit"):
             if not isinstance(getattr(self, name), bool):
                 raise EdgefaultError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.data, str) or not self.data:
             raise EdgefaultError("data must be a dataset SPEC such as mnist5k or npz:PATH")
+        if not isinstance(self.normalize, bool):
+            raise EdgefaultError(f"normalize must be true or false, got {self.normalize!r}")
+        if self.stored_bits is not None and (not _is_int(self.stored_bits) or not 1 <= self.stored_bits <= 8):
+            raise EdgefaultError(f"stored_bits must be an integer in 1..8, got {self.stored_bits!r}")
+        if not isinstance(self.include_bias, bool):
+            raise EdgefaultError(f"include_bias must be true or false, got {self.include_bias!r}")
+        if self.chip_seeding not in (CHIP_SEEDING, "per-rate"):
+            raise EdgefaultError(f"unknown chip_seeding {self.chip_seeding!r}")
+        set_field(self, "layout", self.input_options().layout)  # validated, and "NHWC" whatever the case given
+
+    def input_options(self) -> InputOptions:
+        """The preprocessing settings as the runtime takes them (validated there).
+
+        Example:
+            >>> CampaignConfig(models=("a",), model_hashes=("0" * 64,), layout="nhwc").input_options().layout
+            'NHWC'
+        """
+        return InputOptions(self.input_size, self.mean, self.std, self.layout, self.scale, self.normalize)
 
     @classmethod
     def create(cls, models, **settings) -> CampaignConfig:
@@ -134,6 +170,11 @@ class CampaignConfig:
             ...
             edgefault.errors.EdgefaultError: runs/c holds a campaign with other settings (chips: 3 there, 2 here); use another --out or the same settings
         """
+        if saved.chip_seeding != self.chip_seeding:
+            raise EdgefaultError(
+                f"{where} holds a campaign made with the old chip seeding (a new chip per rate, before chips were "
+                "nested across rates); its results would mix two schemes, so it cannot be resumed: use another --out"
+            )
         mine, theirs = self.identity(), saved.identity()
         differences = [
             f"{name}: {_brief(theirs[name])} there, {_brief(mine[name])} here"
@@ -170,7 +211,8 @@ class CampaignConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise EdgefaultError(f"unknown campaign setting(s): {', '.join(unknown)}")
-        return cls(**values)
+        # Files written before chips were nested across rates have no chip_seeding: they used one seed per rate.
+        return cls(**{"chip_seeding": "per-rate", **values})
 
 
 def file_hash(path: str | Path) -> str:
@@ -197,7 +239,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
         >>> parse_kinds("flip, sa1")
         ('flip', 'sa1')
     """
-    return _kinds(tuple(part.strip() for part in text.split(",") if part.strip()))
+    return _kinds(tuple(part.strip() for part in text.split(",")))  # an empty entry is an unknown kind
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -210,7 +252,7 @@ def parse_rates(text: str) -> tuple[float, ...]:
     values = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
-            continue
+            raise EdgefaultError(f"--rates has an empty entry in {text!r}; give numbers like 1e-4,1e-3")
         try:
             values.append(float(part))
         except ValueError:

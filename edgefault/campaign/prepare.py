@@ -1,7 +1,8 @@
 """Everything checked and loaded before a campaign writes anything: models, dataset, fit, weight memories.
 
-Each model is loaded safely, its input spec resolved (edgefault metadata or the flags), the
-dataset checked against it, one image run through ONNX Runtime to confirm the class count,
+Each model is loaded safely, its input spec resolved (edgefault metadata, its graph, the flags),
+the test split fitted to it as ``eval`` does (same code, same messages), one sample run
+through ONNX Runtime to confirm the class count,
 and its weight memory found. Only when all of that holds does the campaign create its folder,
 so bad input leaves nothing behind.
 """
@@ -17,11 +18,12 @@ import numpy as np
 
 from edgefault.campaign.config import CampaignConfig
 from edgefault.campaign.worker import WorkerModel, WorkerPayload
-from edgefault.data import load_dataset
-from edgefault.errors import EdgefaultError
+from edgefault.data import load_samples
 from edgefault.faults import Injector
-from edgefault.runtime import (Evaluator, InputSpec, ModelMetadata, SessionSettings, check_dataset_fits,
-                               load_model, model_io, prepare_inputs, resolve_input_spec)
+from edgefault.runtime import InputSpec, check_classes, load_model, prepare_inputs, resolve_model_input
+from edgefault.runtime.feed import model_classes
+from edgefault.runtime.inputs import format_shape
+from edgefault.runtime.loading import about_model
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -80,44 +82,34 @@ def prepare_campaign(config: CampaignConfig) -> PreparedCampaign:
         Traceback (most recent call last):
         edgefault.errors.EdgefaultError: float.onnx: model has no integer weight initializers ...
     """
-    dataset = load_dataset(config.data)
-    count = len(dataset.test_labels) if config.limit is None else min(config.limit, len(dataset.test_labels))
+    samples = load_samples(config.data)
+    options = config.input_options()
+    count = len(samples.labels) if config.limit is None else min(config.limit, len(samples.labels))
     models, inputs, tensors, described = [], {}, [], []
     for path, digest, name in zip(config.models, config.model_hashes, model_names(config.models)):
         proto = load_model(path)
-        try:
-            metadata = ModelMetadata.from_model(proto)
-            io = model_io(proto, metadata.input_name if metadata else None)
-            spec = resolve_input_spec(io, metadata, config.input_size, config.mean, config.std)
-            check_dataset_fits(spec, dataset, io.num_classes or (metadata.num_classes if metadata else None))
+        with about_model(path):  # the checks and messages of eval, in the same order
+            metadata, io, spec = resolve_model_input(proto, options)
+            check_classes(samples, io.num_classes or (metadata.num_classes if metadata else None))
             data = proto.SerializeToString()
-            key = _spec_key(spec)
+            key = _spec_key(spec, options.scale_factor)
             if key not in inputs:
-                inputs[key] = prepare_inputs(dataset, spec, config.limit)
-            _check_classes(data, io, inputs[key], dataset)
-            memory = Injector(data).memory()
-        except EdgefaultError as exc:
-            message = str(exc)
-            raise EdgefaultError(message if message.startswith(str(path)) else f"{path}: {message}") from None
-        models.append(WorkerModel(name, digest, data, io.input_name, io.output_name, key))
+                inputs[key] = prepare_inputs(samples, spec, config.limit, options.scale_factor)
+            model_classes(data, io, inputs[key], samples)
+            injector = Injector(data, config.stored_bits)
+            memory = injector.memory(config.include_bias)
+        models.append(WorkerModel(name, digest, data, io.input_name, io.output_name, key, config.stored_bits))
         tensors.append(memory.names)
         described.append({"name": name, "path": str(path), "sha256": digest, "input": dataclasses.asdict(spec),
-                          "weight_tensors": list(memory.names), "weight_bits": memory.nbits})
-    fingerprint = hashlib.sha256(np.ascontiguousarray(dataset.test_images[:count]).tobytes()
-                                 + np.ascontiguousarray(dataset.test_labels[:count]).tobytes()).hexdigest()
-    info = {"models": described, "data": {"spec": dataset.spec, "images": count, "fingerprint": fingerprint}}
+                          "feed": inputs[key].description, "weight_tensors": list(memory.names),
+                          "weight_bits": memory.nbits, "coverage": injector.discovery.coverage(memory)})
+    fingerprint = hashlib.sha256(np.ascontiguousarray(samples.x[:count]).tobytes()
+                                 + np.ascontiguousarray(samples.labels[:count]).tobytes()).hexdigest()
+    info = {"models": described, "data": {"spec": samples.spec, "images": count, "fingerprint": fingerprint}}
     return PreparedCampaign(tuple(models), inputs, tensors, count, info)
 
 
-def _spec_key(spec: InputSpec) -> str:
-    return f"{spec.name}/{'x'.join(map(str, spec.shape))}/{','.join(map(repr, spec.mean))}/{','.join(map(repr, spec.std))}"
-
-
-def _check_classes(data: bytes, io, prepared, dataset) -> None:
-    """Run one image: the graph may not declare its class count, and a broken model should fail here, not per cell."""
-    evaluator = Evaluator(data, SessionSettings(intra_op_threads=1), input_name=io.input_name,
-                          output_name=io.output_name)
-    classes = int(evaluator.logits(prepared.images[:1]).shape[1])
-    if dataset.num_classes > classes:
-        raise EdgefaultError(f"dataset {dataset.spec} has {dataset.num_classes} classes "
-                             f"but the model scores only {classes}")
+def _spec_key(spec: InputSpec, scale: float | None) -> str:
+    values = [spec.name, format_shape(spec.shape or ()), spec.layout, spec.dtype, ",".join(map(repr, spec.mean)),
+              ",".join(map(repr, spec.std)), repr(scale)]
+    return "/".join(values)

@@ -60,6 +60,18 @@ def _rate(rate) -> str:
     return f"{rate:g}"
 
 
+def _from_cut(cells) -> str:
+    count = cells.get("from_cut")
+    return f", {count} of them run from cached activations at a cut" if count else ""
+
+
+def _chips(summary, settings) -> str:
+    if summary.get("target_ci") is None:
+        return f"{settings['chips']} chips per cell"
+    return (f"chips added per cell until every 95% interval (and paired difference) is within "
+            f"±{summary['target_ci']:g}, at most {settings['chips']} (`*`: the maximum came first)")
+
+
 def clean_rows(summary) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the clean-accuracy table.
 
@@ -85,7 +97,7 @@ def group_rows(summary, mode: str = "grid") -> tuple[list[str], list[list[str]]]
         if g["mode"] != mode:
             continue
         bits = "-" if g["mean_faulty_bits"] is None else f"{g['mean_faulty_bits']:.1f}"
-        chips = f"{g['n']}/{g['chips']}"
+        chips = f"{g['n']}/{g['chips']}" + ("*" if g.get("target_met") is False else "")
         rows.append([g["model"], *([str(g["target"])] if mode != "grid" else []), g["kind"], _rate(g["rate"]), chips,
                      _acc(g["mean"]), _interval(g["ci_low"], g["ci_high"]), _acc(g["std"]), _signed(g["drop"]),
                      bits])
@@ -152,8 +164,9 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
         "# Fault campaign",
         "",
         f"Data `{settings['data']}`, kinds {', '.join(settings['kinds'])}, rates "
-        f"{', '.join(_rate(r) for r in settings['rates'])}, {settings['chips']} chips per cell, seed {settings['seed']}. "
-        f"Cells done {cells['done']} of {cells['planned']}, failed {cells['failed']}. Intervals: "
+        f"{', '.join(_rate(r) for r in settings['rates'])}, {_chips(summary, settings)}, seed {settings['seed']}. "
+        f"Cells done {cells['done']} of {cells['planned']}, failed {cells['failed']}"
+        f"{_from_cut(cells)}. Intervals: "
         f"{summary['confidence']:.0%} Student-t over chips; drop = clean minus mean.",
         "",
         "## Clean accuracy",

@@ -13,24 +13,24 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
-
-from tqdm import tqdm
 
 from edgefault.campaign.cells import Cell, plan_cells
 from edgefault.campaign.config import FORMAT, CampaignConfig
 from edgefault.campaign.engines import LocalEngine, RayEngine, available_cores, check_ray_address
 from edgefault.campaign.plots import write_plots
+from edgefault.campaign.precision import ChipTargets, group_key
 from edgefault.campaign.prepare import PreparedCampaign, prepare_campaign
 from edgefault.campaign.report import write_summary
 from edgefault.campaign.results import MAX_ATTEMPTS, ResultsLog, finished_keys, successes
 from edgefault.campaign.stats import summarize
+from edgefault.campaign.suffix import DEFAULT_CACHE_MB
 from edgefault.campaign.worker import failed_record
 from edgefault.errors import EdgefaultError
-from edgefault.fileio import read_json, write_json_atomic
+from edgefault.fileio import check_output_folder, output_folder, read_json, write_json_atomic
+from edgefault.progress import Progress
 
 CAMPAIGN_FILE, RESULTS_FILE, LOCK_FILE = "campaign.json", "results.jsonl", ".lock"
 
@@ -41,7 +41,8 @@ class ExecutionSettings:
 
     ``workers``: local processes (default: one per core), or with ``ray`` the number of actors
     (default: the cluster's CPUs). ``ray``: ``auto`` or a cluster address. ``progress``: a
-    progress bar on stderr when it is a terminal.
+    progress bar on stderr when it is a terminal. ``cache_mb``: each worker's budget for the
+    clean activations of suffix evaluation (0: every cell runs the whole model).
 
     Example:
         >>> ExecutionSettings(workers=2).engine().workers
@@ -51,6 +52,7 @@ class ExecutionSettings:
     workers: int | None = None
     ray: str | None = None
     progress: bool = False
+    cache_mb: float = DEFAULT_CACHE_MB
 
     def __post_init__(self) -> None:
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
@@ -58,6 +60,9 @@ class ExecutionSettings:
             raise EdgefaultError(f"--workers must be a positive integer, got {self.workers!r}")
         if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
             raise EdgefaultError("--ray takes auto or a cluster address such as 10.0.0.5:6379")
+        if isinstance(self.cache_mb, bool) or not isinstance(self.cache_mb, (int, float)) or not (
+                0 <= self.cache_mb < float("inf")):
+            raise EdgefaultError(f"--cache-mb must be a number of megabytes >= 0, got {self.cache_mb!r}")
 
     def engine(self) -> LocalEngine | RayEngine:
         """The engine these settings describe (not started).
@@ -118,14 +123,16 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
     engine = execution.engine()
     if isinstance(engine, RayEngine):
         check_ray_address(engine.address)  # seconds before the models load, not after
+    check_output_folder(folder, config.models)
     saved = _saved_campaign(folder)
     prepared = prepare_campaign(config)
     if saved is not None:
         _check_same(config, prepared, saved, folder)
     if isinstance(engine, RayEngine):
         engine.connect()
-    try:
-        with _locked(folder):
+    results = folder / RESULTS_FILE
+    try:  # a failed run leaves nothing new behind, unless it finished cells worth resuming from
+        with output_folder(folder, keep=lambda: results.is_file() and results.stat().st_size > 0), _locked(folder):
             if (folder / CAMPAIGN_FILE).exists():
                 _check_same(config, prepared, _saved_campaign(folder), folder)
             else:
@@ -136,29 +143,44 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
                 cells = plan_cells(config, prepared.tensors)
                 done, tries = finished_keys(records)
                 hashes = config.model_hashes
+                targets = None
+                if config.target_ci is not None:
+                    targets = ChipTargets(cells, hashes, config.target_ci, config.chips)
+                    for record in records:
+                        targets.add(record, final=record["key"] in done)
+                    # Chip-major order: chip k of every group before chip k + 1, so each group's
+                    # early chips come back, and can stop it, before its later ones are sent.
+                    cells = sorted(cells, key=lambda c: -1 if c.chip is None else c.chip)
                 pending = [(c, tries.get(c.key(hashes[c.model]), 0) + 1)
-                           for c in cells if c.key(hashes[c.model]) not in done]
+                           for c in cells if c.key(hashes[c.model]) not in done and (not targets or targets.wanted(c))]
+                new = []
                 if pending:
-                    records += execute_cells(engine, prepared, pending, log, execution.progress, len(cells), records)
+                    new = execute_cells(engine, prepared, pending, log, execution.progress, len(cells), records,
+                                        targets, int(execution.cache_mb * 2**20))
+                records += new
             finally:
                 log.close()
-            summary = _summary(prepared, cells, records)
+            summary = _summary(prepared, cells, records, targets)
             files = [folder / CAMPAIGN_FILE, folder / RESULTS_FILE]
             files += write_summary(folder, summary, config.to_dict())
             files += write_plots(folder, summary, config.kinds)
     finally:
         engine.close()  # also stops a Ray cluster started here when no cell was left to run
-    return CampaignResult(folder, summary, tuple(files), len(pending), len(cells) - len(pending),
+    ran = len({r["key"] for r in new})  # with --target-ci, fewer than were pending
+    return CampaignResult(folder, summary, tuple(files), ran, sum(c.key(hashes[c.model]) in done for c in cells),
                           round(time.perf_counter() - started, 3), engine.describe())
 
 
 def execute_cells(engine, prepared: PreparedCampaign, pending: list[tuple[Cell, int]], log: ResultsLog,
-                  progress: bool = False, total: int | None = None,
-                  previous: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+                  progress: bool = False, total: int | None = None, previous: list[dict[str, Any]] = (),
+                  targets: ChipTargets | None = None,
+                  cache_bytes: int = int(DEFAULT_CACHE_MB * 2**20)) -> list[dict[str, Any]]:
     """Run ``(cell, attempt)`` pairs on an engine, appending each record to ``log`` as it arrives; return the records.
 
     A failed attempt is written, then retried once (``MAX_ATTEMPTS``); other cells go on
     meanwhile. ``total`` and ``previous`` (records of an earlier run) only feed the progress bar.
+    With ``targets``, cells whose group has all the chips it needs are skipped when their
+    turn comes. ``cache_bytes`` is each worker's suffix-cache budget.
 
     Example:
         >>> records = execute_cells(LocalEngine(2, 1), prepared, [(cell, 1)], ResultsLog("r.jsonl"))  # doctest: +SKIP
@@ -168,14 +190,16 @@ def execute_cells(engine, prepared: PreparedCampaign, pending: list[tuple[Cell, 
     in_flight: dict[int, tuple[Cell, int]] = {}
     new: list[dict[str, Any]] = []
     accuracies = [r["accuracy"] for r in previous if r.get("error") is None and r.get("mode") != "clean"]
-    bar = tqdm(total=total, initial=total - len(pending), desc="campaign", unit="cell", file=sys.stderr,
-               disable=not (progress and sys.stderr.isatty()), dynamic_ncols=True)
-    engine.open(prepared.payload(engine.threads), len(pending))
+    bar = Progress(total, "campaign" if progress else None, unit="cell", initial=total - len(pending))
+    engine.open(dataclasses.replace(prepared.payload(engine.threads), cache_bytes=cache_bytes), len(pending))
     try:
         task = 0
         while queue or in_flight:
             while queue and len(in_flight) < engine.capacity:
                 cell, attempt = queue.popleft()
+                if targets is not None and not targets.wanted(cell):
+                    bar.update(1)
+                    continue
                 engine.submit(task, cell, attempt)
                 in_flight[task] = (cell, attempt)
                 task += 1
@@ -186,6 +210,8 @@ def execute_cells(engine, prepared: PreparedCampaign, pending: list[tuple[Cell, 
                     outcome = failed_record(cell, model.sha256, model.name, attempt, outcome)
                 log.append(outcome)
                 new.append(outcome)
+                if targets is not None:
+                    targets.add(outcome, final=outcome["error"] is None or attempt >= MAX_ATTEMPTS)
                 if outcome["error"] is not None and attempt < MAX_ATTEMPTS:
                     queue.appendleft((cell, attempt + 1))
                     continue
@@ -193,14 +219,17 @@ def execute_cells(engine, prepared: PreparedCampaign, pending: list[tuple[Cell, 
                     accuracies.append(outcome["accuracy"])
                 bar.update(1)
                 if accuracies:
-                    bar.set_postfix_str(f"mean acc {sum(accuracies) / len(accuracies):.4f}", refresh=False)
+                    bar.set_postfix_str(f"mean acc {sum(accuracies) / len(accuracies):.4f}")
     finally:
         engine.close()
         bar.close()
     return new
 
 
-def _summary(prepared: PreparedCampaign, cells: list[Cell], records: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(prepared: PreparedCampaign, cells: list[Cell], records: list[dict[str, Any]],
+             targets: ChipTargets | None = None) -> dict[str, Any]:
+    if targets is not None:
+        cells = [c for c in cells if targets.wanted(c)]  # each group's first n chips: what --chips n reports
     models = [{"name": m.name, "sha256": m.sha256} for m in prepared.models]
     planned = [{"key": c.key(prepared.models[c.model].sha256), "model": c.model, "mode": c.mode, "target": c.target,
                 "kind": c.kind, "rate": c.rate, "chip": c.chip} for c in cells]
@@ -209,7 +238,15 @@ def _summary(prepared: PreparedCampaign, cells: list[Cell], records: list[dict[s
     found = successes(records)
     last_error = {r["key"]: r["error"] for r in records if r.get("error") is not None}
     failures = {k: last_error[k] for k in done if k not in found and k in keys}
-    return summarize(models, planned, {k: v for k, v in found.items() if k in keys}, failures)
+    summary = summarize(models, planned, {k: v for k, v in found.items() if k in keys}, failures)
+    summary["cells"]["from_cut"] = sum(found[k].get("cut") is not None for k in keys if k in found)
+    if targets is not None:
+        index = {m.name: i for i, m in enumerate(prepared.models)}
+        for row in summary["groups"]:
+            group = group_key(Cell(index[row["model"]], row["mode"], row["kind"], row["rate"], 0, None, row["target"]))
+            row["target_met"] = targets.met.get(group)
+        summary["target_ci"] = targets.width
+    return summary
 
 
 def _saved_campaign(folder: Path) -> dict[str, Any] | None:

@@ -4,6 +4,12 @@ Chips are the independent samples: the accuracy of one (model, kind, rate) over 
 gives a mean, a standard deviation and a Student-t confidence interval. Two models met the
 same chips, so their comparison uses the per-chip differences (a paired t interval), which
 is far tighter than comparing two independent intervals.
+
+Intervals are clipped to the values the quantity can take: [0, 1] for an accuracy, [-1, 1]
+for a difference of two accuracies. The mean over chips always lies in that range, so
+clipping removes only impossible values and never changes whether an interval covers it:
+the coverage is the t interval's. ``tests/test_inputs_stats.py`` measures that coverage on
+simulated chips (binomial test sets over beta-distributed chip accuracies, 3 to 20 chips).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from typing import Any, Iterable
 import numpy as np
 
 CONFIDENCE = 0.95
+ACCURACY = (0.0, 1.0)  # the values an accuracy can take
+DIFFERENCE = (-1.0, 1.0)  # ... and a difference of two accuracies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +30,7 @@ class Estimate:
     """Mean, sample standard deviation and two-sided t confidence interval of a sample.
 
     ``std`` and the interval are None below two values (no spread can be estimated).
+    The interval lies within the ``bounds`` it was computed with.
 
     Example:
         >>> e = estimate([0.9, 0.8, 0.7])
@@ -36,12 +45,16 @@ class Estimate:
     high: float | None
 
 
-def estimate(values: Iterable[float], confidence: float = CONFIDENCE) -> Estimate:
-    """Mean, std (ddof 1) and the t interval ``mean ± t(1 - a/2, n - 1) * std / sqrt(n)``.
+def estimate(values: Iterable[float], confidence: float = CONFIDENCE,
+             bounds: tuple[float, float] | None = None) -> Estimate:
+    """Mean, std (ddof 1) and the t interval ``mean ± t(1 - a/2, n - 1) * std / sqrt(n)``, clipped to ``bounds``.
 
     Example:
         >>> estimate([]).mean is None, estimate([0.5]).std is None
         (True, True)
+        >>> e = estimate([1.0, 1.0, 0.2], bounds=ACCURACY)
+        >>> round(e.low, 4), e.high
+        (0.0, 1.0)
     """
     sample = np.asarray(list(values), dtype=np.float64)
     n = int(sample.size)
@@ -54,7 +67,10 @@ def estimate(values: Iterable[float], confidence: float = CONFIDENCE) -> Estimat
     from scipy import stats as scipy_stats  # here, not at the top: workers import this package and never need it
 
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return Estimate(n, mean, std, mean - half, mean + half)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Estimate(n, mean, std, low, high)
 
 
 def summarize(models: list[dict[str, Any]], cells: list[dict[str, Any]], results: dict[str, dict[str, Any]],
@@ -82,7 +98,7 @@ def summarize(models: list[dict[str, Any]], cells: list[dict[str, Any]], results
     rows = []
     for (model, mode, target, kind, rate), members in groups.items():
         done = [results[c["key"]] for c in members if c["key"] in results]
-        e = estimate(r["accuracy"] for r in done)
+        e = estimate((r["accuracy"] for r in done), bounds=ACCURACY)
         base = clean.get(model)
         bits = [r["faulty_bits"] for r in done if r.get("faulty_bits") is not None]
         rows.append({
@@ -94,6 +110,7 @@ def summarize(models: list[dict[str, Any]], cells: list[dict[str, Any]], results
         })
     return {
         "confidence": CONFIDENCE,
+        "interval": "Student-t over chips, clipped to [0, 1] for accuracies and [-1, 1] for paired differences",
         "clean": [
             {"model": models[m]["name"], "model_hash": models[m]["sha256"], "accuracy": clean.get(m),
              "images": results.get(c["key"], {}).get("images")}
@@ -135,7 +152,7 @@ def _paired(models, groups, results, clean) -> list[dict[str, Any]]:
         for a in range(count):
             for b in range(a + 1, count):
                 chips = sorted(k for (m, k) in accuracy if m == a and (b, k) in accuracy)
-                e = estimate(accuracy[a, k] - accuracy[b, k] for k in chips)
+                e = estimate((accuracy[a, k] - accuracy[b, k] for k in chips), bounds=DIFFERENCE)
                 gap = clean[a] - clean[b] if a in clean and b in clean else None
                 shifted = (lambda v: None if v is None or gap is None else gap - v)
                 rows.append({

@@ -4,12 +4,15 @@ A worker receives a :class:`WorkerPayload` once: every model's serialized bytes,
 images already normalized for each input spec, and its ONNX Runtime thread count. It builds
 one :class:`~edgefault.faults.Injector` per model on first use and keeps it, so a cell costs
 only its chip: sample and patch the weight bytes in memory, open a session from those bytes,
-score the test split. Local processes and Ray actors run this same :class:`CellRunner`,
-which is why both engines give the same numbers.
+score the test split. A chip whose faults all lie after a cut of the graph runs only the
+suffix from that cut, on clean activations the worker cached (:mod:`edgefault.campaign.suffix`).
+Local processes and Ray actors run this same :class:`CellRunner`, which is why both engines
+give the same numbers.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import time
@@ -18,8 +21,11 @@ from typing import Any
 import numpy as np
 
 from edgefault.campaign.cells import Cell
-from edgefault.faults import Injector
+from edgefault.campaign.suffix import DEFAULT_CACHE_MB, SuffixCache, remap
+from edgefault.faults import Injector, sample_faults
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
+
+CAMPAIGN_BATCH = 64  # images per ONNX Runtime run in a cell (bench/campaign.py measures 16..256; eval keeps 256)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +46,15 @@ class WorkerModel:
     input_name: str
     output_name: str
     inputs: str
+    stored_bits: int | None = None  # --stored-bits of the campaign (k-bit codes in int8/uint8 weights)
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerPayload:
     """Everything a worker needs, sent once when it starts.
+
+    ``cache_bytes`` bounds the clean activations the worker caches for suffix evaluation
+    (split evenly among the models; 0 runs every cell on the whole model).
 
     Example:
         >>> payload = WorkerPayload(models=(model,), inputs={model.inputs: prepared}, threads=1)  # doctest: +SKIP
@@ -53,6 +63,7 @@ class WorkerPayload:
     models: tuple[WorkerModel, ...]
     inputs: dict[str, PreparedInputs]
     threads: int
+    cache_bytes: int = int(DEFAULT_CACHE_MB * 2**20)
 
 
 class CellRunner:
@@ -68,6 +79,7 @@ class CellRunner:
         self.payload = payload
         self.settings = SessionSettings(intra_op_threads=payload.threads)
         self._injectors: dict[int, Injector] = {}
+        self._suffixes: dict[int, SuffixCache] = {}
 
     def run(self, cell: Cell, attempt: int = 1) -> dict[str, Any]:
         """Measure one cell and return its results line (see ``notes/readme_campaign.md`` for the fields).
@@ -87,20 +99,58 @@ class CellRunner:
         return record
 
     def _measure(self, cell: Cell, model: WorkerModel) -> dict[str, Any]:
+        inputs, cut = self.payload.inputs[model.inputs], None
         if cell.mode == "clean":
             data, faults, faulty_bits = model.data, 0, 0
         else:
             injector = self._injectors.get(cell.model)
             if injector is None:
-                injector = self._injectors[cell.model] = Injector(model.data)
-            data, fault_map = injector.inject(cell.to_chip())
+                injector = self._injectors[cell.model] = Injector(model.data, model.stored_bits)
+            chip = cell.to_chip()
+            records = sample_faults(injector.memory(chip.include_bias), chip)
+            cached = self._suffix(cell.model, model, inputs).choose(records)
+            if cached is not None:  # the faults lie after a cut: run the suffix on the cached activations
+                injector = cached.injector
+                records = remap(records, injector.memory(chip.include_bias))
+                inputs, cut = cached.inputs, cached.cut.name
+            data, fault_map = injector.apply(records, chip)
             faults, faulty_bits = len(fault_map.records), fault_map.changed_bits
-        evaluator = Evaluator(data, self.settings, input_name=model.input_name, output_name=model.output_name)
-        score = evaluator.score(self.payload.inputs[model.inputs])
+        evaluator = Evaluator(data, self.settings, input_name=cut or model.input_name, output_name=model.output_name)
+        score = evaluator.score(inputs, CAMPAIGN_BATCH)
         # A digest of every prediction lets two runs (or two engines) be compared beyond the accuracy.
         digest = hashlib.sha256(np.asarray(score.predictions, dtype=np.int64).tobytes()).hexdigest()[:16]
+        wrong = np.asarray(score.predictions) != self.payload.inputs[model.inputs].labels
         return {"faults": faults, "faulty_bits": faulty_bits, "accuracy": score.accuracy,
-                "correct": score.correct, "images": score.total, "predictions": digest}
+                "correct": score.correct, "images": score.total, "predictions": digest, "wrong": encode_mask(wrong),
+                "cut": cut}
+
+    def _suffix(self, index: int, model: WorkerModel, inputs: PreparedInputs) -> SuffixCache:
+        cache = self._suffixes.get(index)
+        if cache is None:
+            budget = self.payload.cache_bytes // len(self.payload.models)
+            cache = self._suffixes[index] = SuffixCache(model, inputs, self.settings, budget, CAMPAIGN_BATCH)
+        return cache
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """A boolean vector as base64 of its packed bits (the per-image errors of a cell, for robust error).
+
+    Example:
+        >>> encode_mask(np.array([True, False, True]))
+        'oA=='
+    """
+    return base64.b64encode(np.packbits(np.asarray(mask, dtype=bool)).tobytes()).decode("ascii")
+
+
+def decode_mask(text: str, size: int) -> np.ndarray:
+    """The boolean vector of :func:`encode_mask`, ``size`` entries long.
+
+    Example:
+        >>> decode_mask("oA==", 3).tolist()
+        [True, False, True]
+    """
+    packed = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    return np.unpackbits(packed, count=size).astype(bool)
 
 
 def cell_fields(cell: Cell, model_hash: str, model_name: str, attempt: int) -> dict[str, Any]:
@@ -126,4 +176,5 @@ def failed_record(cell: Cell, model_hash: str, model_name: str, attempt: int, er
         True
     """
     return {**cell_fields(cell, model_hash, model_name, attempt), "faults": None, "faulty_bits": None,
-            "accuracy": None, "correct": None, "images": None, "predictions": None, "error": error, "seconds": seconds}
+            "accuracy": None, "correct": None, "images": None, "predictions": None, "wrong": None, "cut": None,
+            "error": error, "seconds": seconds}

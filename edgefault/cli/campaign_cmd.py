@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -9,8 +10,13 @@ import click
 from edgefault.campaign.config import DEFAULT_CHIPS, DEFAULT_KINDS, DEFAULT_RATES, CampaignConfig, parse_kinds, parse_rates
 from edgefault.campaign.report import final_text
 from edgefault.campaign.run import ExecutionSettings, run_campaign
-from edgefault.cli.options import data_option, json_option, limit_option, preprocessing_options
+from edgefault.campaign.suffix import DEFAULT_CACHE_MB
+from edgefault.cli.options import (MAX_PARALLEL, MAX_SEED, MAX_STEPS, Count, data_option, include_bias_option,
+                                   json_option, limit_option, preprocessing_options, stored_bits_option)
+from edgefault.faults import parse_bits
+from edgefault.faults.discover import coverage_line, warning_lines
 from edgefault.fileio import to_json
+from edgefault.mitigate.ecc import ecc_overhead
 
 
 @click.command()
@@ -21,20 +27,30 @@ from edgefault.fileio import to_json
               help="Fault kinds: flip, sa0, sa1, stuck, mbu.")
 @click.option("--rates", default=",".join(f"{r:g}" for r in DEFAULT_RATES), show_default=True, metavar="LIST",
               help="Fault rates in [0, 1]: the probability that each weight bit is faulty.")
-@click.option("--chips", default=DEFAULT_CHIPS, show_default=True, type=int,
+@click.option("--chips", default=DEFAULT_CHIPS, show_default=True, type=Count(1, MAX_STEPS),
               help="Chips (fault patterns) per kind and rate; the same chips for every model.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Campaign seed (chip seeds derive from it).")
-@click.option("--workers", type=int, default=None,
+@click.option("--seed", default=0, show_default=True, type=Count(0, MAX_SEED),
+              help="Campaign seed (chip seeds derive from it).")
+@click.option("--workers", type=Count(1, MAX_PARALLEL), default=None,
               help="Local worker processes [default: one per core]; with --ray, the number of Ray actors.")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run the cells on Ray: auto (a local cluster, started if none runs) or HOST:PORT.")
 @click.option("--per-layer", is_flag=True, help="Also inject into one weight tensor at a time (layer heatmap).")
 @click.option("--per-bit", is_flag=True, help="Also inject into one bit position at a time (bit heatmap).")
+@click.option("--target-ci", type=float, default=None, metavar="W",
+              help="Add chips per kind and rate until every 95% interval is within +/- W (--chips: the maximum).")
+@click.option("--cache-mb", type=float, default=DEFAULT_CACHE_MB, show_default=True, metavar="MB",
+              help="Per worker: clean activations cached at cuts for suffix evaluation (0: whole model every cell).")
+@click.option("--protect-bits", default=None, metavar="LIST",
+              help="ECC: drop every fault on these bit positions (e.g. 7, the sign); its SEC-DED cost is reported.")
+@include_bias_option
+@stored_bits_option
 @limit_option
 @preprocessing_options
 @json_option
-def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_address, per_layer, per_bit, limit,
-            input_size, mean, std, as_json):
+def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_address, per_layer, per_bit, target_ci,
+            cache_mb, protect_bits, include_bias, stored_bits, limit, input_size, layout, mean, std, scale, no_normalize,
+            as_json):
     """Measure accuracy of MODEL.onnx... on the test split of --data under weight-memory faults.
 
     Every model meets the same chips (fault addresses), so differences between models are
@@ -47,12 +63,26 @@ def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_addr
     config = CampaignConfig.create(
         models, data=data_spec, kinds=parse_kinds(kinds), rates=parse_rates(rates), chips=chips, seed=seed,
         per_layer=per_layer, per_bit=per_bit, limit=limit, input_size=input_size, mean=mean, std=std,
+        layout=layout, scale=scale, normalize=not no_normalize,
+        protect_bits=() if protect_bits is None else parse_bits(protect_bits, "--protect-bits"),
+        include_bias=include_bias, stored_bits=stored_bits, target_ci=target_ci,
     )
-    execution = ExecutionSettings(workers=workers, ray=ray_address, progress=not as_json)
+    ecc = ecc_overhead(config.protect_bits)
+    execution = ExecutionSettings(workers=workers, ray=ray_address, progress=not as_json, cache_mb=cache_mb)
     result = run_campaign(config, out, execution)
+    saved = json.loads((result.folder / "campaign.json").read_text())
+    for model in saved["models"]:  # what each weight memory covered (campaigns from before coverage have none)
+        for line in warning_lines(model.get("coverage", {"skipped": []})):
+            click.echo(f"{model['name']}: {line}", err=True)
     if as_json:
-        sys.stdout.write(to_json(result.to_dict()) + "\n")
+        sys.stdout.write(to_json({**result.to_dict(), "ecc": ecc.to_dict()}) + "\n")
         return
     click.echo(final_text(result.summary))
+    click.echo("\n" + "\n".join(f"input of {model['name']}: {model.get('feed', 'not recorded')}"
+                                  for model in saved["models"]))
+    click.echo("\n".join(f"{model['name']}: {coverage_line(model['coverage'])}"
+                         for model in saved["models"] if "coverage" in model))
+    if config.protect_bits:
+        click.echo(f"\nECC: {ecc.describe()} (faults on protected bits are dropped, as the code would correct them)")
     click.echo(f"\n{result.ran} cells run, {result.resumed} already done ({result.engine}, {result.seconds:.1f} s); "
                f"wrote {result.folder}/summary.md, summary.json, summary.csv and plots")

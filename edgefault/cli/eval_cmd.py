@@ -6,9 +6,12 @@ import sys
 
 import click
 
-from edgefault.cli.options import data_option, json_option, limit_option, preprocessing_options
+from edgefault.cli.options import (MAX_BATCH, MAX_PARALLEL, Count, data_option, json_option, limit_option,
+                                   preprocessing_options)
+from edgefault.faults.discover import memory_report
 from edgefault.fileio import to_json
 from edgefault.runtime.evaluate import EvalOptions, evaluate_model
+from edgefault.runtime.inputs import InputOptions
 from edgefault.runtime.report import format_report
 from edgefault.runtime.session import SessionSettings
 from edgefault.runtime.timing import TimingSettings
@@ -24,24 +27,29 @@ from edgefault.runtime.timing import TimingSettings
 )
 @preprocessing_options
 @click.option(
-    "--threads", type=click.IntRange(min=0), default=0, show_default=True,
+    "--threads", type=Count(0, MAX_PARALLEL), default=0, show_default=True,
     help="Intra-op threads per session (0: ONNX Runtime's default, one per core).",
 )
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+    "--batch-size", type=Count(1, MAX_BATCH), default=256, show_default=True,
     help="Images per run on the accuracy and sparsity passes.",
 )
 @click.option("--no-timing", is_flag=True, help="Skip the latency and throughput runs.")
-def command(model, data_spec, limit, as_json, show_graph, input_size, mean, std, threads, batch_size, no_timing):
+def command(model, data_spec, limit, as_json, show_graph, input_size, layout, mean, std, scale, no_normalize, threads,
+            batch_size, no_timing):
     """Evaluate MODEL.onnx on the test split of --data with ONNX Runtime on the CPU.
 
     Reports top-1 accuracy, per-tensor activation sparsity (share of quantized values equal
     to the zero point), the share of multiply-accumulates whose activation input is zero,
     latency at batch 1 and throughput at batch 256, and how many conv/linear kernels run as
-    integer kernels after ONNX Runtime's graph optimization. Models without edgefault
-    metadata need --input-size, --mean and --std.
+    integer kernels after ONNX Runtime's graph optimization.
 
-    Example: edgefault eval quant.onnx --data mnist5k --input-size 1x28x28 --mean 0.1307 --std 0.3081
+    Any classification model: images (NCHW or NHWC), feature vectors [N, F] or sequences
+    [N, T, F]; float, uint8 or int8 inputs. The data is fed as stored (uint8 images scaled
+    by 1/255, float data never unless --scale); one line says what was decided. Models
+    without edgefault metadata that take images need --mean and --std, or --no-normalize.
+
+    Example: edgefault eval quant.onnx --data npz:nhwc.npz --mean 0 --std 1
     """
     options = EvalOptions(
         limit=limit,
@@ -49,9 +57,12 @@ def command(model, data_spec, limit, as_json, show_graph, input_size, mean, std,
         session=SessionSettings(intra_op_threads=threads),
         timing=None if no_timing else TimingSettings(),
         progress=not as_json,
+        inputs=InputOptions(input_size, mean, std, layout, scale, normalize=not no_normalize),
     )
-    report = evaluate_model(model, data_spec, input_size=input_size, mean=mean, std=std, options=options)
+    report = evaluate_model(model, data_spec, options=options)
+    memory, memory_lines = memory_report(model)  # what inject and campaign would fault in this model
     if as_json:
-        sys.stdout.write(to_json(report.to_dict()) + "\n")
+        sys.stdout.write(to_json({**report.to_dict(), "weight_memory": memory}) + "\n")
     else:
         click.echo(format_report(report, show_graph=show_graph))
+        click.echo("\n".join(memory_lines))

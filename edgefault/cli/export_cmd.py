@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import click
 
 from edgefault.cli.options import json_option, limit_option
@@ -23,6 +25,9 @@ def format_report(report: ExportReport) -> str:
     gap = "n/a (float logits)" if steps is None else f"{steps:g} step{'' if steps == 1 else 's'} of the output scale"
     kernels = ", ".join(f"{op} {count}" for op, count in sorted(report.op_counts.items(), key=lambda kv: -kv[1]))
     meta = report.metadata
+    products = collections.Counter(report.activation_products.values())
+    product_line = ([f"activation-by-activation products (attention): "
+                     + ", ".join(f"{count} {op}" for op, count in sorted(products.items()))] if products else [])
     return "\n".join([
         f"wrote {report.path}: {report.weight_tensors} int8 weight tensors, {report.weight_bytes:,} weight bytes, "
         f"wbits {meta.wbits}, abits {meta.abits}",
@@ -31,6 +36,7 @@ def format_report(report: ExportReport) -> str:
         f"accuracy: ONNX Runtime {report.onnx_accuracy:.2%}, PyTorch {report.torch_accuracy:.2%}",
         f"after ONNX Runtime optimization: {report.integer_kernels} integer and {report.float_kernels} float "
         f"conv/linear kernels ({kernels})",
+        *product_line,
     ])
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from edgefault.cli.options import json_option, seed_option
+from edgefault.cli.options import Count, include_bias_option, json_option, seed_option, stored_bits_option
 from edgefault.errors import EdgefaultError
 from edgefault.faults import KINDS, Chip, inject_file, parse_bits
+from edgefault.faults.discover import coverage_line, warning_lines
 
 # Options that describe a chip; --map-in brings its own faults, so it takes none of them.
 _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layers", "burst", "include_bias")
@@ -20,7 +21,7 @@ _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layer
 @click.argument("model", metavar="MODEL.onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(KINDS), help="flip, sa0/sa1 (stuck-at), stuck (half sa0, half sa1), mbu.")
 @click.option("--rate", type=float, default=None, help="Probability that each targeted bit is faulty, in [0, 1].")
-@click.option("--count", type=int, default=None, help="Exact number of faulty bits (mbu: of upsets).")
+@click.option("--count", type=Count(0, 2**48), default=None, help="Exact number of faulty bits (mbu: of upsets).")
 @click.option("--out", "out", required=True, metavar="FAULTY.onnx", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the faulty model.")
 @seed_option
@@ -32,17 +33,21 @@ _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layer
 @click.option("--map-in", "map_in", default=None, metavar="MAP.json",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Re-apply the faults of a recorded map instead of drawing a chip.")
-@click.option("--include-bias", is_flag=True, help="int32 biases join the weight memory.")
+@include_bias_option
+@stored_bits_option
 @click.option("--burst", type=int, default=None, help="mbu only: adjacent bits per upset (default 2, at most 8).")
 @json_option
-def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map_out, map_in, include_bias, burst,
-            as_json):
-    """Write FAULTY.onnx: MODEL.onnx with faults in its int8/uint8 weight bytes (and int32 biases if asked).
+def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map_out, map_in, include_bias, stored_bits,
+            burst, as_json):
+    """Write FAULTY.onnx: MODEL.onnx with faults in the stored bits of its integer weights.
 
-    Faults follow a chip, drawn from (--seed, --kind, --rate or --count, filters): the same
-    chip hits the same bit addresses on every model with the same weight memory size. The
-    output differs from the input only in the faulted weight bytes and one metadata entry
-    recording the chip.
+    The weight memory is every constant integer parameter at its stored width (int8/uint8,
+    int4/uint4, int16/uint16, MatMulNBits codes; k bits for a k-bit model), from initializers
+    and Constant nodes; int32 biases only with --include-bias. Faults follow a chip, drawn from
+    (--seed, --kind, --rate or --count, filters): the same chip hits the same addresses on
+    every model with the same memory size, and its faults at a rate include those at any lower
+    rate. The output differs from the input only in the faulted weight bytes and one metadata
+    entry recording the chip. The first line printed says what the memory covered.
 
     \b
     Example:
@@ -57,8 +62,10 @@ def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map
         chip = None
     else:
         chip = _chip(kind, rate, count, seed, bits, protect_bits, layers, burst, include_bias)
-    fault_map = inject_file(model, out, chip=chip, map_in=map_in, map_out=map_out)
+    fault_map = inject_file(model, out, chip=chip, map_in=map_in, map_out=map_out, stored_bits=stored_bits)
     summary = {key: value for key, value in fault_map.summary().items() if key != "per_tensor"}
+    for line in warning_lines(summary["coverage"]):
+        click.echo(line, err=True)
     report = {
         "model": str(model),
         "out": str(out),
@@ -72,9 +79,10 @@ def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map
         return
     faults = f"{summary['faults']:,}"
     what = f"re-applied {faults} faults from {map_in}" if map_in else f"{faults} {chip.kind} faults"
+    click.echo(coverage_line(summary["coverage"]))
     click.echo(
         f"{what} in {summary['tensors_hit']} of {len(fault_map.memory.tensors)} weight tensors "
-        f"({summary['memory_bits']:,} bits): {summary['changed_bits']:,} bits changed in "
+        f"({summary['memory_bits']:,} stored bits): {summary['changed_bits']:,} stored bits changed in "
         f"{summary['changed_weights']:,} weights"
     )
     click.echo(f"wrote {out}")

@@ -4,6 +4,41 @@ from __future__ import annotations
 
 import click
 
+# Upper bounds on counts from the user, checked when the command line is parsed, before anything starts.
+MAX_PARALLEL = 256  # threads of a session, worker processes, Ray actors
+MAX_IMAGES = 10_000_000  # --limit, --samples
+MAX_BATCH = 65_536
+MAX_STEPS = 100_000  # epochs, chips, iterations, probes
+MAX_SEED = 2**63 - 1
+
+
+class Count(click.ParamType):
+    """A whole number in [low, high]: the one option type for counts, sizes and seeds.
+
+    Example:
+        >>> Count(1, 256).convert("9999", click.Option(["--workers"]), None)
+        Traceback (most recent call last):
+        ...
+        click.exceptions.UsageError: --workers must be a positive integer (at most 256), got 9999
+    """
+
+    name = "integer"
+
+    def __init__(self, low: int = 1, high: int = MAX_STEPS) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        option = param.opts[0] if param is not None and getattr(param, "opts", None) else "the value"
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(self.low, f"an integer >= {self.low}")
+        try:
+            number = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value).strip())
+        except ValueError:
+            number = None
+        if number is None or not self.low <= number <= self.high:
+            raise click.UsageError(f"{option} must be {kind} (at most {self.high:,}), got {value}", ctx)
+        return number
+
+
 data_option = click.option(
     "--data",
     "data_spec",
@@ -12,29 +47,45 @@ data_option = click.option(
     metavar="SPEC",
     help="Dataset: mnist5k (built in), cifar10:PATH, cifar100:PATH, mnist:PATH, folder:PATH or npz:PATH.",
 )
-seed_option = click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+seed_option = click.option("--seed", default=0, show_default=True, type=Count(0, MAX_SEED), help="Random seed.")
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object on stdout and nothing else there."
 )
 limit_option = click.option(
-    "--limit", type=click.IntRange(min=1), default=None, help="Use only the first N test images."
+    "--limit", type=Count(1, MAX_IMAGES), default=None, help="Use only the first N test images."
 )
+stored_bits_option = click.option(
+    "--stored-bits", type=click.IntRange(1, 8), default=None, metavar="K",
+    help="The int8/uint8 weights hold K-bit codes (a foreign k-bit model): faults hit only K bits of each "
+         "[default: from the model's metadata, else the type's width].",
+)
+include_bias_option = click.option("--include-bias", is_flag=True, help="int32 biases join the weight memory.")
 
 
 def preprocessing_options(function):
-    """Add --input-size/--mean/--std for ONNX models that carry no edgefault metadata.
+    """Add the input options of ``eval`` and ``campaign``: --input-size, --layout, --mean, --std, --scale, --no-normalize.
+
+    The command receives them as ``input_size, layout, mean, std, scale, no_normalize``.
 
     Example:
         >>> @preprocessing_options
-        ... def command(input_size, mean, std): ...
+        ... def command(input_size, layout, mean, std, scale, no_normalize): ...
     """
-    function = click.option(
-        "--std", default=None, metavar="LIST", help="Per-channel std for models without metadata, e.g. 0.3081."
-    )(function)
-    function = click.option(
-        "--mean", default=None, metavar="LIST", help="Per-channel mean for models without metadata, e.g. 0.1307."
-    )(function)
-    function = click.option(
-        "--input-size", default=None, metavar="CxHxW", help="Input shape for models without metadata, e.g. 1x28x28."
-    )(function)
+    options = [
+        click.option("--input-size", default=None, metavar="SHAPE",
+                     help="One sample's shape where the model does not declare it: CxHxW, HxWxC, TxF or F."),
+        click.option("--layout", type=click.Choice(["nchw", "nhwc"], case_sensitive=False), default=None,
+                     help="Layout of an image input the model leaves ambiguous (e.g. N x 8 x 32 x 1)."),
+        click.option("--mean", default=None, metavar="LIST",
+                     help="Mean(s) subtracted after scaling: one value, or one per channel (features: last axis)."),
+        click.option("--std", default=None, metavar="LIST", help="Std(s) divided by after the mean, e.g. 0.3081."),
+        click.option("--scale", default=None, metavar="FACTOR",
+                     help="Multiply the data by FACTOR first (e.g. 1/255) [default: 1/255 for uint8 images, "
+                          "else 1: float data is fed as stored]."),
+        click.option("--no-normalize", is_flag=True,
+                     help="Feed the data without mean/std (models without metadata that take images need this "
+                          "or --mean/--std)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
     return function

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgefault.cli.options import data_option, seed_option
+from edgefault.cli.options import MAX_STEPS, Count, data_option, seed_option
 from edgefault.study import StudyConfig, run_study
 
 
@@ -15,8 +15,8 @@ from edgefault.study import StudyConfig, run_study
 @click.option("--quick", is_flag=True, help="Fewer epochs, rates and chips: minutes instead of the full study.")
 @click.option("--model", "model_name", default="lenet5", show_default=True, help="Architecture to study.")
 @click.option("--with-sam", is_flag=True, help="Also train SAM variants (a fifth and sixth model).")
-@click.option("--epochs", type=int, default=None, help="Override the profile's epochs.")
-@click.option("--chips", type=int, default=None, help="Override the profile's chips per (kind, rate).")
+@click.option("--epochs", type=Count(1, MAX_STEPS), default=None, help="Override the profile's epochs.")
+@click.option("--chips", type=Count(1, MAX_STEPS), default=None, help="Override the profile's chips per (kind, rate).")
 @seed_option
 def command(data_spec, out, quick, model_name, with_sam, epochs, chips, seed):
     config = StudyConfig(data=data_spec, model=model_name, quick=quick, with_sam=with_sam, seed=seed,

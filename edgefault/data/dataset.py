@@ -1,4 +1,4 @@
-"""The in-memory dataset every stage consumes: float images in [0, 1], NCHW, with their normalization."""
+"""The in-memory dataset training consumes: float NCHW images (uint8 pixels scaled to [0, 1]), with their normalization."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from edgefault.errors import EdgefaultError
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """Train and test splits as float32 NCHW images in [0, 1] with int64 labels.
+    """Train and test splits as float32 NCHW images with int64 labels.
+
+    Images stored as uint8 pixels are scaled to [0, 1]; float images are kept as stored.
+    Evaluation reads the test split as stored instead (:mod:`edgefault.data.samples`).
 
     ``mean`` and ``std`` are per channel; models see ``(image - mean) / std``.
 

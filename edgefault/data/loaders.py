@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgefault.data.dataset import Dataset
+from edgefault.data.npz import read_npz
 from edgefault.data.safe_pickle import safe_load
 from edgefault.data.spec import DatasetSpec, parse_spec
 from edgefault.errors import EdgefaultError
@@ -244,34 +245,24 @@ def _load_folder(spec: DatasetSpec) -> Dataset:
     return _from_arrays(spec, images, labels, names, mean, std)
 
 
-def _as_nchw(images: np.ndarray, source: Path) -> np.ndarray:
+def _as_nchw(images: np.ndarray, source: Path, name: str) -> np.ndarray:
+    """Training images as float32 NCHW: uint8 pixels scaled by 1/255, every other dtype as stored."""
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         images = images.transpose(0, 3, 1, 2)
     if images.ndim != 4:
-        raise EdgefaultError(f"{source}: images must be N x H x W, N x H x W x C or N x C x H x W, got {images.shape}")
-    if images.dtype == np.uint8 or images.max(initial=0) > 1.0:
+        raise EdgefaultError(f"{source}: array {name!r} must hold images (N x H x W, N x H x W x C or N x C x H x W) "
+                             f"to train on, got shape {images.shape}")
+    if images.dtype == np.uint8:
         images = images / 255.0
     return np.ascontiguousarray(images, np.float32)
 
 
 def _load_npz(spec: DatasetSpec) -> Dataset:
-    try:
-        archive = np.load(spec.path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise EdgefaultError(f"{spec.path}: not a readable .npz file ({exc})") from None
-    with archive:
-        keys = set(archive.files)
-        if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-            tx, vx = _as_nchw(archive["x_train"], spec.path), _as_nchw(archive["x_test"], spec.path)
-            ty, vy = archive["y_train"].astype(np.int64), archive["y_test"].astype(np.int64)
-            names = tuple(map(str, range(int(max(ty.max(), vy.max())) + 1)))
-            mean, std = _channel_stats(tx)
-            return Dataset(str(spec), tx, ty, vx, vy, names, mean, std)
-        if not {"x", "y"} <= keys:
-            raise EdgefaultError(f"{spec.path}: an npz dataset needs arrays 'x' and 'y' (found {sorted(keys)})")
-        images, labels = _as_nchw(archive["x"], spec.path), archive["y"].astype(np.int64).ravel()
-    names = tuple(map(str, range(int(labels.max()) + 1)))
-    mean, std = _channel_stats(images)
-    return _from_arrays(spec, images, labels, names, mean, std)
+    splits = read_npz(spec.path)
+    train_name = "x_train" if splits.test_name == "x_test" else "x"
+    tx, vx = _as_nchw(splits.train_x, spec.path, train_name), _as_nchw(splits.test_x, spec.path, splits.test_name)
+    names = tuple(map(str, range(splits.classes)))
+    mean, std = _channel_stats(tx if len(tx) else vx)
+    return Dataset(str(spec), tx, splits.train_y, vx, splits.test_y, names, mean, std)

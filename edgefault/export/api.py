@@ -21,9 +21,10 @@ from torch import nn
 from edgefault.data import Dataset, load_dataset
 from edgefault.errors import EdgefaultError
 from edgefault.export.graph import INPUT_NAME, build_onnx
-from edgefault.export.verify import Parity, check_parity
-from edgefault.fileio import atomic_path
-from edgefault.runtime import ModelMetadata, optimized_kernel_counts
+from edgefault.export.verify import Parity, activation_products, check_parity
+from edgefault.fileio import atomic_path, check_outputs
+from edgefault.runtime import ModelMetadata, count_kernels, optimized_model
+from edgefault.runtime.graph import FLOAT_KERNELS
 from edgefault.train import load_run
 
 
@@ -62,6 +63,8 @@ class ExportReport:
 
     ``op_counts`` are the ops of the graph ONNX Runtime runs after its optimization;
     ``weight_bytes`` is the size of the int8 weight memory (what fault injection corrupts).
+    ``activation_products`` maps each MatMul of two activations (attention) to the kernel ONNX
+    Runtime runs it as; a float one is listed there, and is no export failure (it has no weights).
     ``passed`` is False only when the file was kept despite ``problems``.
 
     Example:
@@ -82,6 +85,7 @@ class ExportReport:
     op_counts: dict[str, int]
     weight_tensors: int
     weight_bytes: int
+    activation_products: dict[str, str]
     passed: bool
     problems: tuple[str, ...]
     metadata: ModelMetadata
@@ -96,26 +100,6 @@ class ExportReport:
         values = dataclasses.asdict(self)
         values["path"] = str(self.path)
         return values
-
-
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Refuse an output path that cannot be written, before any slow work.
-
-    Example:
-        >>> check_output_path("/tmp/model.onnx")
-        PosixPath('/tmp/model.onnx')
-    """
-    target = Path(path)
-    if target.is_dir():
-        raise EdgefaultError(f"{target}: is a directory; --out takes the path of the .onnx file to write")
-    parent = target.parent
-    while not parent.exists():  # atomic_path creates missing folders; the first existing one decides
-        parent = parent.parent
-    if not parent.is_dir():
-        raise EdgefaultError(f"{target}: cannot write there, {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EdgefaultError(f"{target}: cannot write there, {parent} is not writable")
-    return target
 
 
 def model_metadata(model: nn.Module, data: Dataset, *, recipe: dict[str, Any] | None = None,
@@ -150,7 +134,8 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
         >>> report.integer_kernels, report.float_kernels  # doctest: +SKIP
         (5, 0)
     """
-    target = check_output_path(out_path)
+    check_outputs({"--out": out_path}, [])
+    target = Path(out_path)
     _check_classifier(model)
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise EdgefaultError("export needs the model on the CPU (call model.cpu() first)")
@@ -160,14 +145,16 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     model.eval()
     try:
         onnx_model = build_onnx(model)
-        kernels = optimized_kernel_counts(onnx_model.SerializeToString(), source="exported model")
+        optimized = optimized_model(onnx_model.SerializeToString(), source="exported model")
+        kernels, products = count_kernels(optimized), activation_products(onnx_model, optimized)
         count = len(data.test_images) if settings.limit is None else min(settings.limit, len(data.test_images))
         images = data.normalized(data.test_images[:count], metadata.mean, metadata.std)
         parity = check_parity(model, onnx_model, images, data.test_labels[:count], settings.batch_size,
                               settings.progress)
     finally:
         model.train(was_training)
-    problems = _problems(parity, kernels.integer_kernels, kernels.float_kernels, settings)
+    weight_float = kernels.float_kernels - sum(op in FLOAT_KERNELS for op in products.values())
+    problems = _problems(parity, kernels.integer_kernels, weight_float, settings)
     if problems and not settings.keep_on_parity_failure:
         raise EdgefaultError(f"export check failed: {'; '.join(problems)}; nothing written "
                              "(--keep-on-parity-failure keeps the file)")
@@ -185,6 +172,7 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
         torch_accuracy=parity.torch_accuracy, integer_kernels=kernels.integer_kernels,
         float_kernels=kernels.float_kernels, op_counts=dict(kernels.ops), weight_tensors=len(weights),
         weight_bytes=sum(math.prod(t.dims) for t in weights),  # one byte per int8 weight
+        activation_products=products,
         passed=not problems, problems=tuple(problems), metadata=metadata,
     )
 
@@ -197,7 +185,7 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, settings
         >>> export_run("runs/lenet5", "lenet5.onnx").agreement  # doctest: +SKIP
         0.999
     """
-    check_output_path(out_path)
+    check_outputs({"--out": out_path}, [run_dir])  # e.g. never onto the run's checkpoint
     run = load_run(run_dir)
     spec = data_spec or run.config.data
     data = load_dataset(spec)
@@ -232,8 +220,8 @@ def _problems(parity: Parity, integer: int, floating: int, settings: ExportSetti
         problems.append(f"ONNX Runtime and PyTorch agree on {parity.agreement:.2%} of {parity.images} test images "
                         f"(need {settings.min_agreement:.2%}{gap})")
     if floating or not integer:
-        problems.append(f"ONNX Runtime runs {floating} float conv/linear kernels and {integer} integer ones "
-                        "(every conv/linear must be integer)")
+        problems.append(f"ONNX Runtime runs {floating} float conv/linear kernels with weights and {integer} integer "
+                        "ones (every conv/linear must be integer)")
     return problems
 
 

@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from edgefault.errors import EdgefaultError
+from edgefault.export.tensor_ops import TensorOps
 from edgefault.models import ActQuant, QuantConv2d, QuantLinear, trace_model
 
 OPSET = 17  # per-channel QDQ (13+), uint8 MaxPool (12+); read by every ONNX Runtime since 1.12 and Netron
@@ -59,7 +60,7 @@ class _Codes:
     zero_point_name: str
 
 
-class _GraphWriter:
+class _GraphWriter(TensorOps):
     def __init__(self, module: torch.fx.GraphModule, float_reference: bool):
         self.module, self.float_reference = module, float_reference
         self.nodes: list[onnx.NodeProto] = []
@@ -86,6 +87,14 @@ class _GraphWriter:
         self._dq_count[value.name] = count + 1
         return self.node("DequantizeLinear", [value.name, value.scale_name, value.zero_point_name],
                          f"{value.name}.dq{count}")
+
+    @staticmethod
+    def float_value(name: str) -> _Float:
+        return _Float(name)
+
+    @staticmethod
+    def replace_name(value: _Float | _Codes, name: str) -> _Float | _Codes:
+        return dataclasses.replace(value, name=name)
 
     def output(self, value: _Float | _Codes) -> None:
         if isinstance(value, _Codes):  # float logits: the DequantizeLinear of the last quantizer
@@ -119,6 +128,8 @@ class _GraphWriter:
                 self.values[fx_node.name] = self.module_node(fx_node, module)
             elif fx_node.op in ("call_function", "call_method"):
                 self.values[fx_node.name] = self.function_node(fx_node)
+            elif fx_node.op == "get_attr":
+                self.values[fx_node.name] = self.parameter(fx_node)
             else:
                 raise EdgefaultError(f"cannot export FX node {fx_node.name!r} ({fx_node.op} {fx_node.target})")
         return helper.make_graph(
@@ -151,6 +162,8 @@ class _GraphWriter:
             return self.requantized_op("GlobalAveragePool", x, out)
         if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
             return self.flatten(x, out)
+        if isinstance(module, nn.LayerNorm):
+            return self.layer_norm(module, x, out)
         if isinstance(module, (nn.Identity, nn.Dropout)):  # identities in eval mode
             return x
         raise EdgefaultError(f"cannot export layer {fx_node.target!r} of type {type(module).__name__}")
@@ -166,6 +179,9 @@ class _GraphWriter:
         if target in (operator.add, torch.add, "add") and len(fx_node.args) == 2 and not fx_node.kwargs:
             a, b = self.float_input(self.arg(fx_node, 0)), self.float_input(self.arg(fx_node, 1))
             return _Float(self.node("Add", [a, b], out))
+        result = self.tensor_op(fx_node)
+        if result is not None:
+            return result
         raise EdgefaultError(f"cannot export operation {out!r} ({fx_node.op} {target})")
 
     # -- node groups ---------------------------------------------------------------------------

@@ -98,3 +98,28 @@ def check_parity(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarr
         onnx_accuracy=float(np.sum(onnx_top == labels)) / count,
         torch_accuracy=float(np.sum(torch_top == labels)) / count,
     )
+
+
+def activation_products(exported: onnx.ModelProto, optimized: onnx.ModelProto) -> dict[str, str]:
+    """The MatMuls of two activations (attention's q @ k^T and weights @ v) and the kernel ORT runs each as.
+
+    A product is an activation product when no input is a DequantizeLinear of an initializer
+    (a weight). ONNX Runtime keeps the node's name when it fuses it, so the optimized graph says
+    which kernel it became: QLinearMatMul or MatMulIntegerToFloat (integer), MatMul (float).
+
+    Example:
+        >>> activation_products(exported, optimized_model(exported.SerializeToString()))  # doctest: +SKIP
+        {'matmul': 'MatMulIntegerToFloat', 'matmul_1': 'QLinearMatMul'}
+    """
+    constants = {t.name for t in exported.graph.initializer}
+    producers = {out: node for node in exported.graph.node for out in node.output}
+
+    def is_weight(name: str) -> bool:
+        node = producers.get(name)
+        return name in constants or (node is not None and node.op_type == "DequantizeLinear"
+                                     and node.input[0] in constants)
+
+    kinds = {node.name: node.op_type for node in optimized.graph.node}
+    return {node.name: kinds.get(node.name, "fused away")
+            for node in exported.graph.node
+            if node.op_type == "MatMul" and not any(is_weight(name) for name in node.input)}

@@ -1,7 +1,8 @@
 """Memory faults in the integer weight bytes of quantized ONNX models.
 
-The pieces, in the order they act: :class:`WeightMemory` (which bytes are weights, and the
-address of every bit), :class:`Chip` (the fault settings of one faulty device),
+The pieces, in the order they act: :func:`discover` (which constants are weights, at which
+stored width, and what cannot be faulted), :class:`WeightMemory` (the address of every
+stored cell), :class:`Chip` (the fault settings of one faulty device),
 :func:`sample_faults` (the chip's faulty bits on a memory, as :class:`FaultRecords`),
 :func:`apply_faults` (new weight arrays), and :class:`Injector` (faulty serialized models
 without touching the disk, with a :class:`FaultMap` of every fault).
@@ -15,7 +16,8 @@ Example:
 from edgefault.faults.chip import KINDS, Chip, parse_bits
 from edgefault.faults.faultmap import FaultMap, read_fault_map, records_from_entries
 from edgefault.faults.injector import METADATA_KEY, Injector, inject_file, inject_model_bytes
-from edgefault.faults.memory import WeightMemory, WeightTensor, find_weight_tensors
+from edgefault.faults.discover import Discovery, Skipped, discover
+from edgefault.faults.memory import WeightMemory, WeightTensor
 from edgefault.faults.records import FLIP, KIND_NAMES, MBU, SA0, SA1, FaultRecords, apply_faults
 from edgefault.faults.sampling import sample_faults, target_bits
 
@@ -27,14 +29,16 @@ __all__ = [
     "METADATA_KEY",
     "SA0",
     "SA1",
+    "Skipped",
     "Chip",
+    "Discovery",
     "FaultMap",
     "FaultRecords",
     "Injector",
     "WeightMemory",
     "WeightTensor",
     "apply_faults",
-    "find_weight_tensors",
+    "discover",
     "inject_file",
     "inject_model_bytes",
     "parse_bits",

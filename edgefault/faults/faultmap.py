@@ -27,7 +27,9 @@ class FaultMap:
     function computing the pair, called on first use (a campaign that only needs the faulty
     bytes never pays for them). ``chip`` is None for a map re-applied from a file without
     one; ``target_bits`` is how many cells the chip could hit; ``changed_bits``, if given, is
-    the number of faults that changed their bit.
+    the number of faults that changed their bit; ``coverage``, if given, is what the memory
+    covered (:meth:`~edgefault.faults.discover.Discovery.coverage`). Indices, bits and values
+    are those of stored codes: a 4-bit code has bits 0-3 and values -8..7 (or 0..15).
 
     Example:
         >>> _, fault_map = Injector("quant.onnx").inject(Chip("flip", rate=1e-3))  # doctest: +SKIP
@@ -43,10 +45,12 @@ class FaultMap:
         chip: Chip | None = None,
         target_bits: int | None = None,
         changed_bits: int | None = None,
+        coverage: dict[str, Any] | None = None,
     ):
         if records.tensors != memory.names:
             raise EdgefaultError("fault records and memory disagree on the tensors")
         self.records, self.memory, self.chip, self.target_bits = records, memory, chip, target_bits
+        self.coverage = coverage
         self._values = values
         if changed_bits is not None:  # known already (the injector counts it per byte): skip the values
             self.__dict__["changed_bits"] = changed_bits
@@ -92,6 +96,8 @@ class FaultMap:
             {
                 "tensor": tensor.name,
                 "dtype": tensor.dtype,
+                "storage": tensor.storage,
+                "source": tensor.source,
                 "shape": list(tensor.shape),
                 "consumer": tensor.consumer,
                 "bits": tensor.nbits,
@@ -110,6 +116,7 @@ class FaultMap:
             "target_bits": self.target_bits,
             "tensors_hit": int(np.count_nonzero(faults)),
             "by_kind": {name: int(kinds[code]) for code, name in enumerate(KIND_NAMES) if kinds[code]},
+            **({} if self.coverage is None else {"coverage": self.coverage}),
             "per_tensor": per_tensor,
         }
 
@@ -128,10 +135,22 @@ class FaultMap:
         Example:
             >>> fault_map.write("map.json")  # doctest: +SKIP
         """
-        head = json.dumps(self._head(), indent=2)[:-2]  # drop the closing "\n}" to append the faults
+        write_bytes_atomic(path, self.encode())
+
+    def encode(self, model_sha256: str | None = None) -> bytes:
+        """The JSON text :meth:`write` writes; ``model_sha256`` records the digest of the faulty model it describes.
+
+        Example:
+            >>> fault_map.encode(model_sha256=hashlib.sha256(faulty).hexdigest())[:1]  # doctest: +SKIP
+            b'{'
+        """
+        head = self._head()
+        if model_sha256 is not None:
+            head["model_sha256"] = model_sha256
+        text = json.dumps(head, indent=2)[:-2]  # drop the closing "\n}" to append the faults
         lines = self._fault_lines()
         body = ',\n  "faults": [\n    ' + ",\n    ".join(lines) + "\n  ]\n}\n" if lines else ',\n  "faults": []\n}\n'
-        write_bytes_atomic(path, (head + body).encode())
+        return (text + body).encode()
 
     def _head(self) -> dict[str, Any]:
         chip = None if self.chip is None else self.chip.to_dict()

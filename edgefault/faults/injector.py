@@ -10,7 +10,7 @@ faulted weight bytes and that entry stays byte-for-byte as it was.
 from __future__ import annotations
 
 import contextlib
-import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,14 +22,17 @@ from onnx import numpy_helper
 from edgefault.errors import EdgefaultError
 from edgefault.faults.chip import Chip
 from edgefault.faults.faultmap import FaultMap, read_fault_map, records_from_entries
-from edgefault.faults.memory import WeightMemory, find_weight_tensors
-from edgefault.faults.records import FaultRecords, patch_words, word_masks
+from edgefault.faults.codes import code_values, decode_tensor, patch_bytes
+from edgefault.faults.discover import Discovery, constant_tensors, discover
+from edgefault.faults.memory import WeightMemory
+from edgefault.faults.records import FaultRecords
 from edgefault.faults.sampling import sample_faults, target_bits
 from edgefault.faults.wire import metadata_entry, raw_data_spans
-from edgefault.fileio import atomic_path
+from edgefault.fileio import atomic_paths, check_outputs
 from edgefault.runtime.loading import iter_tensors, load_model, parse_model
 
 METADATA_KEY = "edgefault.fault_chip"
+SAMPLING = "nested-bands"  # how chips draw their cells: rate bands with one threshold per cell
 
 
 class Injector:
@@ -37,8 +40,10 @@ class Injector:
 
     ``model`` is a path (external data allowed, inside the model's folder), serialized
     bytes, or a ModelProto (left unmodified). Models with external data come out with every
-    tensor embedded. Not thread-safe: building an output patches the cached copy in place
-    for a moment (campaigns use one injector per process).
+    tensor embedded. ``stored_bits`` declares k-bit codes in int8/uint8 weights (see
+    :func:`~edgefault.faults.discover.discover`); :attr:`discovery` says what was covered.
+    Not thread-safe: building an output patches the cached copy in place for a moment
+    (campaigns use one injector per process).
 
     Example:
         >>> injector = Injector("quant.onnx")  # doctest: +SKIP
@@ -47,7 +52,7 @@ class Injector:
         ...     session = onnxruntime.InferenceSession(faulty_bytes)
     """
 
-    def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto):
+    def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto, stored_bits: int | None = None):
         base: np.ndarray | None = None
         if isinstance(model, (bytes, bytearray, memoryview)):
             base = np.frombuffer(model, dtype=np.uint8).copy()  # the caller's bytes stay untouched
@@ -66,15 +71,12 @@ class Injector:
             except EdgefaultError:
                 # External data (checked to stay in the model's folder), or the same error again.
                 base, proto = None, load_model(file)
-        found = find_weight_tensors(proto, include_bias=True)
-        self._memories = {
-            flag: WeightMemory.from_found([f for f in found if flag or f[1] != "int32"], include_bias=flag)
-            for flag in (False, True)
-        }
-        full = self._memories[True]
+        self.discovery: Discovery = discover(proto, stored_bits)
+        self._memories: dict[bool, WeightMemory] = {}
+        full = self.memory(include_bias=True)
         spans = _weight_spans(base, full) if base is not None else None
         if spans is None:
-            base = np.frombuffer(_serialize_with_raw_weights(proto), dtype=np.uint8).copy()
+            base = np.frombuffer(_serialize_with_raw_weights(proto, full.names), dtype=np.uint8).copy()
             spans = _weight_spans(base, full)
             if spans is None:
                 raise EdgefaultError("cannot locate the weight bytes in the serialized model")
@@ -92,10 +94,21 @@ class Injector:
             >>> Injector("quant.onnx").memory().nbits  # doctest: +SKIP
             72512
         """
+        if include_bias not in self._memories:
+            self._memories[include_bias] = self.discovery.memory(include_bias)
         return self._memories[include_bias]
 
+    def coverage_line(self, include_bias: bool = False) -> str:
+        """The one-line coverage report of :meth:`memory`.
+
+        Example:
+            >>> Injector("quant.onnx").coverage_line()  # doctest: +SKIP
+            'weight memory: 3 tensors, 72,512 stored bits: int8 3 (72,512 bits); from 3 initializers'
+        """
+        return self.discovery.coverage_line(self.memory(include_bias))
+
     def arrays(self, include_bias: bool = False) -> dict[str, np.ndarray]:
-        """Read-only views of the clean weight arrays (of the cached copy), by tensor name.
+        """Read-only clean codes by tensor name: views of the cached copy, or decoded copies for 4-bit and packed codes.
 
         Example:
             >>> Injector("quant.onnx").arrays()["conv1.weight_quantized"].shape  # doctest: +SKIP
@@ -104,9 +117,9 @@ class Injector:
         views = {}
         for tensor in self.memory(include_bias).tensors:
             start = self._offsets[tensor.name]
-            view = self._buffer[start : start + tensor.nbytes].view(np.dtype(tensor.dtype).newbyteorder("<"))
+            view = decode_tensor(self._buffer[start : start + tensor.nbytes], tensor)
             view.setflags(write=False)
-            views[tensor.name] = view.reshape(tensor.shape)
+            views[tensor.name] = view
         return views
 
     def inject(self, chip: Chip) -> tuple[bytes, FaultMap]:
@@ -152,32 +165,19 @@ class Injector:
         if memory is None:
             raise EdgefaultError("the fault records were not drawn on this model's weight memory")
         offsets = np.array([self._offsets[name] for name in memory.names], dtype=np.int64)
-        # Each tensor's bytes lie contiguously in both the memory and the buffer, so a fault's
-        # byte moves by the same amount as its tensor's start.
-        shift = offsets - np.array([t.offset for t in memory.tensors], dtype=np.int64)
-        position = (records.address >> 3) + shift[records.tensor]
-        starts, clear, stuck_one, toggle = word_masks(position, records.address & 7, records.kind)
-        where = position[starts]
-        old = self._buffer[where]
-        new = patch_words(old, clear, stuck_one, toggle)
-        dtypes = {t.dtype for t in memory.tensors}
+        where, old, new, changed = patch_bytes(self._buffer, records, memory, offsets)
         try:
-            if len(dtypes) == 1 and memory.tensors[0].itemsize == 1:  # the usual case: an element is its byte
-                stored = np.dtype(dtypes.pop())
-                values = functools.partial(_byte_values, old.view(stored), new.view(stored), starts, len(records))
-                self._buffer[where] = new
-            else:  # int32 biases too: read whole elements before and after patching
-                elements = _element_positions(records, memory, offsets)
-                before = _read_elements(self._buffer, elements, len(records))
-                self._buffer[where] = new
-                values = before, _read_elements(self._buffer, elements, len(records))
-            changed = int(np.bitwise_count(old ^ new).sum())  # each changed bit is one record's
-            fault_map = FaultMap(records, memory, values, chip, target, changed)
+            before = code_values(self._buffer, records, memory, offsets)
+            self._buffer[where] = new
+            after = code_values(self._buffer, records, memory, offsets)
+            fault_map = FaultMap(records, memory, (before, after), chip, target, changed,
+                                 self.discovery.coverage(memory))
             note = {
                 "chip": None if chip is None else chip.to_dict(),
                 "faults": len(records),
                 "changed_bits": changed,
                 "memory_bits": memory.nbits,
+                "sampling": SAMPLING,
             }
             yield (self._buffer.data, metadata_entry(self.metadata_key, json.dumps(note, sort_keys=True))), fault_map
         finally:
@@ -209,10 +209,15 @@ def inject_file(
     chip: Chip | None = None,
     map_in: str | os.PathLike | None = None,
     map_out: str | os.PathLike | None = None,
+    stored_bits: int | None = None,
 ) -> FaultMap:
     """Write a faulty copy of a model (and optionally its fault map); give a chip or a map to re-apply.
 
-    Both outputs are built in memory first and written atomically; the input is only read.
+    ``stored_bits`` declares k-bit codes in the int8/uint8 weights of a model whose metadata does
+    not record them (see :class:`Injector`).
+
+    Both outputs are built in memory first and renamed into place together; the map records the
+    faulty model's SHA-256 (``model_sha256``). No output may land on an input or its external data.
 
     Example:
         >>> inject_file("model.onnx", "faulty.onnx", Chip("flip", rate=1e-3), map_out="map.json")  # doctest: +SKIP
@@ -220,20 +225,18 @@ def inject_file(
     if (chip is None) == (map_in is None):
         raise EdgefaultError("give exactly one of a chip and a fault map to re-apply")
     source = Path(model_path)
-    protected = {source.resolve(), *(Path(p).resolve() for p in ([map_in] if map_in else []))}
-    for label, path in (("--out", out_path), ("--map", map_out)):
-        if path is not None and Path(path).resolve() in protected:
-            raise EdgefaultError(f"{label} {path} would overwrite an input file")
-    if map_out is not None and Path(map_out).resolve() == Path(out_path).resolve():
-        raise EdgefaultError("--map and --out must be different files")
-    injector = Injector(source)
+    check_outputs({"--out": out_path, "--map": map_out}, [source, *([map_in] if map_in else [])])
+    injector = Injector(source, stored_bits)
     records = injector._chip_records(chip) if chip is not None else injector._map_records(map_in)
-    with injector.patched(*records) as (parts, fault_map):
-        if map_out is not None:
-            fault_map.write(map_out)
-        with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
+    targets = [out_path, *([map_out] if map_out is not None else [])]
+    with injector.patched(*records) as (parts, fault_map), atomic_paths(*targets) as temporaries:
+        digest = hashlib.sha256()
+        with open(temporaries[0], "wb") as handle:
             for part in parts:
                 handle.write(part)
+                digest.update(part)
+        if map_out is not None:  # renamed together with the model: the pair is both new or both old
+            temporaries[1].write_bytes(fault_map.encode(model_sha256=digest.hexdigest()))
     return fault_map
 
 
@@ -271,50 +274,20 @@ def _weight_spans(base: np.ndarray, memory: WeightMemory) -> dict[str, int] | No
     return offsets
 
 
-def _serialize_with_raw_weights(proto: onnx.ModelProto) -> bytes:
+def _serialize_with_raw_weights(proto: onnx.ModelProto, names) -> bytes:
     """Serialize the model, storing any weight held in typed fields (e.g. int32_data) as raw bytes instead."""
-    typed = [t.name for t, _, _ in find_weight_tensors(proto, include_bias=True) if not t.HasField("raw_data")]
+    typed = [n for n, (t, _) in constant_tensors(proto.graph).items() if n in names and not t.HasField("raw_data")]
     if typed:
         copy = onnx.ModelProto()
         copy.CopyFrom(proto)  # never modify the caller's proto
-        for tensor in copy.graph.initializer:
-            if tensor.name in typed:
-                values = numpy_helper.to_array(tensor)
-                for field in ("int32_data", "int64_data", "uint64_data"):
-                    tensor.ClearField(field)
-                tensor.raw_data = values.astype(values.dtype.newbyteorder("<")).tobytes()
+        constants = constant_tensors(copy.graph)
+        for name in typed:
+            tensor = constants[name][0]
+            stored = numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name)
+            stored.data_type = tensor.data_type
+            tensor.CopyFrom(stored)
         proto = copy
     try:
         return proto.SerializeToString()
     except ValueError as exc:  # protobuf refuses messages over 2 GB
         raise EdgefaultError(f"cannot serialize the model in one piece ({exc})") from None
-
-
-def _byte_values(old: np.ndarray, new: np.ndarray, starts: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per record, its byte's value before and after, from the values of the distinct faulty bytes."""
-    group = np.zeros(count, dtype=np.int64)
-    group[starts[1:]] = 1
-    group = np.cumsum(group)
-    return old[group], new[group]
-
-
-def _element_positions(records: FaultRecords, memory: WeightMemory, offsets: np.ndarray):
-    """Per element dtype: (record rows, buffer position of each record's element, dtype)."""
-    dtypes = sorted({t.dtype for t in memory.tensors})
-    codes = np.array([dtypes.index(t.dtype) for t in memory.tensors])[records.tensor]
-    itemsize = np.array([t.itemsize for t in memory.tensors], dtype=np.int64)
-    groups = []
-    for code, dtype in enumerate(dtypes):
-        rows = np.flatnonzero(codes == code)
-        tensor = records.tensor[rows]
-        groups.append((rows, offsets[tensor] + records.index[rows] * itemsize[tensor], dtype))
-    return groups
-
-
-def _read_elements(buffer: np.ndarray, groups, count: int) -> np.ndarray:
-    """The int64 value of each record's element, read from the buffer (little-endian, as ONNX stores it)."""
-    values = np.zeros(count, dtype=np.int64)
-    for rows, positions, dtype in groups:
-        stored = np.dtype(dtype).newbyteorder("<")
-        values[rows] = buffer[positions[:, None] + np.arange(stored.itemsize)].view(stored).reshape(-1)
-    return values

@@ -1,24 +1,33 @@
-"""Drawing a chip's faults at a cost that follows the number of faults, not the number of bits.
+"""Drawing a chip's faults, nested across rates, at a cost that follows the number of faults, not of bits.
 
-The target cells of a chip are the bit cells it may hit (tensors matching ``layers``, bit
-positions allowed by ``bits``), numbered in address order. The chip's generator is
-``numpy.random.default_rng(seed)``; nothing else is random.
+The target cells of a chip are the stored cells it may hit (tensors matching ``layers``,
+bit positions allowed by ``bits``), numbered in address order. Nothing but the seed is random.
 
-* Rate ``p``: each target cell is faulty independently with probability ``p``. The faulty
-  cells are drawn in address order as geometric gaps, one uniform per fault, so the work is
-  proportional to the number of faults. The stream of gaps does not depend on the memory
-  size (chunks of it give the same numbers however they are cut), hence the pairing: the
-  same chip on two memories with the same number of target cells hits the same cells, and
-  on a smaller memory it hits exactly the prefix of a larger memory's faults.
-* Count ``K``: exactly K distinct target cells, uniformly at random
-  (``Generator.choice(cells, K, replace=False)``: Floyd's algorithm, O(K) for K up to 2% of
-  the cells). Memories with the same number of target cells get the same cells; memories
-  of other sizes get independent draws.
-* ``stuck`` polarities come from a second stream, ``SeedSequence(seed, spawn_key=(1,))``,
-  one uniform per fault in address order (so they pair too).
+Nesting. Every cell ``c`` of a chip has a fault threshold ``u_c``, uniform in [0, 1) and
+independent across cells; at rate ``p`` the faulty cells are those with ``u_c < p``. So the
+faulty cells at ``p`` are a subset of those at any ``p' > p``: one device getting worse. The
+thresholds are never drawn cell by cell. The rates are cut into bands ``(2^-(j+1), 2^-j]``
+for j = 0..29 and ``(0, 2^-30]``; band j has its own stream of *marks* (a PCG64 generator seeded by word j
+of ``SeedSequence(seed).generate_state``): cells chosen independently with probability
+``rho_j = (b_j - a_j) / (1 - a_j)`` (drawn as geometric gaps), each with a value uniform in
+the band. ``u_c`` is the least value of the marks on ``c`` (1 without one), and this is
+exactly uniform: P(u_c >= p) = prod over bands of P(no mark below p) = 1 - p. At rate ``p``
+only the bands with ``a_j < p`` are drawn: the bands below ``p`` whole, the band holding ``p``
+thinned by its values, about ``(1 + 1) * p`` marks per cell in all, so the work is
+proportional to the number of faults.
 
-Every kind of one seed and rate (or count) faults the same cells: ``flip`` and ``sa0`` chips
-differ only in what the faulty cells do.
+Pairing and prefixes. The mark streams do not depend on the memory size (chunks give the
+same numbers however they are cut), so the same chip on two memories with the same number of
+target cells hits the same cells, and on a smaller memory it hits exactly the prefix of a
+larger memory's faults.
+
+Counts. ``count=K`` takes the K target cells of least threshold (drawn at a rate that holds
+at least K cells, doubled until it does): nested in K too, and the first K cells to fail as
+the rate rises.
+
+Kinds. Every kind of one seed faults the same cells at a rate; ``stuck`` gives each cell a
+fixed polarity (a hash of the seed and the cell number), so a cell stuck at 1 stays stuck at
+1 at every rate, and pairs across models too.
 """
 
 from __future__ import annotations
@@ -52,16 +61,15 @@ class _TargetCells:
         return int(self.starts[-1])
 
     def place(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(memory tensor position, element index, bit, address) of each cell number."""
+        """(memory tensor position, code index, bit, address) of each cell number."""
         target = np.searchsorted(self.starts, cells, side="right") - 1
         local = cells - self.starts[target]
         if np.array_equal(self.per_element, self.widths):  # every bit allowed: cells run along the addresses
-            # Widths are 8 or 32: shifts and masks instead of a division.
-            shifts = np.log2(self.widths).astype(np.int64)
-            if shifts.min() == shifts.max():
-                index, bit = local >> int(shifts[0]), local & int(self.widths[0] - 1)
+            width = int(self.widths[0])
+            if np.all(self.widths == width) and width & (width - 1) == 0:  # one power-of-two width: shifts
+                index, bit = local >> (width.bit_length() - 1), local & (width - 1)
             else:
-                index, bit = local >> shifts[target], local & (self.widths - 1)[target]
+                index, bit = np.divmod(local, self.widths[target])
             return self.positions[target], index, bit, cells + (self.bit_starts - self.starts[:-1])[target]
         index, k = np.divmod(local, self.per_element[target])
         bit = self.bit_table[target, k]
@@ -100,13 +108,14 @@ def sample_faults(memory: WeightMemory, chip: Chip) -> FaultRecords:
     cells = _target_cells(memory, chip)
     if chip.count is not None and chip.count > cells.size:
         raise EdgefaultError(f"count {chip.count} exceeds the {cells.size} target bits of the weight memory")
-    position, index, bit, address = cells.place(_draw_cells(chip.seed, cells.size, chip.rate, chip.count))
+    drawn = _draw_cells(chip.seed, cells.size, chip.rate, chip.count)
+    position, index, bit, address = cells.place(drawn)
     if chip.kind == "mbu":
         address = _bursts(memory, address, bit, position, chip.burst)
         position, index, bit = memory.locate(address)
         kind = np.full(address.size, MBU, dtype=np.uint8)
     elif chip.kind == "stuck":
-        kind = np.where(_stuck_at_one(chip.seed, address.size), SA1, SA0).astype(np.uint8)
+        kind = np.where(_stuck_at_one(chip.seed, drawn), SA1, SA0).astype(np.uint8)
     else:
         kind = np.full(address.size, {"flip": FLIP, "sa0": SA0, "sa1": SA1}[chip.kind], dtype=np.uint8)
     records = FaultRecords(memory.names, position, index, bit, kind, address)
@@ -125,6 +134,10 @@ def _target_cells(memory: WeightMemory, chip: Chip) -> _TargetCells:
         raise EdgefaultError(f"--layers {chip.layers!r} matches no weight tensor (tensors: {shown})")
     allowed = np.array(chip.bits if chip.bits is not None else range(MAX_BIT + 1), dtype=np.int64)
     widths = memory.widths[targeted]
+    beyond = allowed[allowed >= widths.max()].tolist()
+    if chip.bits is not None and beyond:  # like a lone --bits 9: refused, never silently dropped
+        raise EdgefaultError(f"bits {beyond} lie beyond the targeted {widths.max()}-bit words "
+                             f"(bits 0-{widths.max() - 1})")
     bit_table = np.zeros((len(targeted), MAX_BIT + 1), dtype=np.int64)
     per_element = np.zeros(len(targeted), dtype=np.int64)
     for width in np.unique(widths).tolist():
@@ -138,45 +151,118 @@ def _target_cells(memory: WeightMemory, chip: Chip) -> _TargetCells:
     return _TargetCells(np.array(targeted), starts, memory.bit_starts[targeted], widths, per_element, bit_table)
 
 
+# Band j covers thresholds (BAND_LOW[j], BAND_HIGH[j]]; the last reaches down to 0.
+BANDS = 31
+BAND_HIGH = 2.0 ** -np.arange(BANDS)
+BAND_LOW = np.append(BAND_HIGH[1:], 0.0)
+
+
 def _draw_cells(seed: int, cells: int, rate: float | None, count: int | None) -> np.ndarray:
     """Faulty cell numbers in increasing order."""
-    rng = np.random.default_rng(seed)
     if count is not None:
-        chosen = rng.choice(cells, size=count, replace=False) if count else np.zeros(0, dtype=np.int64)
-        return np.sort(chosen).astype(np.int64)
-    if rate == 0.0:
+        return _least_thresholds(seed, cells, count)
+    marks = [cell[value < rate] for cell, value in _marks_below(seed, cells, rate)]
+    return _union(marks, cells)
+
+
+def _marks_below(seed: int, cells: int, rate: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The marks (cells, values) of every band that reaches below ``rate``, least values first."""
+    keys = _keys(seed)
+    return [_band_marks(keys[band], band, cells) for band in reversed(range(BANDS)) if BAND_LOW[band] < rate]
+
+
+def _keys(seed: int) -> np.ndarray:
+    """One 64-bit key per band (its stream's seed) and one for stuck polarities, from the chip's seed."""
+    return np.random.SeedSequence(seed).generate_state(BANDS + 1, np.uint64)
+
+
+def _mix(counter: np.ndarray, key: np.uint64) -> np.ndarray:
+    """SplitMix64: the ``counter``-th output of the generator seeded ``key``."""
+    z = counter * np.uint64(0x9E3779B97F4A7C15) + key
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _union(parts: list[np.ndarray], cells: int) -> np.ndarray:
+    """The sorted union of increasing cell arrays: by a bitmap when they are dense, else by sorting."""
+    total = sum(part.size for part in parts)
+    if len(parts) == 1 or total == 0:
+        return parts[0] if parts else np.zeros(0, dtype=np.int64)
+    if 16 * total > cells:
+        hit = np.zeros(cells, dtype=bool)
+        for part in parts:
+            hit[part] = True
+        return np.flatnonzero(hit)
+    return _distinct(np.sort(np.concatenate(parts)))
+
+
+def _distinct(ordered: np.ndarray) -> np.ndarray:
+    """A sorted array without its repeats (cheaper than np.unique, which hashes)."""
+    keep = np.ones(ordered.size, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def _least_thresholds(seed: int, cells: int, count: int) -> np.ndarray:
+    """The ``count`` cells of least threshold, increasing."""
+    if not count:
         return np.zeros(0, dtype=np.int64)
-    # Gap = 1 + floor(log(1 - u) / log(1 - p)) has P(gap > k) = (1 - p)^k; at p = 1 every gap is 1.
-    scale = 1.0 / np.log1p(-rate) if rate < 1.0 else 0.0
-    found, last = [], -1
+    rate = min(1.0, (count + 6.0 * np.sqrt(count) + 16.0) / cells)
+    while True:
+        marks = [(cell[value < rate], value[value < rate]) for cell, value in _marks_below(seed, cells, rate)]
+        # Bands come least values first, so a cell's first mark holds its threshold.
+        every = np.concatenate([m[0] for m in marks])
+        order = np.argsort(every, kind="stable")
+        first = order[np.concatenate([[True], every[order][1:] != every[order][:-1]])] if every.size else order
+        cell = every[first]
+        if cell.size >= count:
+            value = np.concatenate([m[1] for m in marks])[first]
+            return np.sort(cell[np.argpartition(value, count - 1)[:count]]) if cell.size > count else cell
+        rate = min(1.0, 2.0 * rate)
+
+
+def _band_marks(key: np.uint64, band: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Band ``band``'s marks on cells 0..cells-1: cell numbers (increasing) and values in the band.
+
+    Marks are drawn as (gap, value) pairs of uniforms from the band's own stream; a chunk of
+    any length gives the same pairs, so the marks below any cell do not depend on ``cells``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(int(key)))
+    low, high = float(BAND_LOW[band]), float(BAND_HIGH[band])
+    rho = (high - low) / (1.0 - low)
+    # Gap = 1 + floor(log(1 - u) / log(1 - rho)) has P(gap > k) = (1 - rho)^k; at rho = 1 every gap is 1.
+    scale = 1.0 / np.log1p(-rho) if rho < 1.0 else 0.0
+    found, values, last = [], [], -1
     while last < cells - 1:
-        expected = rate * (cells - 1 - last)
-        gaps = rng.random(min(int(expected + 6.0 * np.sqrt(expected)) + 16, _CHUNK_ROWS))
-        # In place, to spare allocations; gaps are capped past the memory's end so that tiny
-        # rates cannot overflow the sum.
-        np.negative(gaps, out=gaps)
-        np.log1p(gaps, out=gaps)
-        gaps *= scale
-        np.minimum(gaps, cells, out=gaps)
-        cell = gaps.astype(np.int64)
-        cell += 1
-        np.cumsum(cell, out=cell)
-        cell += last
+        expected = rho * (cells - 1 - last)
+        pairs = rng.random(2 * min(int(expected + 6.0 * np.sqrt(expected)) + 16, _CHUNK_ROWS))
+        gaps, value = pairs[0::2], pairs[1::2]
+        # Gaps are capped past the memory's end so that tiny rates cannot overflow the sum.
+        gaps = np.minimum(np.log1p(-gaps) * scale, cells)
+        cell = np.cumsum(gaps.astype(np.int64) + 1) + last
         inside = int(np.searchsorted(cell, cells))  # cells increase: the first ``inside`` fit
         found.append(cell[:inside])
+        values.append(low + (high - low) * value[:inside])
         if inside < cell.size:
             break
         last = int(cell[-1])
-    return found[0] if len(found) == 1 else np.concatenate(found)
+    if len(found) == 1:
+        return found[0], values[0]
+    return np.concatenate(found), np.concatenate(values)
 
 
-def _stuck_at_one(seed: int, faults: int) -> np.ndarray:
-    """The polarity of each ``stuck`` fault, in order, from the seed's second stream: the first
-    stream alone fixes the cells, so every kind of one seed faults the same cells."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,))).random(faults) < 0.5
+def _stuck_at_one(seed: int, cells: np.ndarray) -> np.ndarray:
+    """The polarity of each ``stuck`` cell: a fixed hash of the seed and the cell number."""
+    return (_mix(np.asarray(cells, dtype=np.uint64), _keys(seed)[BANDS]) >> np.uint64(63)).astype(bool)
 
 
 def _bursts(memory: WeightMemory, address, bit, position, burst: int) -> np.ndarray:
-    """Each upset cell's burst of ``burst`` adjacent bits, kept inside its word; merged and sorted."""
-    first = address - bit + np.minimum(bit, memory.widths[position] - burst)
-    return np.unique((first[:, None] + np.arange(burst)).reshape(-1))
+    """Each upset cell's burst of ``burst`` adjacent bits (at most its word's width), kept inside its word;
+    merged and sorted."""
+    width = memory.widths[position]
+    span = np.minimum(burst, width)
+    first = address - bit + np.minimum(bit, width - span)
+    offsets = np.arange(burst)
+    cells = first[:, None] + offsets
+    return _distinct(np.sort(cells[offsets < span[:, None]]))

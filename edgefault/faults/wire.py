@@ -14,6 +14,12 @@ import onnx
 _GRAPH = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
 _METADATA = onnx.ModelProto.DESCRIPTOR.fields_by_name["metadata_props"].number
 _INITIALIZER = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+_NODE = onnx.GraphProto.DESCRIPTOR.fields_by_name["node"].number
+_NODE_OUTPUT = onnx.NodeProto.DESCRIPTOR.fields_by_name["output"].number
+_NODE_OP_TYPE = onnx.NodeProto.DESCRIPTOR.fields_by_name["op_type"].number
+_NODE_ATTRIBUTE = onnx.NodeProto.DESCRIPTOR.fields_by_name["attribute"].number
+_ATTRIBUTE_NAME = onnx.AttributeProto.DESCRIPTOR.fields_by_name["name"].number
+_ATTRIBUTE_TENSOR = onnx.AttributeProto.DESCRIPTOR.fields_by_name["t"].number
 _NAME = onnx.TensorProto.DESCRIPTOR.fields_by_name["name"].number
 _RAW_DATA = onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
 _ENTRY_KEY = onnx.StringStringEntryProto.DESCRIPTOR.fields_by_name["key"].number
@@ -22,11 +28,12 @@ _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 
 
 def raw_data_spans(model_bytes: bytes) -> dict[str, list[tuple[int, int]]]:
-    """Where each top-level initializer's ``raw_data`` lies in a serialized model: name -> [(offset, length)].
+    """Where each top-level initializer's and Constant node's ``raw_data`` lies: name -> [(offset, length)].
 
-    A name maps to a list so that a caller can notice an initializer that occurs twice
-    (invalid ONNX, or a message split by protobuf merging) instead of patching the wrong copy.
-    Raises ``ValueError`` on bytes that are not well-formed protobuf.
+    A Constant node's tensor is named by the node's output. A name maps to a list so that a
+    caller can notice a tensor that occurs twice (invalid ONNX, or a message split by
+    protobuf merging) instead of patching the wrong copy. Raises ``ValueError`` on bytes
+    that are not well-formed protobuf.
 
     Example:
         >>> spans = raw_data_spans(onnx.load("quant.onnx").SerializeToString())  # doctest: +SKIP
@@ -39,17 +46,45 @@ def raw_data_spans(model_bytes: bytes) -> dict[str, list[tuple[int, int]]]:
         if field != _GRAPH:
             continue
         for graph_field, t_start, t_end in _fields(view, start, end):
-            if graph_field != _INITIALIZER:
+            if graph_field == _INITIALIZER:
+                name, raw = _tensor_raw(view, t_start, t_end)
+            elif graph_field == _NODE:
+                name, raw = _constant_raw(view, t_start, t_end)
+            else:
                 continue
-            name, raw = None, None
-            for tensor_field, f_start, f_end in _fields(view, t_start, t_end):
-                if tensor_field == _NAME:
-                    name = bytes(view[f_start:f_end]).decode("utf-8", errors="replace")
-                elif tensor_field == _RAW_DATA:
-                    raw = (f_start, f_end - f_start)
             if name is not None and raw is not None:
                 spans.setdefault(name, []).append(raw)
     return spans
+
+
+def _tensor_raw(view: memoryview, start: int, end: int) -> tuple[str | None, tuple[int, int] | None]:
+    name, raw = None, None
+    for field, f_start, f_end in _fields(view, start, end):
+        if field == _NAME:
+            name = _text(view, f_start, f_end)
+        elif field == _RAW_DATA:
+            raw = (f_start, f_end - f_start)
+    return name, raw
+
+
+def _constant_raw(view: memoryview, start: int, end: int) -> tuple[str | None, tuple[int, int] | None]:
+    """(first output, raw_data span of the ``value`` attribute) of a Constant node; (None, None) for other nodes."""
+    output, op_type, value = None, None, None
+    for field, f_start, f_end in _fields(view, start, end):
+        if field == _NODE_OUTPUT and output is None:
+            output = _text(view, f_start, f_end)
+        elif field == _NODE_OP_TYPE:
+            op_type = _text(view, f_start, f_end)
+        elif field == _NODE_ATTRIBUTE:
+            attribute = dict((number, (a, b)) for number, a, b in _fields(view, f_start, f_end))
+            if _ATTRIBUTE_NAME in attribute and _text(view, *attribute[_ATTRIBUTE_NAME]) == "value" \
+                    and _ATTRIBUTE_TENSOR in attribute:
+                value = _tensor_raw(view, *attribute[_ATTRIBUTE_TENSOR])[1]
+    return (output, value) if op_type == "Constant" else (None, None)
+
+
+def _text(view: memoryview, start: int, end: int) -> str:
+    return bytes(view[start:end]).decode("utf-8", errors="replace")
 
 
 def metadata_entry(key: str, value: str) -> bytes:

@@ -1,9 +1,9 @@
 """Quantization-aware, activation-sparse models and their registry.
 
-Importing this package registers the built-in architectures: lenet5, resnet20, resnet18, vgg_small.
+Importing this package registers the built-in architectures: lenet5, resnet20, resnet18, vgg_small, vit_tiny.
 """
 
-from edgefault.models import lenet, resnet, vgg  # noqa: F401  (registers the built-in models)
+from edgefault.models import lenet, resnet, vgg, vit  # noqa: F401  (registers the built-in models)
 from edgefault.models.blocks import QuantizedClassifier
 from edgefault.models.layers import QuantConv2d, QuantLinear, QuantWeightLayer
 from edgefault.models.monitor import ActivationMonitor, activation_quantizers

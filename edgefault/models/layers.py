@@ -8,7 +8,10 @@ PyTorch model computes.
 
 For sharpness-aware quantization (SAQ) each layer can keep its fake-quantized weight for the
 first pass (``capture_quantized_weight``) and add a perturbation after the quantizer
-(``weight_perturbation``) in the second pass.
+(``weight_perturbation``) in the second pass. Mitigations hook in at two points: a learned
+clipping range ``weight_range`` caps the quantizer's range (:mod:`edgefault.train.learned_clip`),
+and ``code_fault`` rewrites the integer codes of one forward pass, with a straight-through
+gradient, as random bit error training does (:mod:`edgefault.train.randbet`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class QuantWeightLayer(nn.Module):
         self.weight_perturbation: torch.Tensor | None = None
         self.capture_quantized_weight = False
         self.quantized_weight: torch.Tensor | None = None
+        self.weight_range: nn.Parameter | None = None
+        self.code_fault = None  # Callable[[codes], faulty codes] for one forward pass, or None
         self.input_quant: tuple = ()  # (ActQuant,) feeding this layer; set by link_input_quantizers
 
     def folded_weight_and_bias(self, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -41,7 +46,10 @@ class QuantWeightLayer(nn.Module):
 
     def _quantized(self, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         weight, bias = self.folded_weight_and_bias(x)
-        codes, scale = quantize_weight(weight, self.wbits)
+        codes, scale = quantize_weight(weight, self.wbits, self.weight_range)
+        if self.code_fault is not None:
+            plain = codes.detach()
+            codes = codes + (self.code_fault(plain) - plain)
         bias = self._bias_on_accumulator_grid(bias, scale)
         quantized = codes * scale.view((-1,) + (1,) * (codes.dim() - 1))
         if self.capture_quantized_weight:
@@ -72,7 +80,7 @@ class QuantWeightLayer(nn.Module):
         self.eval()
         try:
             weight, _ = self.folded_weight_and_bias(None)
-            codes, scale = quantize_weight(weight, self.wbits)
+            codes, scale = quantize_weight(weight, self.wbits, self.weight_range)
         finally:
             self.train(was_training)
         return codes.to(torch.int8), scale.float()
@@ -85,7 +93,7 @@ class QuantWeightLayer(nn.Module):
         self.eval()
         try:
             weight, bias = self.folded_weight_and_bias(None)
-            bias = self._bias_on_accumulator_grid(bias, quantize_weight(weight, self.wbits)[1])
+            bias = self._bias_on_accumulator_grid(bias, quantize_weight(weight, self.wbits, self.weight_range)[1])
         finally:
             self.train(was_training)
         return bias.detach().float() if bias is not None else torch.zeros(self.weight.shape[0])

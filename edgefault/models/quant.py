@@ -58,18 +58,26 @@ def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
     return (weight.detach().abs().flatten(1).amax(dim=1) / qmax).clamp_min(1e-12)
 
 
-def quantize_weight(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight(weight: torch.Tensor, bits: int,
+                    max_range: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (integer codes as float, per-channel scale); codes lie in [-(2^(b-1)-1), 2^(b-1)-1].
 
     The codes carry straight-through gradients, so ``codes * scale`` is the fake-quantized weight.
+    ``max_range`` (a learned clipping range, :mod:`edgefault.train.learned_clip`) caps each
+    channel's range at ``min(max|w|, max_range)``; weights beyond it saturate at the top code, and
+    the range gets LSQ's gradient through the scale.
 
     Example:
         >>> codes, scale = quantize_weight(torch.tensor([[1.27, -0.5]]), 8)
         >>> codes
         tensor([[127., -50.]])
+        >>> quantize_weight(torch.tensor([[1.27, -0.5]]), 8, max_range=torch.tensor(0.635))[0]
+        tensor([[ 127., -100.]])
     """
     qmax = 2 ** (bits - 1) - 1
     scale = weight_scale(weight, bits)
+    if max_range is not None:
+        scale = torch.minimum(scale, max_range.abs().clamp_min(1e-8) / qmax)
     shape = (-1,) + (1,) * (weight.dim() - 1)
     codes = torch.clamp(round_ste(weight / scale.view(shape)), -qmax, qmax)
     return codes, scale

@@ -30,7 +30,7 @@ def trace_model(model: nn.Module) -> torch.fx.GraphModule:
 
 # Ops that move quantized codes without changing them: a weight layer's input quantizer sits behind them.
 _PASS_THROUGH_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Identity)
-_PASS_THROUGH_FUNCTIONS = ("flatten", "reshape", "view", "max_pool2d")
+_PASS_THROUGH_FUNCTIONS = ("flatten", "reshape", "view", "permute", "max_pool2d")
 
 
 def _producer(graph: torch.fx.GraphModule, node: torch.fx.Node) -> ActQuant | None:

@@ -6,7 +6,8 @@ Example:
 
 from edgefault.runtime.evaluate import EvalOptions, EvalReport, evaluate_model
 from edgefault.runtime.graph import KernelCounts, count_kernels, optimized_kernel_counts, optimized_model
-from edgefault.runtime.inputs import InputSpec, PreparedInputs, check_dataset_fits, prepare_inputs, resolve_input_spec
+from edgefault.runtime.feed import check_classes, prepare_inputs
+from edgefault.runtime.inputs import InputOptions, InputSpec, PreparedInputs, resolve_input_spec, resolve_model_input
 from edgefault.runtime.loading import ModelIO, load_model, model_io, parse_model
 from edgefault.runtime.metadata import ModelMetadata
 from edgefault.runtime.session import Evaluator, Score, SessionSettings
@@ -17,6 +18,7 @@ __all__ = [
     "EvalOptions",
     "EvalReport",
     "Evaluator",
+    "InputOptions",
     "InputSpec",
     "KernelCounts",
     "ModelIO",
@@ -27,7 +29,7 @@ __all__ = [
     "SparsityReport",
     "Timing",
     "TimingSettings",
-    "check_dataset_fits",
+    "check_classes",
     "count_kernels",
     "evaluate_model",
     "load_model",
@@ -39,4 +41,5 @@ __all__ = [
     "parse_model",
     "prepare_inputs",
     "resolve_input_spec",
+    "resolve_model_input",
 ]

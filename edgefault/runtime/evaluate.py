@@ -6,13 +6,14 @@ import dataclasses
 import os
 from typing import Any
 
-from edgefault.data import load_dataset
+from edgefault.data import load_samples
 from edgefault.errors import EdgefaultError
+from edgefault.runtime.feed import check_classes, model_classes, prepare_inputs
 from edgefault.runtime.graph import KernelCounts, optimized_kernel_counts
-from edgefault.runtime.inputs import InputSpec, check_dataset_fits, prepare_inputs, resolve_input_spec
-from edgefault.runtime.loading import load_model, model_io
+from edgefault.runtime.inputs import InputOptions, InputSpec, resolve_model_input
+from edgefault.runtime.loading import about_model, load_model
 from edgefault.runtime.metadata import ModelMetadata
-from edgefault.runtime.session import DEFAULT_BATCH, Evaluator, SessionSettings
+from edgefault.runtime.session import DEFAULT_BATCH, SessionSettings
 from edgefault.runtime.sparsity import SparsityReport, measure_sparsity
 from edgefault.runtime.timing import Timing, TimingSettings, measure_timing
 
@@ -20,6 +21,9 @@ from edgefault.runtime.timing import Timing, TimingSettings, measure_timing
 @dataclasses.dataclass(frozen=True)
 class EvalOptions:
     """What ``evaluate_model`` measures and how; ``timing=None`` skips the timing runs.
+
+    ``inputs`` holds the preprocessing flags (``--input-size``, ``--layout``, ``--mean``,
+    ``--std``, ``--scale``, ``--no-normalize``).
 
     Example:
         >>> EvalOptions(limit=200, session=SessionSettings(intra_op_threads=1), timing=None).sparsity
@@ -33,6 +37,7 @@ class EvalOptions:
     kernels: bool = True
     timing: TimingSettings | None = TimingSettings()
     progress: bool = False
+    inputs: InputOptions = InputOptions()
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -55,6 +60,7 @@ class EvalReport:
     dataset: str
     images: int
     input: InputSpec
+    feed: str  # how the data was fed, in one line: "x: 16x16x3 NHWC float, data fed as stored, ..."
     metadata: ModelMetadata | None
     accuracy: float
     correct: int
@@ -73,41 +79,27 @@ class EvalReport:
         return dataclasses.asdict(self)
 
 
-def evaluate_model(
-    path: str | os.PathLike,
-    data_spec: str = "mnist5k",
-    *,
-    input_size: str | None = None,
-    mean: str | None = None,
-    std: str | None = None,
-    options: EvalOptions = EvalOptions(),
-) -> EvalReport:
-    """Load a model, check it fits the dataset, and measure accuracy, sparsity, timing and kernels.
+def evaluate_model(path: str | os.PathLike, data_spec: str = "mnist5k", *,
+                   options: EvalOptions = EvalOptions()) -> EvalReport:
+    """Load a model, fit the dataset to its input, and measure accuracy, sparsity, timing and kernels.
 
-    ``input_size``/``mean``/``std`` are the flag strings (``"1x28x28"``, ``"0.1307"``) for
-    models without edgefault metadata; for an edgefault model they override its metadata.
+    The input is read from the model (edgefault metadata, else its graph) and completed or
+    overridden by ``options.inputs``; the data is fed as stored (see :mod:`edgefault.runtime.feed`).
 
     Example:
-        >>> evaluate_model("quant.onnx", "mnist5k", input_size="1x28x28", mean="0.1307", std="0.3081",
-        ...                options=EvalOptions(limit=100, timing=None)).images  # doctest: +SKIP
+        >>> evaluate_model("quant.onnx", "mnist5k", options=EvalOptions(
+        ...     limit=100, timing=None, inputs=InputOptions(mean="0.1307", std="0.3081"))).images  # doctest: +SKIP
         100
     """
     model = load_model(path)
-    metadata = ModelMetadata.from_model(model)
-    io = model_io(model, metadata.input_name if metadata else None)
-    if metadata and io.num_classes and metadata.num_classes != io.num_classes:
-        raise EdgefaultError(
-            f"{path}: metadata says {metadata.num_classes} classes but output {io.output_name!r} has {io.num_classes}"
-        )
-    spec = resolve_input_spec(io, metadata, input_size, mean, std)
-    dataset = load_dataset(data_spec)
-    check_dataset_fits(spec, dataset, io.num_classes or (metadata.num_classes if metadata else None))
-    prepared = prepare_inputs(dataset, spec, options.limit)
     data = model.SerializeToString()
-    evaluator = Evaluator(data, options.session, input_name=io.input_name, output_name=io.output_name)
-    # The graph may not declare its class count; one image tells it before the full pass.
-    num_classes = int(evaluator.logits(prepared.images[:1]).shape[1])
-    check_dataset_fits(spec, dataset, num_classes)
+    with about_model(path):
+        metadata, io, spec = resolve_model_input(model, options.inputs)
+    samples = load_samples(data_spec)
+    with about_model(path):
+        check_classes(samples, io.num_classes or (metadata.num_classes if metadata else None))
+        prepared = prepare_inputs(samples, spec, options.limit, options.inputs.scale_factor)
+        evaluator, num_classes = model_classes(data, io, prepared, samples, options.session)
     score = evaluator.score(prepared, options.batch_size, "accuracy" if options.progress else None)
     sparsity = None
     if options.sparsity:
@@ -117,9 +109,10 @@ def evaluate_model(
     kernels = optimized_kernel_counts(data, options.session, str(path)) if options.kernels else None
     return EvalReport(
         model=str(path),
-        dataset=dataset.spec,
+        dataset=samples.spec,
         images=score.total,
         input=spec,
+        feed=prepared.description,
         metadata=metadata,
         accuracy=score.accuracy,
         correct=score.correct,

@@ -1,4 +1,4 @@
-"""Loading an ONNX file safely and finding its image input and classifier output.
+"""Loading an ONNX file safely and finding its data input and classifier output.
 
 A missing, corrupt or non-ONNX file, external data that points outside the model's folder,
 and a model without a ``[N, classes]`` output all become one-line :class:`EdgefaultError`s.
@@ -6,6 +6,7 @@ and a model without a ``[N, classes]`` output all become one-line :class:`Edgefa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -21,23 +22,35 @@ from edgefault.errors import EdgefaultError
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
 
 
+# ONNX element types a model input may have, as the numpy dtype edgefault feeds.
+INPUT_TYPES = {
+    TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.DOUBLE: "float64",
+    TensorProto.UINT8: "uint8", TensorProto.INT8: "int8",
+}
+INPUT_RANKS = (2, 3, 4)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelIO:
-    """The image input and the classifier output of a model, as declared in its graph.
+    """The data input and the classifier output of a model, as declared in its graph.
 
     ``input_dims`` and ``output_dims`` hold ints for static sizes and None otherwise;
     ``fixed_batch`` is the static batch size when the graph pins one (often 1).
+    ``input_type`` is the numpy dtype the input takes; ``layout_hint`` is ``NCHW`` or
+    ``NHWC`` when the graph shows it (see :func:`edgefault.runtime.layout.graph_layout`).
 
     Example:
         >>> io = model_io(onnx.load("model.onnx"))  # doctest: +SKIP
-        >>> io.input_name, io.num_classes
-        ('input', 10)
+        >>> io.input_name, io.num_classes, io.input_type
+        ('input', 10, 'float32')
     """
 
     input_name: str
     input_dims: tuple[int | None, ...] | None
     output_name: str
     output_dims: tuple[int | None, ...] | None
+    input_type: str = "float32"
+    layout_hint: str | None = None
 
     @property
     def fixed_batch(self) -> int | None:
@@ -46,6 +59,16 @@ class ModelIO:
     @property
     def num_classes(self) -> int | None:
         return self.output_dims[1] if self.output_dims and len(self.output_dims) == 2 else None
+
+
+def unsupported_input(name: str, what: str) -> EdgefaultError:
+    """The one message for an input type edgefault cannot feed, shared by every command.
+
+    Example:
+        >>> str(unsupported_input("x", "string"))
+        "model input 'x' is a string tensor; edgefault feeds float, uint8 or int8 tensors"
+    """
+    return EdgefaultError(f"model input {name!r} is a {what} tensor; edgefault feeds float, uint8 or int8 tensors")
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -133,12 +156,14 @@ def _load_external_data(model: onnx.ModelProto, file: Path) -> None:
 
 
 def model_io(model: onnx.ModelProto, input_name: str | None = None) -> ModelIO:
-    """Find the one image input and check the first output is a ``[N, classes]`` float tensor.
+    """Find the one data input (float, uint8 or int8; rank 2, 3 or 4) and the ``[N, classes]`` float output.
 
     Example:
         >>> model_io(load_model("model.onnx")).output_name  # doctest: +SKIP
         'logits'
     """
+    from edgefault.runtime.layout import graph_layout
+
     graph = model.graph
     stored = {tensor.name for tensor in graph.initializer}
     inputs = [value for value in graph.input if value.name not in stored]
@@ -148,13 +173,17 @@ def model_io(model: onnx.ModelProto, input_name: str | None = None) -> ModelIO:
             raise EdgefaultError(f"model has no input named {input_name!r}")
     if len(inputs) != 1:
         names = ", ".join(value.name for value in inputs) or "none"
-        raise EdgefaultError(f"model needs exactly one image input, it has {len(inputs)} ({names})")
-    image = inputs[0]
-    if image.type.tensor_type.elem_type not in FLOAT_TYPES:
-        raise EdgefaultError(f"model input {image.name!r} is not a float tensor; eval feeds normalized float images")
-    input_dims = _dims(image)
-    if input_dims is not None and len(input_dims) != 4:
-        raise EdgefaultError(f"model input {image.name!r} has rank {len(input_dims)}; eval needs NCHW images")
+        raise EdgefaultError(f"model needs exactly one data input, it has {len(inputs)} ({names})")
+    data = inputs[0]
+    elem_type = data.type.tensor_type.elem_type
+    if elem_type not in INPUT_TYPES:
+        raise unsupported_input(data.name, TensorProto.DataType.Name(elem_type).lower() if elem_type else "non-tensor")
+    input_dims = _dims(data)
+    if input_dims is not None and len(input_dims) not in INPUT_RANKS:
+        raise EdgefaultError(
+            f"model input {data.name!r} has rank {len(input_dims)} ({format_dims(input_dims)}); edgefault feeds "
+            "[N, F] feature vectors, [N, T, F] sequences, or [N, C, H, W] / [N, H, W, C] images"
+        )
     if not graph.output:
         raise EdgefaultError("model has no outputs")
     output = graph.output[0]
@@ -166,7 +195,18 @@ def model_io(model: onnx.ModelProto, input_name: str | None = None) -> ModelIO:
         raise EdgefaultError(
             f"model output {output.name!r} ({shape}) is not a classifier output: eval needs float [N, classes] scores"
         )
-    return ModelIO(image.name, input_dims, output.name, output_dims)
+    hint = graph_layout(graph, data.name) if input_dims is None or len(input_dims) == 4 else None
+    return ModelIO(data.name, input_dims, output.name, output_dims, INPUT_TYPES[elem_type], hint)
+
+
+def format_dims(dims: tuple[int | None, ...]) -> str:
+    """Dims as ``N x 16 x 16 x 3``, with ``?`` for a size the graph leaves open.
+
+    Example:
+        >>> format_dims((None, 16, 16, 3))
+        '? x 16 x 16 x 3'
+    """
+    return " x ".join("?" if d is None else str(d) for d in dims)
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
@@ -185,3 +225,20 @@ def error_line(exc: BaseException) -> str:
     """
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def about_model(path: str | os.PathLike) -> Iterator[None]:
+    """Prefix the user errors raised inside with the model's path (once), as every command reports them.
+
+    Example:
+        >>> with about_model("m.onnx"):  # doctest: +SKIP
+        ...     raise EdgefaultError("model input 'x' has rank 5")
+        Traceback (most recent call last):
+        edgefault.errors.EdgefaultError: m.onnx: model input 'x' has rank 5
+    """
+    try:
+        yield
+    except EdgefaultError as exc:
+        message = str(exc)
+        raise EdgefaultError(message if message.startswith(str(path)) else f"{path}: {message}") from None

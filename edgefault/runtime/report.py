@@ -26,14 +26,10 @@ def format_report(report: EvalReport, show_graph: bool = False) -> str:
         model     model.onnx
         ...
     """
-    spec = report.input
-    shape = "x".join(map(str, spec.shape))
-    mean = ",".join(f"{v:g}" for v in spec.mean)
-    std = ",".join(f"{v:g}" for v in spec.std)
     lines = [
         f"model     {report.model}",
-        f"data      {report.dataset}: {report.images} test images, {report.num_classes} model classes",
-        f"input     {spec.name} {shape}, mean {mean}, std {std} (from {spec.source})",
+        f"data      {report.dataset}: {report.images} test samples, {report.num_classes} model classes",
+        f"input     {report.feed}",
         f"accuracy  {_percent(report.accuracy)} top-1 ({report.correct}/{report.images})",
     ]
     meta = report.metadata
@@ -51,6 +47,11 @@ def format_report(report: EvalReport, show_graph: bool = False) -> str:
                 for a in sparsity.activations
             ]
             lines += _table(("tensor", "computed by", "zero point", "values/image", "zeros"), rows, {2, 3, 4})
+        elif sparsity.dynamic_quantizers:
+            lines.append(f"  dynamic quantization: {sparsity.dynamic_quantizers} DynamicQuantizeLinear quantize "
+                         "activations at run time, with a zero point per batch; no stored activation to count")
+        elif report.kernels is not None and report.kernels.integer_kernels:
+            lines.append("  no quantized activation tensor found")
         else:
             lines.append("  no quantized activations found (a float model?)")
         lines += ["", "MAC skip (multiply-accumulates whose activation input is zero)"]
@@ -62,6 +63,8 @@ def format_report(report: EvalReport, show_graph: bool = False) -> str:
             ]
             rows.append(("all layers", "", "", f"{sparsity.macs_per_image:,.0f}", _percent(sparsity.mac_skip_share)))
             lines += _table(("layer", "op", "activation input", "MACs/image", "skippable"), rows, {3, 4})
+        elif sparsity.dynamic_quantizers:
+            lines.append("  not measured: the activations are quantized at run time (dynamic quantization)")
         else:
             lines.append("  no conv/linear layer reads a quantized activation")
     timing = report.timing
@@ -79,6 +82,8 @@ def format_report(report: EvalReport, show_graph: bool = False) -> str:
     if kernels is not None:
         verdict = "all integer" if kernels.all_integer else ("no conv/linear" if not (
             kernels.integer_kernels or kernels.float_kernels) else "float kernels remain")
+        if sparsity is not None and sparsity.dynamic_quantizers and kernels.integer_kernels:
+            verdict += ", dynamic quantization"
         lines += ["", f"kernels after ONNX Runtime optimization: {kernels.integer_kernels} integer, "
                       f"{kernels.float_kernels} float conv/linear ({verdict})"]
         if show_graph:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-from tqdm import tqdm
 
 from edgefault.errors import EdgefaultError
+from edgefault.progress import Progress
 from edgefault.runtime.inputs import PreparedInputs
-from edgefault.runtime.loading import error_line, load_model
+from edgefault.runtime.loading import error_line, load_model, unsupported_input
 
 # What ONNX Runtime raises for a model it cannot load or run; all become one-line user errors.
 ORT_ERRORS = (
@@ -40,7 +39,9 @@ OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 DEFAULT_BATCH = 256
-ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+# ONNX Runtime's input type names -> the numpy dtype fed (float, uint8 and int8 inputs; see model_io).
+ORT_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+                   "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,12 +147,12 @@ class Evaluator:
         chosen = [arg for arg in inputs if name is None or arg.name == name]
         if len(chosen) != 1:
             names = ", ".join(arg.name for arg in inputs)
-            raise EdgefaultError(f"{source}: cannot pick the image input among ({names})")
+            raise EdgefaultError(f"{source}: cannot pick the data input among ({names})")
         arg = chosen[0]
-        if arg.type not in ORT_FLOAT_TYPES:
-            raise EdgefaultError(f"{source}: input {arg.name!r} is {arg.type}, not a float tensor")
+        if arg.type not in ORT_INPUT_TYPES:
+            raise unsupported_input(arg.name, arg.type.removeprefix("tensor(").rstrip(")"))
         batch = arg.shape[0] if arg.shape and isinstance(arg.shape[0], int) and arg.shape[0] > 0 else None
-        return arg.name, ORT_FLOAT_TYPES[arg.type], batch
+        return arg.name, ORT_INPUT_TYPES[arg.type], batch
 
     def _pick_output(self, name: str | None, source: str) -> str:
         outputs = [arg.name for arg in self.session.get_outputs()]
@@ -162,7 +163,7 @@ class Evaluator:
         return name
 
     def logits(self, images: np.ndarray, batch_size: int = DEFAULT_BATCH, progress: str | None = None) -> np.ndarray:
-        """Class scores ``[N, classes]`` for normalized NCHW images, run in batches.
+        """Class scores ``[N, classes]`` for prepared samples (any input shape the model takes), run in batches.
 
         ``progress`` is the label of a progress bar on stderr (shown only on a terminal).
 
@@ -222,13 +223,12 @@ class Evaluator:
         return Score(correct / total if total else 0.0, correct, total, predictions)
 
 
-def progress_bar(total: int, label: str | None) -> tqdm:
-    """A tqdm bar on stderr, shown only when labelled and stderr is a terminal.
+def progress_bar(total: int, label: str | None) -> Progress:
+    """A bar over ``total`` images on stderr, shown only when labelled and on a terminal (a short pass: no log line).
 
     Example:
         >>> with progress_bar(10, None) as bar:
         ...     bar.update(10)
     """
-    enabled = label is not None and sys.stderr.isatty()
-    return tqdm(total=total, desc=label, unit="img", file=sys.stderr, disable=not enabled, leave=False)
+    return Progress(total, label, unit="img", log=False)
 

@@ -40,7 +40,7 @@ from edgefault.runtime.loading import error_line
 from edgefault.runtime.session import (
     DEFAULT_BATCH,
     ORT_ERRORS,
-    ORT_FLOAT_TYPES,
+    ORT_INPUT_TYPES,
     SessionSettings,
     create_session,
     progress_bar,
@@ -84,6 +84,9 @@ class SparsityReport:
     """Per-tensor activation sparsity, per-layer MAC-skip shares and the model-wide share.
 
     ``mac_skip_share`` is None when no conv/linear layer reads a quantized activation.
+    ``dynamic_quantizers`` counts DynamicQuantizeLinear nodes: a dynamic-quantized model
+    (MatMulInteger fed by them) quantizes its activations at run time, with a zero point
+    per batch, so it has integer kernels but no stored activation zero point to count.
 
     Example:
         >>> measure_sparsity(model, prepared).mac_skip_share  # doctest: +SKIP
@@ -95,6 +98,7 @@ class SparsityReport:
     layers: tuple[LayerMacSkip, ...]
     macs_per_image: float
     mac_skip_share: float | None
+    dynamic_quantizers: int = 0
 
 
 class _Tally:
@@ -127,7 +131,7 @@ class _Tally:
             self.skipped[layer.node] += float((per_position * weights).sum())
             self.macs[layer.node] += float(weights.sum()) * mask.shape[0] * mask.shape[1]
 
-    def report(self, images: int) -> SparsityReport:
+    def report(self, images: int, dynamic_quantizers: int = 0) -> SparsityReport:
         activations = tuple(
             ActivationSparsity(
                 t.name, t.producer, t.zero_point, self.elements[t.name] // max(images, 1),
@@ -144,7 +148,7 @@ class _Tally:
         )
         total = sum(self.macs.values())
         share = sum(self.skipped.values()) / total if total else None
-        return SparsityReport(images, activations, layers, total / max(images, 1), share)
+        return SparsityReport(images, activations, layers, total / max(images, 1), share, dynamic_quantizers)
 
 
 def probe_model(model: onnx.ModelProto, tensors: list[QuantizedTensor]) -> onnx.ModelProto:
@@ -182,12 +186,13 @@ def measure_sparsity(
     tensors = find_quantized_tensors(model)
     layers = find_mac_layers(model, tensors)
     tally = _Tally(tensors, layers)
+    dynamic = sum(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node)
     if not tensors:
-        return tally.report(len(inputs))
+        return tally.report(len(inputs), dynamic)
     session = create_session(probe_model(model, tensors).SerializeToString(), settings.options(), "probe model")
     names = [tensor.name for tensor in tensors]
     image_input = next(arg for arg in session.get_inputs() if arg.name == input_name)
-    dtype = ORT_FLOAT_TYPES.get(image_input.type, np.float32)
+    dtype = ORT_INPUT_TYPES.get(image_input.type, np.float32)
     declared = image_input.shape or []
     fixed = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else None
     step = fixed or max(1, batch_size)
@@ -204,4 +209,4 @@ def measure_sparsity(
             # Padding images of a fixed-batch graph are dropped before counting.
             tally.add({name: value[:count] for name, value in zip(names, outputs)})
             bar.update(count)
-    return tally.report(len(inputs))
+    return tally.report(len(inputs), dynamic)

@@ -15,7 +15,7 @@ from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.data import Dataset, load_dataset
 from edgefault.errors import EdgefaultError
 from edgefault.export.api import ExportSettings, export_run
-from edgefault.fileio import read_json, to_json, write_json_atomic
+from edgefault.fileio import check_output_folder, output_folder, read_json, to_json, write_json_atomic
 from edgefault.study.claims import judge_claims
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig, Variant
 from edgefault.study.report import write_report
@@ -107,11 +107,18 @@ def _say(progress: bool, message: str) -> None:
 def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> StudyResult:
     """Run the whole study into ``out`` (resuming whatever an earlier run finished) and write the report.
 
+    A run that fails before it trained a model leaves nothing new behind.
+
     Example:
         >>> run_study(StudyConfig(quick=True), "study/quick").verdicts  # doctest: +SKIP
         {1: 'held', 2: 'inconclusive', 3: 'held', 4: 'inconclusive'}
     """
-    folder = Path(out)
+    folder = check_output_folder(out, [])
+    with output_folder(folder, keep=lambda: any(folder.glob("runs/*/model.pt"))):
+        return _run_study(config, folder, progress)
+
+
+def _run_study(config: StudyConfig, folder: Path, progress: bool) -> StudyResult:
     check_study_folder(folder, config)
     data = load_dataset(config.data)
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from edgefault.data import Dataset, load_dataset
 from edgefault.data.augment import random_crop_flip
+from edgefault.errors import EdgefaultError
 from edgefault.models import ActivationMonitor, create_model
+from edgefault.progress import Progress, say
 from edgefault.train.config import TrainConfig
+from edgefault.train.mitigations import RunMitigations
 from edgefault.train.run_dir import write_run
 from edgefault.train.steps import plain_step, saq_step, sam_step
 
@@ -28,7 +30,15 @@ def resolve_device(name: str) -> torch.device:
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":  # refused here, in one line, rather than deep inside torch
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise EdgefaultError(f"--device {name}: no CUDA device on this machine (use cpu or auto)")
+        if device.index is not None and device.index >= count:
+            raise EdgefaultError(f"--device {name}: this machine has {count} CUDA device(s), "
+                                 f"cuda:0 to cuda:{count - 1}")
+    return device
 
 
 def build_model(config: TrainConfig, data: Dataset) -> nn.Module:
@@ -40,8 +50,6 @@ def build_model(config: TrainConfig, data: Dataset) -> nn.Module:
     """
     channels, height, width = data.input_shape
     if height != width:
-        from edgefault.errors import EdgefaultError
-
         raise EdgefaultError(f"{data.spec}: the built-in models take square images, got {height}x{width}")
     return create_model(config.model, in_channels=channels, input_size=height, num_classes=data.num_classes,
                         **config.model_settings())
@@ -82,8 +90,8 @@ def train(config: TrainConfig, out: str | Path | None = None, data: Dataset | No
         >>> metrics["test_accuracy"] > 0.9  # doctest: +SKIP
         True
     """
-    data = data or load_dataset(config.data)
     device = resolve_device(config.device)
+    data = data or load_dataset(config.data)
     started = time.perf_counter()
     # A private RNG state: model initialization, shuffling and augmentation depend on the seed only.
     with torch.random.fork_rng(devices=[]):
@@ -98,6 +106,7 @@ def train(config: TrainConfig, out: str | Path | None = None, data: Dataset | No
     # 32x32 colour data: crop with 4 px padding and mirror; small digits: shift by 2 px, never mirror.
     padding, flip = (4, True) if square32 else (2, False)
 
+    mitigations = RunMitigations(config, model)
     optimizer = _optimizer(config, model)
     steps_per_epoch = int(np.ceil(len(train_x) / config.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -108,10 +117,10 @@ def train(config: TrainConfig, out: str | Path | None = None, data: Dataset | No
         model.train()
         order = torch.randperm(len(train_x), generator=generator).to(device)
         loss_sum = correct = seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", disable=not progress,
-                   leave=False, unit="batch")
-        with ActivationMonitor(model, track_l1=config.act_l1 > 0) as monitor:
-            for step in bar:
+        label = f"epoch {epoch}/{config.epochs}" if progress else None  # in a log: only the epoch line below
+        with Progress(steps_per_epoch, label, "batch", log=False) as bar, \
+                ActivationMonitor(model, track_l1=config.act_l1 > 0) as monitor:
+            for step in range(steps_per_epoch):
                 index = order[step * config.batch_size : (step + 1) * config.batch_size]
                 images, labels = train_x[index], train_y[index]
                 if config.augment:
@@ -122,27 +131,32 @@ def train(config: TrainConfig, out: str | Path | None = None, data: Dataset | No
                     loss = F.cross_entropy(logits, labels)
                     if config.act_l1 > 0:
                         loss = loss + config.act_l1 * monitor.take_l1()
-                    return loss, logits
+                    return loss + mitigations.extra_loss(), logits
 
+                step_optimizer = mitigations.optimizer(optimizer, closure)
                 if config.sharpness == "none":
-                    loss, logits = plain_step(closure, optimizer)
+                    loss, logits = plain_step(closure, step_optimizer)
                 elif config.sharpness == "saq":
-                    loss, logits = saq_step(model, closure, optimizer, config.rho)
+                    loss, logits = saq_step(model, closure, step_optimizer, config.rho)
                 else:
-                    loss, logits = sam_step(model, closure, optimizer, config.rho,
+                    loss, logits = sam_step(model, closure, step_optimizer, config.rho,
                                             adaptive=config.sharpness == "asam", eta=config.asam_eta)
+                mitigations.after_step(loss)
                 schedule.step()
                 loss_sum += float(loss) * len(labels)
                 correct += int((logits.argmax(1) == labels).sum())
                 seen += len(labels)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                sparsity=f"{monitor.sparsity()['overall']:.2f}")
+                bar.update()
+                if bar.live:
+                    bar.set_postfix_str(f"loss={loss_sum / seen:.3f}, acc={correct / seen:.3f}, "
+                                        f"sparsity={monitor.sparsity()['overall']:.2f}")
         test = evaluate(model, test_x, test_y)
         history.append({"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                         "test_accuracy": test["accuracy"], "activation_sparsity": test["sparsity"]["overall"]})
         if progress:
-            tqdm.write(f"epoch {epoch}/{config.epochs}  loss {loss_sum / seen:.4f}  train {correct / seen:.4f}  "
-                       f"test {test['accuracy']:.4f}  sparsity {test['sparsity']['overall']:.3f}")
+            say(f"epoch {epoch}/{config.epochs}  loss {loss_sum / seen:.4f}  train {correct / seen:.4f}  "
+                f"test {test['accuracy']:.4f}  sparsity {test['sparsity']['overall']:.3f}")
+    mitigation_info = mitigations.finish()
     model = model.cpu().eval()
     metrics = {
         "epochs": history,
@@ -150,6 +164,7 @@ def train(config: TrainConfig, out: str | Path | None = None, data: Dataset | No
         "activation_sparsity": test["sparsity"],
         "train_seconds": round(time.perf_counter() - started, 2),
         "device": str(device),
+        **mitigation_info,
     }
     if out is not None:
         write_run(Path(out), model, config, metrics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import torch
@@ -10,12 +11,13 @@ from torch import nn
 
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
-from edgefault.fileio import atomic_path, read_json, write_json_atomic
+from edgefault.fileio import atomic_paths, check_output_folder, json_bytes, output_folder, read_json
 from edgefault.models import create_model
 from edgefault.train.config import TrainConfig
 
 CHECKPOINT_NAME = "model.pt"
 CHECKPOINT_FORMAT = "edgefault-checkpoint-1"
+RUN_FILES = (CHECKPOINT_NAME, "config.json", "metrics.json")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -34,11 +36,19 @@ class LoadedRun:
     metrics: dict
 
 
-def save_checkpoint(model: nn.Module, path: Path) -> None:
-    """Write the model's spec and state dict, loadable with ``torch.load(..., weights_only=True)``."""
+def checkpoint_bytes(model: nn.Module) -> bytes:
+    """The checkpoint of a model: its spec and state dict, loadable with ``torch.load(..., weights_only=True)``.
+
+    Saved through a buffer, so the archive's root name is fixed and the same model gives the same bytes.
+
+    Example:
+        >>> checkpoint_bytes(create_model("lenet5")) == checkpoint_bytes(create_model("lenet5"))  # doctest: +SKIP
+        True
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "model_spec": dict(model.spec), "state_dict": state}, tmp)
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "model_spec": dict(model.spec), "state_dict": state}, buffer)
+    return buffer.getvalue()
 
 
 def load_model(checkpoint: str | Path) -> nn.Module:
@@ -63,11 +73,43 @@ def load_model(checkpoint: str | Path) -> nn.Module:
 
 
 def write_run(run_dir: Path, model: nn.Module, config: TrainConfig, metrics: dict) -> None:
-    """Write checkpoint, config.json (recipe, seed, version) and metrics.json into ``run_dir``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, run_dir / CHECKPOINT_NAME)
-    write_json_atomic(run_dir / "config.json", {"edgefault_version": __version__, **dataclasses.asdict(config)})
-    write_json_atomic(run_dir / "metrics.json", metrics)
+    """Write checkpoint, config.json (recipe, seed, version) and metrics.json into ``run_dir``, all or none.
+
+    The three files are renamed into place together; a failure removes what it created.
+    """
+    contents = (checkpoint_bytes(model), json_bytes({"edgefault_version": __version__, **dataclasses.asdict(config)}),
+                json_bytes(metrics))
+    with output_folder(run_dir) as folder, atomic_paths(*(folder / name for name in RUN_FILES)) as temporaries:
+        for temporary, content in zip(temporaries, contents):
+            temporary.write_bytes(content)
+
+
+def check_run_dir(run_dir: str | Path, config: TrainConfig, overwrite: bool = False) -> dict | None:
+    """Before training into ``run_dir``: None to go on, or the metrics of the same run already there.
+
+    A new or empty folder is fine; a run with other settings is refused unless ``overwrite``;
+    anything else in the folder (another stage's output) is always refused.
+
+    Example:
+        >>> check_run_dir("/tmp/a-new-run", TrainConfig()) is None
+        True
+    """
+    run_dir = check_output_folder(run_dir, [])
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return None
+    names = {p.name for p in run_dir.iterdir() if not p.name.startswith(".")}
+    if not names <= set(RUN_FILES) or not (run_dir / "config.json").is_file():
+        shown = ", ".join(sorted(names - set(RUN_FILES))[:3]) or "no config.json"
+        raise EdgefaultError(f"--out {run_dir} is not empty and holds no run ({shown}); give a new or empty folder")
+    if overwrite:
+        return None
+    theirs, ours = dataclasses.asdict(load_config(run_dir)), dataclasses.asdict(config)
+    differ = [k for k in ours if ours[k] != theirs[k]]
+    if differ:
+        shown = ", ".join(f"{k} {theirs[k]!r} there, {ours[k]!r} here" for k in differ[:4])
+        raise EdgefaultError(f"--out {run_dir} holds a run with other settings ({shown}); --overwrite replaces it")
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else None
+    return metrics if isinstance(metrics, dict) and (run_dir / CHECKPOINT_NAME).is_file() else None
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
@@ -78,6 +120,8 @@ def load_config(run_dir: str | Path) -> TrainConfig:
         0
     """
     raw = read_json(Path(run_dir) / "config.json")
+    if not isinstance(raw, dict):
+        raise EdgefaultError(f"{Path(run_dir) / 'config.json'}: not the config.json of a run")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in raw.items() if k in known})
 

@@ -1,0 +1,101 @@
+"""Where a stored cell lies in a tensor's raw bytes, patching those bytes, and reading codes back.
+
+A record (tensor, code index ``i``, bit ``b``) of a tensor whose codes are
+``container_bits`` apart lies at bit ``i * container_bits + b`` of the tensor's raw bytes
+(ONNX's little-endian, low-nibble-first layout). For k-bit codes kept in int8 containers the
+faulty code is then sign-extended over the container's upper bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgefault.faults.memory import WeightMemory
+from edgefault.faults.records import FaultRecords, patch_words, word_masks
+
+
+def raw_positions(records: FaultRecords, memory: WeightMemory, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(byte position in the buffer, bit within that byte) of each record; ``offsets`` are the tensors' raw starts.
+
+    Example:
+        >>> memory = WeightMemory.from_tensors([("w", "int4", (3,), "t")])
+        >>> [x.tolist() for x in raw_positions(FaultRecords(("w",), [0], [1], [3], [0], [7]), memory, np.array([100]))]
+        [[100], [7]]
+    """
+    stride = np.array([t.container_bits for t in memory.tensors], dtype=np.int64)[records.tensor]
+    position = records.index * stride + records.bit
+    return offsets[records.tensor] + (position >> 3), position & 7
+
+
+def patch_bytes(buffer: np.ndarray, records: FaultRecords, memory: WeightMemory,
+                offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The faulty bytes of ``records``: (positions, old values, new values, changed stored bits); ``buffer`` untouched.
+
+    Example:
+        >>> memory = WeightMemory.from_tensors([("w", "int8", (2,), "t", 4, "container")])
+        >>> buffer = np.array([7, 0], dtype=np.uint8)  # codes 7 and 0 of a 4-bit tensor
+        >>> where, old, new, changed = patch_bytes(buffer, FaultRecords(("w",), [0], [0], [3], [0], [3]), memory,
+        ...                                        np.array([0]))
+        >>> new.view(np.int8).tolist(), changed  # bit 3 is the 4-bit sign: 7 becomes -1
+        ([-1], 1)
+    """
+    byte, bit = raw_positions(records, memory, offsets)
+    starts, clear, stuck_one, toggle = word_masks(byte, bit, records.kind)
+    where = byte[starts]
+    old = buffer[where]
+    new = patch_words(old, clear, stuck_one, toggle)
+    tensors = memory.tensors
+    cells = np.array([(1 << t.bits) - 1 if t.packing == "container" else 0xFF for t in tensors], dtype=np.uint8)
+    cells = cells[records.tensor[starts]]
+    extend = np.array([t.packing == "container" and t.signed for t in tensors], dtype=bool)[records.tensor[starts]]
+    if extend.any():
+        top = np.array([t.bits - 1 for t in tensors], dtype=np.uint8)[records.tensor[starts]]
+        negative = extend & (((new >> top) & 1) == 1)
+        new = np.where(extend, new & cells, new) | np.where(negative, ~cells, 0).astype(np.uint8)
+    changed = int(np.bitwise_count((old ^ new) & cells).sum())
+    return where, old, new, changed
+
+
+def code_values(buffer: np.ndarray, records: FaultRecords, memory: WeightMemory, offsets: np.ndarray) -> np.ndarray:
+    """The value of each record's code, read from ``buffer`` (signed codes as two's complement), as int64.
+
+    Example:
+        >>> memory = WeightMemory.from_tensors([("w", "int4", (2,), "t")])
+        >>> code_values(np.array([0x9F], np.uint8), FaultRecords(("w",), [0, 0], [0, 1], [0, 0], [0, 0], [0, 4]),
+        ...             memory, np.array([0])).tolist()
+        [-1, -7]
+    """
+    tensors = memory.tensors
+    stride = np.array([t.container_bits for t in tensors], dtype=np.int64)[records.tensor]
+    bits = np.array([t.bits for t in tensors], dtype=np.int64)[records.tensor]
+    signed = np.array([t.signed for t in tensors], dtype=bool)[records.tensor]
+    start = records.index * stride
+    first = offsets[records.tensor] + (start >> 3)
+    values = np.zeros(len(records), dtype=np.int64)
+    per_tensor = np.array([max(t.container_bits // 8, 1) for t in tensors], dtype=np.int64)  # bytes per code
+    for width in sorted(set(per_tensor.tolist())):
+        rows = np.flatnonzero(per_tensor[records.tensor] == width)
+        raw = buffer[first[rows, None] + np.arange(width)].astype(np.int64)
+        values[rows] = (raw << (8 * np.arange(width))).sum(axis=1)
+    values = (values >> (start & 7)) & ((1 << bits) - 1)
+    return np.where(signed & (values >> (bits - 1) == 1), values - (1 << bits), values)
+
+
+def decode_tensor(raw: np.ndarray, tensor) -> np.ndarray:
+    """All codes of one tensor from its raw bytes, in the tensor's shape (packed codes: flat).
+
+    Example:
+        >>> from edgefault.faults.memory import WeightTensor
+        >>> decode_tensor(np.array([0x9F, 0x02], np.uint8), WeightTensor("w", "int4", (3,), "t")).tolist()
+        [-1, -7, 2]
+    """
+    if tensor.container_bits >= 8:
+        dtype = np.dtype(tensor.dtype).newbyteorder("<")
+        return raw[: tensor.nbytes].view(dtype).reshape(tensor.shape)
+    per_byte = 8 // tensor.container_bits
+    shifts = np.arange(per_byte, dtype=np.uint8) * tensor.container_bits
+    codes = ((raw[: tensor.nbytes, None] >> shifts) & ((1 << tensor.bits) - 1)).reshape(-1)[: tensor.size]
+    codes = codes.astype(np.int8 if tensor.signed else np.uint8)
+    if tensor.signed:
+        codes = np.where(codes >= 1 << (tensor.bits - 1), codes - (1 << tensor.bits), codes).astype(np.int8)
+    return codes.reshape(tensor.shape) if tensor.packing == "native" else codes

@@ -1,0 +1,120 @@
+"""The settings of ``edgefault mitigate``: which mitigations, how long they train, the fault sweep they face.
+
+A method is a training recipe (overrides of :class:`~edgefault.train.TrainConfig`), except
+``ecc``, which is the conventional model's campaign with protected bits (storage-side).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from edgefault import __version__
+from edgefault.errors import EdgefaultError
+from edgefault.models import available_models
+from edgefault.train import TrainConfig
+
+# Bounds and rates chosen on mnist5k (README, "Which mitigation?"): clipping at 0.1 keeps LeNet-5
+# within ~1 point of its clean accuracy; RandBET trains at a 1% bit error rate, Stutz et al.'s choice.
+WEIGHT_CLIP = 0.1
+RANDBET_RATE = 0.01
+ECC_BITS = (7,)  # the sign bit of an int8 weight: the costliest bit to lose
+
+METHODS: dict[str, dict[str, object]] = {
+    "qat": {},
+    "sam": {"sharpness": "sam"},
+    "saq": {"sharpness": "saq"},
+    "clip": {"weight_clip": WEIGHT_CLIP},
+    "randbet": {"randbet_rate": RANDBET_RATE},
+    "randbet_clip": {"randbet_rate": RANDBET_RATE, "weight_clip": WEIGHT_CLIP},
+    "saq_clip": {"sharpness": "saq", "weight_clip": WEIGHT_CLIP},
+    "learned_clip": {"learned_clip": True},
+    "ecc": {},  # not trained: the qat model, evaluated with ECC on ECC_BITS
+}
+LABELS = {
+    "qat": "conventional QAT", "sam": "SAM", "saq": "SAQ", "clip": f"weight clipping ({WEIGHT_CLIP})",
+    "randbet": f"RandBET (p={RANDBET_RATE})", "randbet_clip": "RandBET + clipping", "saq_clip": "SAQ + clipping",
+    "learned_clip": "learned clipping (WCAT)", "ecc": "conventional + ECC on the sign bit",
+}
+BASELINE = "qat"
+
+QUICK = {"epochs": 15, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1), "chips": 10}
+FULL = {"epochs": 30, "rates": (1e-4, 1e-3, 3e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1), "chips": 30}
+
+
+@dataclasses.dataclass(frozen=True)
+class MitigateConfig:
+    """Settings of ``edgefault mitigate``; saved as ``DIR/mitigate.json`` and checked on every rerun.
+
+    ``epochs``, ``rates`` and ``chips`` default to the quick or the full profile. ``ecc`` needs
+    ``qat`` (the model it protects); ``qat`` is always trained, as the baseline of training times.
+
+    Example:
+        >>> MitigateConfig(quick=True, methods=("qat", "clip")).chips
+        10
+        >>> MitigateConfig(methods=("qat", "magic"))
+        Traceback (most recent call last):
+        ...
+        edgefault.errors.EdgefaultError: unknown mitigation 'magic'; choose from qat, sam, saq, clip, randbet, randbet_clip, saq_clip, learned_clip, ecc
+    """
+
+    data: str = "mnist5k"
+    model: str = "lenet5"
+    methods: tuple[str, ...] = tuple(METHODS)
+    quick: bool = False
+    seed: int = 0
+    epochs: int | None = None
+    kinds: tuple[str, ...] = ("flip", "sa0", "sa1")
+    rates: tuple[float, ...] | None = None
+    chips: int | None = None
+    version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.model not in available_models():
+            raise EdgefaultError(f"unknown architecture {self.model!r}; available: {', '.join(available_models())}")
+        methods = tuple(self.methods)
+        for name in methods:
+            if name not in METHODS:
+                raise EdgefaultError(f"unknown mitigation {name!r}; choose from {', '.join(METHODS)}")
+        if not methods or len(set(methods)) != len(methods):
+            raise EdgefaultError(f"--methods must list distinct mitigations, got {', '.join(methods) or 'none'}")
+        object.__setattr__(self, "methods", methods)
+        profile = QUICK if self.quick else FULL
+        for name in ("epochs", "rates", "chips"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, profile[name])
+        object.__setattr__(self, "rates", tuple(sorted(float(r) for r in self.rates)))
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        if not self.rates or any(not 0 < r <= 1 for r in self.rates):
+            raise EdgefaultError(f"rates must be a non-empty list in (0, 1], got {self.rates}")
+        if self.chips < 2:
+            raise EdgefaultError(f"chips must be >= 2 for intervals, got {self.chips}")
+        if self.epochs < 1:
+            raise EdgefaultError(f"epochs must be >= 1, got {self.epochs}")
+
+    @property
+    def trained(self) -> tuple[str, ...]:
+        """The methods that train a model (``ecc`` reuses ``qat``), baseline first.
+
+        Example:
+            >>> MitigateConfig(methods=("clip", "ecc")).trained
+            ('qat', 'clip')
+        """
+        # Always QAT: ECC protects it, and every method's training time is relative to it.
+        return (BASELINE,) + tuple(m for m in self.methods if m not in ("ecc", BASELINE))
+
+    @property
+    def reported(self) -> tuple[str, ...]:
+        """The leaderboard's rows: every trained method, then ``ecc`` if asked for."""
+        return self.trained + (("ecc",) if "ecc" in self.methods else ())
+
+    def recipe(self, method: str) -> TrainConfig:
+        """The training recipe of one method.
+
+        Example:
+            >>> MitigateConfig(quick=True).recipe("randbet_clip").weight_clip
+            0.1
+        """
+        return TrainConfig(model=self.model, data=self.data, epochs=self.epochs, seed=self.seed, **METHODS[method])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,159 @@
+"""The leaderboard: one row per method, built from the campaigns, written as JSON, CSV and Markdown.
+
+Fields per method: ``clean_accuracy``; per kind and rate ``accuracy`` and ``robust_error`` with
+95% intervals; ``tolerable`` bit error rates within 1 and 5 points of the method's own clean
+accuracy (median over chips, 95% interval); ``train_seconds`` and ``train_time_relative`` (to
+plain QAT); ``storage_overhead`` (ECC check bits as a share of the weight memory); with a voltage
+curve, ``energy``: the lowest voltage and the energy saved within 1 point of the conventional
+model's clean accuracy. ``winner``: the method with the highest tolerable rate within 1 point
+(headline kind), ties going to the higher clean accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from edgefault.fileio import read_json, write_bytes_atomic, write_json_atomic
+from edgefault.mitigate.board import lowest_voltage, method_scores
+from edgefault.mitigate.config import BASELINE, ECC_BITS, LABELS, MitigateConfig
+from edgefault.mitigate.ecc import ecc_overhead
+
+BOARD_FORMAT = "edgefault-leaderboard-1"
+
+
+def build_board(config: MitigateConfig, runs: dict[str, Path], records: list[dict], ecc_records: list[dict],
+                curve, seconds: dict[str, float]) -> dict[str, Any]:
+    """Assemble the leaderboard from the campaign records and the runs' metrics.
+
+    Example:
+        >>> board = build_board(config, runs, records, [], None, {})  # doctest: +SKIP
+        >>> board["methods"][0]["train_time_relative"]  # doctest: +SKIP
+        1.0
+    """
+    kinds, rates = config.kinds, config.rates
+    headline = "flip" if "flip" in kinds else kinds[0]
+    metrics = {m: read_json(runs[m] / "metrics.json") for m in config.trained}
+    wbits = config.recipe(BASELINE).wbits
+    base_seconds = metrics[BASELINE]["train_seconds"]
+    rows = []
+    for method in config.reported:
+        source, model = (ecc_records, BASELINE) if method == "ecc" else (records, method)
+        trained = BASELINE if method == "ecc" else method
+        overhead = ecc_overhead(ECC_BITS if method == "ecc" else (), wbits)
+        rows.append({
+            "method": method, "label": LABELS[method], **method_scores(source, model, kinds, rates, config.chips),
+            "train_seconds": metrics[trained]["train_seconds"],
+            "train_time_relative": round(metrics[trained]["train_seconds"] / max(base_seconds, 1e-9), 3),
+            "storage_overhead": overhead.relative, "storage_note": overhead.describe(),
+        })
+    if curve is not None:
+        target = rows[0]["clean_accuracy"] - 0.01  # rows[0] is the conventional model
+        for row in rows:
+            points = row["kinds"][headline]["rates"]
+            row["energy"] = lowest_voltage(curve, list(rates), [p["accuracy"] for p in points],
+                                           row["clean_accuracy"], target)
+    winner = max(rows, key=lambda r: (r["kinds"][headline]["tolerable"]["1"]["median"], r["clean_accuracy"]))
+    return {"format": BOARD_FORMAT, "model": config.model, "data": config.data, "kinds": list(kinds),
+            "rates": list(rates), "chips": config.chips, "epochs": config.epochs, "headline_kind": headline,
+            "baseline": BASELINE, "winner": winner["method"], "methods": rows,
+            "voltage_curve": None if curve is None else curve.to_dict(),
+            "seconds": {k: round(v, 1) for k, v in seconds.items()}}
+
+
+def write_board(folder: Path, board: dict[str, Any]) -> list[Path]:
+    """Write ``leaderboard.json``, ``leaderboard.csv`` and ``leaderboard.md`` atomically.
+
+    Example:
+        >>> [p.name for p in write_board(Path("mitigate/quick"), board)]  # doctest: +SKIP
+        ['leaderboard.json', 'leaderboard.csv', 'leaderboard.md']
+    """
+    write_json_atomic(folder / "leaderboard.json", board)
+    write_bytes_atomic(folder / "leaderboard.csv", board_csv(board).encode())
+    write_bytes_atomic(folder / "leaderboard.md", board_markdown(board).encode())
+    return [folder / "leaderboard.json", folder / "leaderboard.csv", folder / "leaderboard.md"]
+
+
+def _energy_fields(row: dict) -> dict:
+    energy = row.get("energy") or {}
+    return {"lowest_voltage": energy.get("voltage"), "energy_saved": energy.get("energy_saved")}
+
+
+def board_csv(board: dict[str, Any]) -> str:
+    """One line per method x kind x rate, with the method's summary columns repeated.
+
+    Example:
+        >>> board_csv(board).splitlines()[0].split(",")[:3]  # doctest: +SKIP
+        ['method', 'clean_accuracy', 'train_time_relative']
+    """
+    buffer = io.StringIO()
+    writer = None
+    for row in board["methods"]:
+        for kind, scores in row["kinds"].items():
+            tolerable = {f"tolerable_{d}pt{suffix}": scores["tolerable"][d][key]
+                         for d in ("1", "5") for suffix, key in (("", "median"), ("_low", "low"), ("_high", "high"))}
+            for point in scores["rates"]:
+                line = {"method": row["method"], "clean_accuracy": row["clean_accuracy"],
+                        "train_time_relative": row["train_time_relative"], "storage_overhead": row["storage_overhead"],
+                        **_energy_fields(row), "kind": kind, **tolerable, **point}
+                if writer is None:
+                    writer = csv.DictWriter(buffer, fieldnames=list(line), lineterminator="\n")
+                    writer.writeheader()
+                writer.writerow(line)
+    return buffer.getvalue()
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _tolerable(entry: dict) -> str:
+    censored = " (>= on some chips)" if entry["censored_chips"] else ""
+    return f"{_rate(entry['median'])} [{_rate(entry['low'])}, {_rate(entry['high'])}]{censored}"
+
+
+def board_markdown(board: dict[str, Any]) -> str:
+    """The leaderboard as Markdown: the ranking table, then accuracy and robust error per rate.
+
+    Example:
+        >>> board_markdown(board).splitlines()[0]  # doctest: +SKIP
+        '# Mitigations on lenet5 / mnist5k'
+    """
+    kind = board["headline_kind"]
+    energy = board["voltage_curve"] is not None
+    lines = [f"# Mitigations on {board['model']} / {board['data']}", "",
+             f"{board['chips']} chips per (kind, rate), the same for every method; {board['epochs']} epochs each. "
+             f"Tolerable rate: the {kind} bit error rate at which a chip's accuracy first falls more than 1 (5) "
+             "points below the method's own clean accuracy; median over chips [95% interval]. "
+             f"Winner (highest tolerable rate within 1 point): **{board['winner']}**.", ""]
+    header = ["method", "clean acc %", "tolerable BER, 1 pt", "tolerable BER, 5 pt", "train time x QAT", "storage"]
+    if energy:
+        header += ["lowest V (1 pt of QAT)", "energy saved"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in board["methods"]:
+        tolerable = row["kinds"][kind]["tolerable"]
+        cells = [row["label"], _percent(row["clean_accuracy"]), _tolerable(tolerable["1"]), _tolerable(tolerable["5"]),
+                 f"{row['train_time_relative']:.2f}", f"+{100 * row['storage_overhead']:.1f}%"]
+        if energy:
+            fields = _energy_fields(row)
+            cells += ["-" if fields["lowest_voltage"] is None else f"{fields['lowest_voltage']:g}",
+                      "-" if fields["energy_saved"] is None else f"{100 * fields['energy_saved']:.0f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for kind_name in board["kinds"]:
+        lines += ["", f"## {kind_name}: accuracy % / robust error % per rate (mean [95% CI])", ""]
+        lines += ["| method | " + " | ".join(f"{r:g}" for r in board["rates"]) + " |",
+                  "|---|" + "---|" * len(board["rates"])]
+        for row in board["methods"]:
+            cells = [f"{_percent(p['accuracy'])} [{_percent(p['accuracy_low'])}, {_percent(p['accuracy_high'])}] / "
+                     f"{_percent(p['robust_error'])}" for p in row["kinds"][kind_name]["rates"]]
+            lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in board["seconds"].items())
+    lines += ["", f"Stage times of this run: {seconds}. Storage notes: "
+              + "; ".join(f"{r['method']}: {r['storage_note']}" for r in board["methods"] if r["storage_overhead"]), ""]
+    return "\n".join(lines)

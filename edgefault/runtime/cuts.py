@@ -1,0 +1,162 @@
+"""Single-tensor cuts of an ONNX graph, and the suffix sub-model that runs the graph on from one.
+
+A tensor T is a *cut* when every path from the data input to the output passes through T
+and the nodes the output still needs after T read nothing computed from the input but T
+(constants, initializers and nodes computed from them only are free to use). The model's
+output is then a function of T alone: clean activations at T, computed once, stand in for
+the whole prefix, and faults in weights the prefix does not read change only the suffix.
+
+Only quantized (integer) activations are cuts. ONNX Runtime fuses DequantizeLinear -> Conv
+-> QuantizeLinear and the like into integer kernels; a float tensor inside such a pattern
+would split the pattern, and the suffix would compute in float what the whole model
+computes in integers. The integer tensor between two fused kernels is what both graphs
+compute and consume alike, so a suffix started there gives the whole model's outputs bit
+for bit (the campaign checks this on every model it caches).
+
+Example:
+    >>> cuts = find_cuts(load_model("resnet20.onnx"), "logits")  # doctest: +SKIP
+    >>> [cut.name for cut in cuts][:3]  # doctest: +SKIP
+    ['input_quant', 'stem_act', 'blocks_0_act_out']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgefault.runtime.activations import QuantizedTensor, find_quantized_tensors
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """A cut tensor, with what computes it and what runs on from it.
+
+    ``position`` is the index of the node computing ``name``; ``prefix`` holds every
+    constant (initializer or Constant output, and what is computed from them) that the nodes
+    computing ``name`` read: a fault in any of them changes the cut's activations, so such a
+    chip cannot start from the cut. ``suffix_nodes`` (node indices, in graph order) and
+    ``suffix_constants`` are what the output needs from the cut on.
+
+    Example:
+        >>> cut.name, "stem.weight" in cut.prefix  # doctest: +SKIP
+        ('stem_act', True)
+    """
+
+    name: str
+    position: int
+    prefix: frozenset[str]
+    suffix_nodes: tuple[int, ...]
+    suffix_constants: frozenset[str]
+    tensor: QuantizedTensor
+
+    def allows(self, tensors) -> bool:
+        """True when faults in these weight tensors leave the cut's activations clean.
+
+        Example:
+            >>> cut.allows({"fc.weight"}), cut.allows({"stem.weight"})  # doctest: +SKIP
+            (True, False)
+        """
+        return self.prefix.isdisjoint(tensors)
+
+
+class _Graph:
+    """Producers, constants and (explicit and subgraph) inputs of a graph's nodes."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.nodes = list(graph.node)
+        self.initializers = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+        self.producer = {out: i for i, node in enumerate(self.nodes) for out in node.output if out}
+        self.reads = [_node_inputs(node) for node in self.nodes]
+        self.constant = set(self.initializers)
+        for node, reads in zip(self.nodes, self.reads):
+            if node.op_type == "Constant" or (reads and all(name in self.constant for name in reads)):
+                self.constant.update(node.output)
+
+    def closure(self, start: str, stop: str | None = None) -> tuple[set[int], set[str], bool]:
+        """Nodes needed to compute ``start`` (not looking past ``stop``), the constants they read, and
+        whether they read anything else that no node computes (the graph's data input)."""
+        nodes: set[int] = set()
+        constants: set[str] = set()
+        free = False
+        stack, seen = [start], set()
+        while stack:
+            name = stack.pop()
+            if not name or name == stop or name in seen:
+                continue
+            seen.add(name)
+            if name in self.constant:
+                constants.add(name)
+            if name in self.initializers:
+                continue
+            position = self.producer.get(name)
+            if position is None:
+                free = True  # a graph input (the images), or a name nothing defines
+                continue
+            nodes.add(position)
+            stack.extend(self.reads[position])
+        return nodes, constants, free
+
+
+def _node_inputs(node: onnx.NodeProto) -> tuple[str, ...]:
+    """A node's inputs and the outer names its subgraphs (If/Loop/Scan bodies) read."""
+    names = [name for name in node.input if name]
+    for attribute in node.attribute:
+        for graph in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs):
+            names.extend(_outer_names(graph))
+    return tuple(names)
+
+
+def _outer_names(graph: onnx.GraphProto) -> list[str]:
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {out for node in graph.node for out in node.output}
+    return [name for node in graph.node for name in _node_inputs(node) if name not in defined]
+
+
+def find_cuts(model: onnx.ModelProto, output_name: str) -> list[Cut]:
+    """The cuts between the data input and ``output_name``, in the order the graph computes them.
+
+    Example:
+        >>> [cut.name for cut in find_cuts(model, "logits")][-1]  # doctest: +SKIP
+        'blocks_8_act_out'
+    """
+    graph = _Graph(model.graph)
+    cuts = []
+    for tensor in find_quantized_tensors(model):
+        name = tensor.name
+        position = graph.producer.get(name)
+        if position is None or name == output_name or name in graph.constant:
+            continue
+        suffix, constants, free = graph.closure(output_name, stop=name)
+        if free or not suffix or not any(name in graph.reads[i] for i in suffix):
+            continue  # the output needs the input some other way, or does not need this tensor
+        _, prefix, _ = graph.closure(name)
+        cuts.append(Cut(name, position, frozenset(prefix), tuple(sorted(suffix)), frozenset(constants), tensor))
+    return sorted(cuts, key=lambda cut: cut.position)
+
+
+def suffix_model(model: onnx.ModelProto, cut: Cut, output_name: str, dtype: np.dtype,
+                 shape: tuple[int | str, ...]) -> onnx.ModelProto:
+    """The sub-model that reads the cut tensor (``dtype``, ``shape``) and computes ``output_name``.
+
+    Its nodes keep their order and its weights are the model's own initializers, baked in.
+
+    Example:
+        >>> suffix = suffix_model(model, cuts[-1], "logits", np.dtype(np.uint8), ("batch", 64, 7, 7))  # doctest: +SKIP
+        >>> suffix.graph.input[0].name  # doctest: +SKIP
+        'blocks_8_act_out'
+    """
+    source = model.graph
+    nodes = [source.node[i] for i in cut.suffix_nodes]
+    initializers = [t for t in source.initializer if t.name in cut.suffix_constants]
+    sparse = [t for t in source.sparse_initializer if t.values.name in cut.suffix_constants]
+    outputs = [o for o in source.output if o.name == output_name]
+    elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph(nodes, f"{source.name}_from_{cut.name}",
+                              [helper.make_tensor_value_info(cut.name, elem_type, list(shape))], outputs,
+                              initializers, sparse_initializer=sparse)
+    suffix = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    suffix.functions.extend(model.functions)
+    return suffix
