@@ -27,6 +27,12 @@ def models(tmp_path_factory):
              "sensor": quantize(mlp((8, 32, 1)), folder, "sensor")}
     onnx.save(mlp((784,)), folder / "mnist_mlp.onnx")
     paths["mnist_mlp"] = folder / "mnist_mlp.onnx"
+    odd = {"int64": float_cnn(), "rank5": float_cnn()}
+    odd["int64"].graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
+    odd["rank5"].graph.input[0].type.tensor_type.shape.dim.add().dim_value = 2
+    for name, model in odd.items():
+        onnx.save(model, folder / f"{name}.onnx")
+        paths[name] = folder / f"{name}.onnx"
     return paths
 
 
@@ -118,13 +124,18 @@ def test_single_channel_images_are_flattened_for_a_feature_vector_model(models, 
     ("nhwc", ["--mean", "0", "--std", "1", "--data", "GRAY"], "has 12x12x1 images but the model takes 16x16x3 "
                                                               "(input 'x', NHWC)"),
     ("uint8", ["--data", "FEATURES"], "dataset npz:"),
+    ("int64", [], "model input 'input' is of type int64; edgefault feeds float, uint8 or int8 tensors"),
+    ("rank5", [], "model input 'input' has rank 5 (? x 1 x 28 x 28 x 2); edgefault feeds [N, F] feature vectors"),
+    ("sensor", ["--no-normalize", "--data", "CHANNELS_FIRST"], "has 1x8x32 images but the model takes 8x32x1 "
+                                                               "(input 'x', NCHW or NHWC); --layout nchw or nhwc decides"),
     ("uint8", ["--data", "FLOAT_IMAGES"], "model input 'x' takes uint8 values but npz:"),
 ])
 def test_eval_and_campaign_give_the_same_one_line_message(models, tmp_path, capsys, model, flags, message):
     rng = np.random.default_rng(7)
     data = {"FEATURES": _save(tmp_path / "f.npz", rng.standard_normal((20, 20)).astype(np.float32)),
             "GRAY": _save(tmp_path / "g.npz", rng.integers(0, 256, (20, 12, 12), dtype=np.uint8)),
-            "FLOAT_IMAGES": _save(tmp_path / "fi.npz", rng.random((20, 1, 12, 12), dtype=np.float32))}
+            "FLOAT_IMAGES": _save(tmp_path / "fi.npz", rng.random((20, 1, 12, 12), dtype=np.float32)),
+            "CHANNELS_FIRST": _save(tmp_path / "cf.npz", rng.random((20, 1, 8, 32), dtype=np.float32))}
     flags = [data.get(flag, flag) for flag in flags]
     if "--data" not in flags:
         flags += ["--data", data["GRAY"]]
@@ -152,3 +163,17 @@ def test_labels_covering_fewer_classes_take_the_class_count_from_the_model(model
     assert json.loads(out)["num_classes"] == 4
     with pytest.raises(EdgefaultError, match="has 2 classes"):  # the data's own count is what the labels name
         check_classes(load_samples(f"npz:{tmp_path / 'two.npz'}"), 1)
+
+
+def test_layout_settles_an_ambiguous_input_that_needs_transposing(models, tmp_path, capsys):
+    x = np.random.default_rng(9).standard_normal((30, 8, 32, 1)).astype(np.float32)
+    y = own_predictions(models["sensor"], x)
+    np.savez(tmp_path / "cf.npz", x_train=x[:1].transpose(0, 3, 1, 2), y_train=y[:1], x_test=x.transpose(0, 3, 1, 2),
+             y_test=y)
+    argv = ["eval", str(models["sensor"]), "--data", f"npz:{tmp_path / 'cf.npz'}", "--no-normalize", "--layout", "nhwc",
+            "--no-timing", "--json"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["accuracy"] == 1.0 and report["feed"] == ("x: 8x32x1 NHWC float, NCHW data transposed to NHWC, "
+                                                            "not normalized")

@@ -63,3 +63,28 @@ def test_a_folder_with_other_files_is_refused(tmp_path):
     result = run_subprocess("reproduce", "--out", str(tmp_path), "--quick")
     assert result.returncode == 2 and "holds other files" in result.stderr
     assert json.dumps(sorted(p.name for p in tmp_path.iterdir())) == '["notes.txt"]'
+
+
+def test_models_reuses_a_single_architecture_study_and_reports_the_claims_across(tiny_study, tmp_path):
+    import shutil
+
+    from edgefault.study import run_studies
+
+    out, _ = tiny_study
+    shutil.copytree(out, tmp_path / "multi" / "lenet5")  # a study run before with --model lenet5
+    stamp = (tmp_path / "multi" / "lenet5" / "runs" / "standard" / "model.pt").stat().st_mtime_ns
+    result = run_studies([StudyConfig(**TINY)], tmp_path / "multi", progress=False)
+    text = result.report.read_text()
+    assert "| claim | lenet5 |" in text and text.count("95% CI") >= 4
+    for number in (1, 2, 3, 4):
+        assert f"| {number}. " in text and f"**Claim {number}: " in text
+    assert (tmp_path / "multi" / "lenet5" / "runs" / "standard" / "model.pt").stat().st_mtime_ns == stamp
+
+
+def test_models_refuses_an_unknown_architecture_and_a_folder_of_other_files(tmp_path):
+    result = run_subprocess("reproduce", "--out", str(tmp_path / "m"), "--models", "lenet5,alexnet", "--quick")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "unknown architecture 'alexnet'" in result.stderr
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    result = run_subprocess("reproduce", "--out", str(tmp_path / "other"), "--models", "lenet5,vit_tiny", "--quick")
+    assert result.returncode == 2 and "holds other files (notes.txt)" in result.stderr

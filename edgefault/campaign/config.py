@@ -155,7 +155,7 @@ class CampaignConfig:
 
         Example:
             >>> sorted(CampaignConfig(models=("a.onnx",), model_hashes=("0" * 64,)).identity())[:3]
-            ['chips', 'data', 'input_size']
+            ['chip_seeding', 'chips', 'data']
         """
         values = self.to_dict()
         return {name: values[name] for name in IDENTITY_FIELDS}

@@ -29,6 +29,7 @@ from edgefault.mitigate.config import METHODS, MitigateConfig
 def command(data_spec, out, model_name, methods, quick, epochs, chips, voltage_curve, workers, ray_address, seed):
     from edgefault.campaign.run import ExecutionSettings
     from edgefault.mitigate.pipeline import run_mitigate
+    from edgefault.mitigate.report import tolerable_text
     from edgefault.mitigate.voltage import read_voltage_curve
 
     config = MitigateConfig(data=data_spec, model=model_name, quick=quick, seed=seed, epochs=epochs, chips=chips,
@@ -39,8 +40,7 @@ def command(data_spec, out, model_name, methods, quick, epochs, chips, voltage_c
     board = result.board
     kind = board["headline_kind"]
     for row in board["methods"]:
-        tolerable = row["kinds"][kind]["tolerable"]["1"]
         click.echo(f"{row['method']:<13} clean {100 * row['clean_accuracy']:5.1f}%  tolerable {kind} BER (1 pt) "
-                   f"{tolerable['median']:.2g} [{tolerable['low']:.2g}, {tolerable['high']:.2g}]  "
+                   f"{tolerable_text(row['kinds'][kind]['tolerable']['1'])}  "
                    f"train x{row['train_time_relative']:.2f}  storage +{100 * row['storage_overhead']:.1f}%")
     click.echo(f"winner: {board['winner']}; leaderboard: {out}/leaderboard.md")

@@ -54,7 +54,7 @@ class Samples:
         """The test split of an image dataset, back as the uint8 pixels its loader read.
 
         Example:
-            >>> Samples.from_dataset(load_dataset("mnist5k")).x.max()
+            >>> int(Samples.from_dataset(load_dataset("mnist5k")).x.max())
             255
         """
         pixels = np.rint(np.clip(dataset.test_images, 0.0, 1.0) * 255.0).astype(np.uint8)

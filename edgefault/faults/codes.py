@@ -8,6 +8,8 @@ faulty code is then sign-extended over the container's upper bits.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from edgefault.faults.memory import WeightMemory
@@ -27,16 +29,29 @@ def raw_positions(records: FaultRecords, memory: WeightMemory, offsets: np.ndarr
     return offsets[records.tensor] + (position >> 3), position & 7
 
 
-def patch_bytes(buffer: np.ndarray, records: FaultRecords, memory: WeightMemory,
-                offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """The faulty bytes of ``records``: (positions, old values, new values, changed stored bits); ``buffer`` untouched.
+@dataclasses.dataclass(frozen=True)
+class Patch:
+    """The faulty bytes of a set of records: buffer positions, old and new values, and each record's byte.
+
+    ``group[i]`` indexes the byte (in ``where``/``old``/``new``) holding record ``i``'s cell;
+    ``changed`` counts the stored bits that changed (not the sign-extension copies).
+    """
+
+    where: np.ndarray
+    old: np.ndarray
+    new: np.ndarray
+    group: np.ndarray
+    changed: int
+
+
+def patch_bytes(buffer: np.ndarray, records: FaultRecords, memory: WeightMemory, offsets: np.ndarray) -> Patch:
+    """The faulty bytes of ``records`` on ``buffer`` (left untouched); ``offsets`` are the tensors' raw starts.
 
     Example:
         >>> memory = WeightMemory.from_tensors([("w", "int8", (2,), "t", 4, "container")])
         >>> buffer = np.array([7, 0], dtype=np.uint8)  # codes 7 and 0 of a 4-bit tensor
-        >>> where, old, new, changed = patch_bytes(buffer, FaultRecords(("w",), [0], [0], [3], [0], [3]), memory,
-        ...                                        np.array([0]))
-        >>> new.view(np.int8).tolist(), changed  # bit 3 is the 4-bit sign: 7 becomes -1
+        >>> patch = patch_bytes(buffer, FaultRecords(("w",), [0], [0], [3], [0], [3]), memory, np.array([0]))
+        >>> patch.new.view(np.int8).tolist(), patch.changed  # bit 3 is the 4-bit sign: 7 becomes -1
         ([-1], 1)
     """
     byte, bit = raw_positions(records, memory, offsets)
@@ -44,16 +59,42 @@ def patch_bytes(buffer: np.ndarray, records: FaultRecords, memory: WeightMemory,
     where = byte[starts]
     old = buffer[where]
     new = patch_words(old, clear, stuck_one, toggle)
+    group = np.zeros(len(records), dtype=np.int64)
+    group[starts[1:]] = 1
+    np.cumsum(group, out=group)
     tensors = memory.tensors
-    cells = np.array([(1 << t.bits) - 1 if t.packing == "container" else 0xFF for t in tensors], dtype=np.uint8)
-    cells = cells[records.tensor[starts]]
-    extend = np.array([t.packing == "container" and t.signed for t in tensors], dtype=bool)[records.tensor[starts]]
-    if extend.any():
-        top = np.array([t.bits - 1 for t in tensors], dtype=np.uint8)[records.tensor[starts]]
-        negative = extend & (((new >> top) & 1) == 1)
-        new = np.where(extend, new & cells, new) | np.where(negative, ~cells, 0).astype(np.uint8)
-    changed = int(np.bitwise_count((old ^ new) & cells).sum())
-    return where, old, new, changed
+    if not any(t.packing == "container" for t in tensors):  # every bit of a faulty byte is a stored cell
+        return Patch(where, old, new, group, int(np.bitwise_count(old ^ new).sum()))
+    owner = records.tensor[starts]
+    cells = np.array([(1 << t.bits) - 1 if t.packing == "container" else 0xFF for t in tensors], np.uint8)[owner]
+    extend = np.array([t.packing == "container" and t.signed for t in tensors], dtype=bool)[owner]
+    top = np.array([t.bits - 1 for t in tensors], dtype=np.uint8)[owner]
+    negative = extend & (((new >> top) & 1) == 1)
+    new = np.where(extend, new & cells, new) | np.where(negative, ~cells, 0).astype(np.uint8)
+    return Patch(where, old, new, group, int(np.bitwise_count((old ^ new) & cells).sum()))
+
+
+def patch_values(patch: Patch, records: FaultRecords, memory: WeightMemory) -> tuple[np.ndarray, np.ndarray]:
+    """Each record's code before and after, for codes that lie within one byte (all but 16- and 32-bit ones).
+
+    Example:
+        >>> memory = WeightMemory.from_tensors([("w", "int4", (2,), "t")])
+        >>> records = FaultRecords(("w",), [0], [1], [3], [0], [7])
+        >>> [v.tolist() for v in patch_values(patch_bytes(np.array([0x10], np.uint8), records, memory,
+        ...                                               np.array([0])), records, memory)]
+        [[1], [-7]]
+    """
+    tensors = memory.tensors
+    stride = np.array([t.container_bits for t in tensors], dtype=np.int64)[records.tensor]
+    bits = np.array([t.bits for t in tensors], dtype=np.int64)[records.tensor]
+    signed = np.array([t.signed for t in tensors], dtype=bool)[records.tensor]
+    shift = (records.index * stride) & 7
+    return tuple(_decode(byte[patch.group].astype(np.int64) >> shift, bits, signed) for byte in (patch.old, patch.new))
+
+
+def _decode(raw: np.ndarray, bits: np.ndarray, signed: np.ndarray) -> np.ndarray:
+    values = raw & ((1 << bits) - 1)
+    return np.where(signed & (values >> (bits - 1) == 1), values - (1 << bits), values)
 
 
 def code_values(buffer: np.ndarray, records: FaultRecords, memory: WeightMemory, offsets: np.ndarray) -> np.ndarray:
@@ -77,8 +118,7 @@ def code_values(buffer: np.ndarray, records: FaultRecords, memory: WeightMemory,
         rows = np.flatnonzero(per_tensor[records.tensor] == width)
         raw = buffer[first[rows, None] + np.arange(width)].astype(np.int64)
         values[rows] = (raw << (8 * np.arange(width))).sum(axis=1)
-    values = (values >> (start & 7)) & ((1 << bits) - 1)
-    return np.where(signed & (values >> (bits - 1) == 1), values - (1 << bits), values)
+    return _decode(values >> (start & 7), bits, signed)
 
 
 def decode_tensor(raw: np.ndarray, tensor) -> np.ndarray:

@@ -10,6 +10,7 @@ faulted weight bytes and that entry stays byte-for-byte as it was.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from onnx import numpy_helper
 from edgefault.errors import EdgefaultError
 from edgefault.faults.chip import Chip
 from edgefault.faults.faultmap import FaultMap, read_fault_map, records_from_entries
-from edgefault.faults.codes import code_values, decode_tensor, patch_bytes
+from edgefault.faults.codes import code_values, decode_tensor, patch_bytes, patch_values
 from edgefault.faults.discover import Discovery, constant_tensors, discover
 from edgefault.faults.memory import WeightMemory
 from edgefault.faults.records import FaultRecords
@@ -73,6 +74,7 @@ class Injector:
                 base, proto = None, load_model(file)
         self.discovery: Discovery = discover(proto, stored_bits)
         self._memories: dict[bool, WeightMemory] = {}
+        self._coverage: dict[bool, dict] = {}
         full = self.memory(include_bias=True)
         spans = _weight_spans(base, full) if base is not None else None
         if spans is None:
@@ -165,23 +167,30 @@ class Injector:
         if memory is None:
             raise EdgefaultError("the fault records were not drawn on this model's weight memory")
         offsets = np.array([self._offsets[name] for name in memory.names], dtype=np.int64)
-        where, old, new, changed = patch_bytes(self._buffer, records, memory, offsets)
+        patch = patch_bytes(self._buffer, records, memory, offsets)
+        wide = [i for i, t in enumerate(memory.tensors) if t.container_bits > 8]  # int16/int32 codes span bytes
         try:
-            before = code_values(self._buffer, records, memory, offsets)
-            self._buffer[where] = new
-            after = code_values(self._buffer, records, memory, offsets)
-            fault_map = FaultMap(records, memory, (before, after), chip, target, changed,
-                                 self.discovery.coverage(memory))
+            if wide and np.isin(records.tensor, wide).any():
+                before = code_values(self._buffer, records, memory, offsets)
+                self._buffer[patch.where] = patch.new
+                values = before, code_values(self._buffer, records, memory, offsets)
+            else:  # the usual case: each code in one byte, its values computed only if asked for
+                self._buffer[patch.where] = patch.new
+                values = functools.partial(patch_values, patch, records, memory)
+            if memory.include_bias not in self._coverage:
+                self._coverage[memory.include_bias] = self.discovery.coverage(memory)
+            fault_map = FaultMap(records, memory, values, chip, target, patch.changed,
+                                 self._coverage[memory.include_bias])
             note = {
                 "chip": None if chip is None else chip.to_dict(),
                 "faults": len(records),
-                "changed_bits": changed,
+                "changed_bits": patch.changed,
                 "memory_bits": memory.nbits,
                 "sampling": SAMPLING,
             }
             yield (self._buffer.data, metadata_entry(self.metadata_key, json.dumps(note, sort_keys=True))), fault_map
         finally:
-            self._buffer[where] = old
+            self._buffer[patch.where] = patch.old
 
     def _chip_records(self, chip: Chip) -> tuple[FaultRecords, Chip, int]:
         memory = self.memory(chip.include_bias)

@@ -7,14 +7,14 @@ Nesting. Every cell ``c`` of a chip has a fault threshold ``u_c``, uniform in [0
 independent across cells; at rate ``p`` the faulty cells are those with ``u_c < p``. So the
 faulty cells at ``p`` are a subset of those at any ``p' > p``: one device getting worse. The
 thresholds are never drawn cell by cell. The rates are cut into bands ``(2^-(j+1), 2^-j]``
-for j = 0..29 and ``(0, 2^-30]``; band j has its own stream of *marks* (a PCG64 generator seeded by word j
-of ``SeedSequence(seed).generate_state``): cells chosen independently with probability
-``rho_j = (b_j - a_j) / (1 - a_j)`` (drawn as geometric gaps), each with a value uniform in
-the band. ``u_c`` is the least value of the marks on ``c`` (1 without one), and this is
+for j = 0..29 and ``(0, 2^-30]``; band j has its own stream of *marks*: cells chosen independently with
+probability ``rho_j = (b_j - a_j) / (1 - a_j)`` (geometric gaps from a PCG64 generator seeded
+by word 2j of ``SeedSequence(seed).generate_state``), the m-th with a value uniform in the band
+(the m-th uniform of a second generator, word 2j + 1). ``u_c`` is the least value of the marks on ``c`` (1 without one), and this is
 exactly uniform: P(u_c >= p) = prod over bands of P(no mark below p) = 1 - p. At rate ``p``
-only the bands with ``a_j < p`` are drawn: the bands below ``p`` whole, the band holding ``p``
-thinned by its values, about ``(1 + 1) * p`` marks per cell in all, so the work is
-proportional to the number of faults.
+only the bands with ``a_j < p`` are drawn: the bands below ``p`` whole (their values are never
+needed), the band holding ``p`` thinned by its values; at most about ``2 * p`` marks per cell
+in all, so the work is proportional to the number of faults.
 
 Pairing and prefixes. The mark streams do not depend on the memory size (chunks give the
 same numbers however they are cut), so the same chip on two memories with the same number of
@@ -66,7 +66,7 @@ class _TargetCells:
         local = cells - self.starts[target]
         if np.array_equal(self.per_element, self.widths):  # every bit allowed: cells run along the addresses
             width = int(self.widths[0])
-            if np.all(self.widths == width) and width & (width - 1) == 0:  # one power-of-two width: shifts
+            if np.all(self.widths == width) and (width & (width - 1)) == 0:  # one power-of-two width: shifts
                 index, bit = local >> (width.bit_length() - 1), local & (width - 1)
             else:
                 index, bit = np.divmod(local, self.widths[target])
@@ -161,19 +161,23 @@ def _draw_cells(seed: int, cells: int, rate: float | None, count: int | None) ->
     """Faulty cell numbers in increasing order."""
     if count is not None:
         return _least_thresholds(seed, cells, count)
-    marks = [cell[value < rate] for cell, value in _marks_below(seed, cells, rate)]
-    return _union(marks, cells)
+    keys, parts = _keys(seed), []
+    for band in _bands_below(rate):
+        marked = _band_cells(keys[2 * band], band, cells)
+        if BAND_HIGH[band] > rate:  # the band holding the rate: only its marks of lesser value
+            marked = marked[_band_values(keys[2 * band + 1], band, marked.size) < rate]
+        parts.append(marked)
+    return _union(parts)
 
 
-def _marks_below(seed: int, cells: int, rate: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The marks (cells, values) of every band that reaches below ``rate``, least values first."""
-    keys = _keys(seed)
-    return [_band_marks(keys[band], band, cells) for band in reversed(range(BANDS)) if BAND_LOW[band] < rate]
+def _bands_below(rate: float) -> list[int]:
+    """The bands that reach below ``rate``, least values first."""
+    return [band for band in reversed(range(BANDS)) if BAND_LOW[band] < rate]
 
 
 def _keys(seed: int) -> np.ndarray:
-    """One 64-bit key per band (its stream's seed) and one for stuck polarities, from the chip's seed."""
-    return np.random.SeedSequence(seed).generate_state(BANDS + 1, np.uint64)
+    """Two 64-bit keys per band (its cells' and its values' streams) and one for stuck polarities."""
+    return np.random.SeedSequence(seed).generate_state(2 * BANDS + 1, np.uint64)
 
 
 def _mix(counter: np.ndarray, key: np.uint64) -> np.ndarray:
@@ -184,17 +188,12 @@ def _mix(counter: np.ndarray, key: np.uint64) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def _union(parts: list[np.ndarray], cells: int) -> np.ndarray:
-    """The sorted union of increasing cell arrays: by a bitmap when they are dense, else by sorting."""
-    total = sum(part.size for part in parts)
-    if len(parts) == 1 or total == 0:
+def _union(parts: list[np.ndarray]) -> np.ndarray:
+    """The sorted union of increasing cell arrays (a stable sort merges sorted runs in O(n log runs))."""
+    parts = [part for part in parts if part.size]
+    if len(parts) <= 1:
         return parts[0] if parts else np.zeros(0, dtype=np.int64)
-    if 16 * total > cells:
-        hit = np.zeros(cells, dtype=bool)
-        for part in parts:
-            hit[part] = True
-        return np.flatnonzero(hit)
-    return _distinct(np.sort(np.concatenate(parts)))
+    return _distinct(np.sort(np.concatenate(parts), kind="stable"))
 
 
 def _distinct(ordered: np.ndarray) -> np.ndarray:
@@ -208,53 +207,68 @@ def _least_thresholds(seed: int, cells: int, count: int) -> np.ndarray:
     """The ``count`` cells of least threshold, increasing."""
     if not count:
         return np.zeros(0, dtype=np.int64)
+    keys = _keys(seed)
     rate = min(1.0, (count + 6.0 * np.sqrt(count) + 16.0) / cells)
     while True:
-        marks = [(cell[value < rate], value[value < rate]) for cell, value in _marks_below(seed, cells, rate)]
-        # Bands come least values first, so a cell's first mark holds its threshold.
-        every = np.concatenate([m[0] for m in marks])
+        marked, values = [], []
+        for band in _bands_below(rate):  # least values first, so a cell's first mark holds its threshold
+            cell = _band_cells(keys[2 * band], band, cells)
+            value = _band_values(keys[2 * band + 1], band, cell.size)
+            marked.append(cell[value < rate])
+            values.append(value[value < rate])
+        every = np.concatenate(marked)
         order = np.argsort(every, kind="stable")
         first = order[np.concatenate([[True], every[order][1:] != every[order][:-1]])] if every.size else order
-        cell = every[first]
-        if cell.size >= count:
-            value = np.concatenate([m[1] for m in marks])[first]
+        if first.size >= count:
+            cell, value = every[first], np.concatenate(values)[first]
             return np.sort(cell[np.argpartition(value, count - 1)[:count]]) if cell.size > count else cell
         rate = min(1.0, 2.0 * rate)
 
 
-def _band_marks(key: np.uint64, band: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Band ``band``'s marks on cells 0..cells-1: cell numbers (increasing) and values in the band.
+def _band_cells(key: np.uint64, band: int, cells: int) -> np.ndarray:
+    """Band ``band``'s marked cells among 0..cells-1, increasing.
 
-    Marks are drawn as (gap, value) pairs of uniforms from the band's own stream; a chunk of
-    any length gives the same pairs, so the marks below any cell do not depend on ``cells``.
+    Drawn as geometric gaps from the band's own stream; a chunk of any length gives the same
+    uniforms, so the marks below any cell do not depend on ``cells``.
     """
-    rng = np.random.default_rng(np.random.SeedSequence(int(key)))
+    rng = np.random.Generator(np.random.PCG64(int(key)))
     low, high = float(BAND_LOW[band]), float(BAND_HIGH[band])
     rho = (high - low) / (1.0 - low)
     # Gap = 1 + floor(log(1 - u) / log(1 - rho)) has P(gap > k) = (1 - rho)^k; at rho = 1 every gap is 1.
     scale = 1.0 / np.log1p(-rho) if rho < 1.0 else 0.0
-    found, values, last = [], [], -1
+    found, last = [], -1
     while last < cells - 1:
         expected = rho * (cells - 1 - last)
-        pairs = rng.random(2 * min(int(expected + 6.0 * np.sqrt(expected)) + 16, _CHUNK_ROWS))
-        gaps, value = pairs[0::2], pairs[1::2]
-        # Gaps are capped past the memory's end so that tiny rates cannot overflow the sum.
-        gaps = np.minimum(np.log1p(-gaps) * scale, cells)
-        cell = np.cumsum(gaps.astype(np.int64) + 1) + last
+        gaps = rng.random(min(int(expected + 6.0 * np.sqrt(expected)) + 16, _CHUNK_ROWS))
+        # In place, to spare allocations; gaps are capped past the memory's end so that tiny
+        # rates cannot overflow the sum.
+        np.negative(gaps, out=gaps)
+        np.log1p(gaps, out=gaps)
+        gaps *= scale
+        np.minimum(gaps, cells, out=gaps)
+        cell = gaps.astype(np.int64)
+        cell += 1
+        np.cumsum(cell, out=cell)
+        cell += last
         inside = int(np.searchsorted(cell, cells))  # cells increase: the first ``inside`` fit
         found.append(cell[:inside])
-        values.append(low + (high - low) * value[:inside])
         if inside < cell.size:
             break
         last = int(cell[-1])
-    if len(found) == 1:
-        return found[0], values[0]
-    return np.concatenate(found), np.concatenate(values)
+    return found[0] if len(found) == 1 else np.concatenate(found)
+
+
+def _band_values(key: np.uint64, band: int, marks: int) -> np.ndarray:
+    """The values of band ``band``'s first ``marks`` marks, uniform in the band, from the band's second stream."""
+    values = np.random.Generator(np.random.PCG64(int(key))).random(marks)
+    values *= BAND_HIGH[band] - BAND_LOW[band]
+    values += BAND_LOW[band]
+    return values
 
 
 def _stuck_at_one(seed: int, cells: np.ndarray) -> np.ndarray:
     """The polarity of each ``stuck`` cell: a fixed hash of the seed and the cell number."""
-    return (_mix(np.asarray(cells, dtype=np.uint64), _keys(seed)[BANDS]) >> np.uint64(63)).astype(bool)
+    return (_mix(np.asarray(cells, dtype=np.uint64), _keys(seed)[2 * BANDS]) >> np.uint64(63)).astype(bool)
 
 
 def _bursts(memory: WeightMemory, address, bit, position, burst: int) -> np.ndarray:

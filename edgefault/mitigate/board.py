@@ -112,13 +112,15 @@ def method_scores(records: list[dict[str, Any]], model: str, kinds: tuple[str, .
     if clean is None:
         raise EdgefaultError(f"the campaign holds no clean accuracy for {model!r}")
     images = clean["images"]
-    clean_wrong = decode_mask(clean["wrong"], images)
+    masks = clean.get("wrong") is not None  # campaigns from before per-image errors were recorded lack them
+    clean_wrong = decode_mask(clean["wrong"], images) if masks else None
     result: dict[str, Any] = {"clean_accuracy": clean["accuracy"], "images": images, "kinds": {}}
     for kind in kinds:
         per_rate, curves = [], []
         for rate in rates:
             cells = [grid[kind, rate, k] for k in range(chips) if (kind, rate, k) in grid]
-            robust = [float(np.mean(clean_wrong | decode_mask(c["wrong"], images))) for c in cells]
+            robust = [float(np.mean(clean_wrong | decode_mask(c["wrong"], images))) for c in cells
+                      if masks and c.get("wrong") is not None]
             acc, err = estimate([c["accuracy"] for c in cells]), estimate(robust)
             per_rate.append({"rate": rate, "chips": acc.n, "accuracy": acc.mean, "accuracy_low": acc.low,
                              "accuracy_high": acc.high, "robust_error": err.mean, "robust_error_low": err.low,

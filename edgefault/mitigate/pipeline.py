@@ -25,7 +25,7 @@ from edgefault.mitigate.plots import write_board_plots
 from edgefault.mitigate.remote import train_runs
 from edgefault.mitigate.report import build_board, write_board
 from edgefault.mitigate.voltage import VoltageCurve
-from edgefault.study.pipeline import _export
+from edgefault.study.pipeline import _export as export_with_stamp
 
 STUDY_FILE = "mitigate.json"
 STUDY_FORMAT = "edgefault-mitigate-1"
@@ -100,7 +100,9 @@ def run_mitigate(config: MitigateConfig, out: str | Path, execution: ExecutionSe
     started = time.perf_counter()
     models = {m: folder / "models" / f"{m}.onnx" for m in config.trained}
     for method in config.trained:
-        _export(runs[method], models[method], progress)
+        if not models[method].exists():
+            _say(progress, f"exporting {method}")
+        export_with_stamp(runs[method], models[method], progress=False)  # reused when already exported
     seconds["export"] = time.perf_counter() - started
 
     started = time.perf_counter()

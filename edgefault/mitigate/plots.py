@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from edgefault.campaign.plots import COLORS, KIND_TITLES
 from edgefault.fileio import write_bytes_atomic
@@ -91,6 +92,7 @@ def pareto_figure(board: dict[str, Any]):
     axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="black", linestyle=":",
               linewidth=1, label="Pareto front")
     axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short log range
     axis.set_xlabel(f"bit error rate tolerated within 1 point of own clean accuracy ({kind}; median, 95% CI)")
     axis.set_ylabel("clean accuracy")
     axis.grid(True, which="both", alpha=0.3)

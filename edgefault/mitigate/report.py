@@ -55,7 +55,7 @@ def build_board(config: MitigateConfig, runs: dict[str, Path], records: list[dic
             points = row["kinds"][headline]["rates"]
             row["energy"] = lowest_voltage(curve, list(rates), [p["accuracy"] for p in points],
                                            row["clean_accuracy"], target)
-    winner = max(rows, key=lambda r: (r["kinds"][headline]["tolerable"]["1"]["median"], r["clean_accuracy"]))
+    winner = max(rows, key=lambda r: (r["kinds"][headline]["tolerable"]["1"]["median"] or 0.0, r["clean_accuracy"]))
     return {"format": BOARD_FORMAT, "model": config.model, "data": config.data, "kinds": list(kinds),
             "rates": list(rates), "chips": config.chips, "epochs": config.epochs, "headline_kind": headline,
             "baseline": BASELINE, "winner": winner["method"], "methods": rows,
@@ -113,7 +113,13 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _tolerable(entry: dict) -> str:
+def tolerable_text(entry: dict) -> str:
+    """A tolerable-rate entry as ``median [low, high]``, noting chips that held at every rate.
+
+    Example:
+        >>> tolerable_text({"median": 0.026, "low": 0.022, "high": 0.031, "censored_chips": 0})
+        '0.026 [0.022, 0.031]'
+    """
     censored = " (>= on some chips)" if entry["censored_chips"] else ""
     return f"{_rate(entry['median'])} [{_rate(entry['low'])}, {_rate(entry['high'])}]{censored}"
 
@@ -138,7 +144,7 @@ def board_markdown(board: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in board["methods"]:
         tolerable = row["kinds"][kind]["tolerable"]
-        cells = [row["label"], _percent(row["clean_accuracy"]), _tolerable(tolerable["1"]), _tolerable(tolerable["5"]),
+        cells = [row["label"], _percent(row["clean_accuracy"]), tolerable_text(tolerable["1"]), tolerable_text(tolerable["5"]),
                  f"{row['train_time_relative']:.2f}", f"+{100 * row['storage_overhead']:.1f}%"]
         if energy:
             fields = _energy_fields(row)

@@ -158,7 +158,7 @@ def model_classes(data: bytes, io, prepared: PreparedInputs, samples: Samples, s
 
     Example:
         >>> evaluator, classes = model_classes(model_bytes, io, prepared, samples)  # doctest: +SKIP
-        >>> classes
+        >>> classes  # doctest: +SKIP
         10
     """
     from edgefault.runtime.session import Evaluator, SessionSettings

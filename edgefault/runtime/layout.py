@@ -40,7 +40,7 @@ def graph_layout(graph: onnx.GraphProto, input_name: str) -> str | None:
         >>> graph_layout(g, "x")
         'NHWC'
     """
-    consumers: dict[str, list[onnx.NodeProto]] = {}
+    consumers: dict[str, list[tuple[int, onnx.NodeProto]]] = {}
     for node in graph.node:
         for index, name in enumerate(node.input):
             consumers.setdefault(name, []).append((index, node))

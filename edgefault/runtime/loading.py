@@ -41,7 +41,7 @@ class ModelIO:
 
     Example:
         >>> io = model_io(onnx.load("model.onnx"))  # doctest: +SKIP
-        >>> io.input_name, io.num_classes, io.input_type
+        >>> io.input_name, io.num_classes, io.input_type  # doctest: +SKIP
         ('input', 10, 'float32')
     """
 
@@ -66,9 +66,9 @@ def unsupported_input(name: str, what: str) -> EdgefaultError:
 
     Example:
         >>> str(unsupported_input("x", "string"))
-        "model input 'x' is a string tensor; edgefault feeds float, uint8 or int8 tensors"
+        "model input 'x' is of type string; edgefault feeds float, uint8 or int8 tensors"
     """
-    return EdgefaultError(f"model input {name!r} is a {what} tensor; edgefault feeds float, uint8 or int8 tensors")
+    return EdgefaultError(f"model input {name!r} is of type {what}; edgefault feeds float, uint8 or int8 tensors")
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:

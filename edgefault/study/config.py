@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
@@ -18,6 +19,8 @@ SPARSE_ACT_L1 = 0.01
 class Variant:
     """One trained model of the study: activation-sparse or not, and its sharpness-aware method.
 
+    ``fat_threshold`` and ``rho`` override the study's recipe (the sweeps set them).
+
     Example:
         >>> Variant("sparse_saq", sparse=True, sharpness="saq").label
         'activation-sparse, SAQ'
@@ -26,11 +29,18 @@ class Variant:
     name: str
     sparse: bool
     sharpness: str
+    fat_threshold: float | None = None
+    rho: float | None = None
 
     @property
     def label(self) -> str:
         method = {"none": "conventional", "saq": "SAQ", "sam": "SAM"}[self.sharpness]
-        return f"{'activation-sparse' if self.sparse else 'standard'}, {method}"
+        if self.rho is not None:
+            method += f" rho={self.rho:g}"
+        kind = "activation-sparse" if self.sparse else "standard"
+        if self.fat_threshold is not None:
+            kind = f"FATReLU T={self.fat_threshold:g}" if self.sparse else "plain ReLU"
+        return f"{kind}, {method}"
 
 
 CORE_VARIANTS = (
@@ -47,6 +57,22 @@ QUICK = {"epochs": 15, "rates": (5e-3, 1e-2, 2e-2, 5e-2), "chips": 20, "sharpnes
          "sharpness_probes": 15, "landscape_grid": 11}
 FULL = {"epochs": 30, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1), "chips": 50, "sharpness_samples": 2000,
         "sharpness_probes": 30, "landscape_grid": 15}
+# Per architecture, what differs from the profile, so every architecture's stage takes minutes on 2 cores:
+# resnet20 reaches ~97% on mnist5k in 2 epochs (26 s each) but costs ~100x LeNet-5 per image, so its quick
+# campaign and Hessian estimates are smaller; vit_tiny needs ~15 epochs (4 s each) for 95%.
+MODEL_PROFILES = {
+    "quick": {"resnet20": {"epochs": 2, "chips": 10, "rates": (5e-3, 1e-2, 2e-2), "sharpness_samples": 200,
+                           "sharpness_probes": 6, "landscape_grid": 7},
+              "vgg_small": {"epochs": 2, "chips": 10, "rates": (5e-3, 1e-2, 2e-2), "sharpness_samples": 200,
+                            "sharpness_probes": 6, "landscape_grid": 7},
+              "vit_tiny": {"epochs": 15}},
+    "full": {"resnet20": {"epochs": 8}, "vgg_small": {"epochs": 8}, "vit_tiny": {"epochs": 30}},
+}
+# The sweeps: FATReLU thresholds from plain ReLU (the standard model) up to >= 90% exact zeros, each
+# with the sparse recipe's L1 penalty; SAQ radii around the default 0.05.
+SWEEPS = ("sparsity", "rho")
+THRESHOLDS = {"quick": (0.0, 0.5, 1.0, 2.0, 4.0), "full": (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)}
+RADII = {"quick": (0.01, 0.05, 0.2, 0.5), "full": (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,16 +99,35 @@ class StudyConfig:
     sharpness_samples: int | None = None
     sharpness_probes: int | None = None
     landscape_grid: int | None = None
+    sweeps: tuple[str, ...] = ()
+    thresholds: tuple[float, ...] | None = None
+    radii: tuple[float, ...] | None = None
     version: str = __version__
 
     def __post_init__(self) -> None:
         if self.model not in available_models():
             raise EdgefaultError(f"unknown architecture {self.model!r} for reproduce; available: "
                                  f"{', '.join(available_models())}")
-        profile = QUICK if self.quick else FULL
-        for name in ("epochs", "rates", "chips", "sharpness_samples", "sharpness_probes", "landscape_grid"):
+        level = "quick" if self.quick else "full"
+        profile = {**(QUICK if self.quick else FULL), **MODEL_PROFILES[level].get(self.model, {}),
+                   "thresholds": THRESHOLDS[level], "radii": RADII[level]}
+        for name in ("epochs", "rates", "chips", "sharpness_samples", "sharpness_probes", "landscape_grid",
+                     "thresholds", "radii"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, profile[name])
+        unknown = sorted(set(self.sweeps) - set(SWEEPS))
+        if unknown:
+            raise EdgefaultError(f"unknown sweep {', '.join(map(repr, unknown))}; available: {', '.join(SWEEPS)}")
+        object.__setattr__(self, "sweeps", tuple(dict.fromkeys(self.sweeps)))
+        for name in ("thresholds", "radii"):
+            values = tuple(float(v) for v in getattr(self, name))
+            object.__setattr__(self, name, values)
+            if len(values) < 2 or any(not math.isfinite(v) or v < 0 for v in values) or len(set(values)) < len(values):
+                raise EdgefaultError(f"{name} must be at least two distinct finite numbers >= 0, got {values}")
+        if 0.0 not in self.thresholds:
+            raise EdgefaultError("the sparsity sweep's thresholds must include 0 (plain ReLU, its baseline)")
+        if 0.0 in self.radii:
+            raise EdgefaultError("the rho sweep's radii must be > 0 (its baseline is conventional training)")
         object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))
         object.__setattr__(self, "kinds", tuple(self.kinds))
         if not self.rates or any(not 0 <= r <= 1 for r in self.rates):
@@ -97,4 +142,8 @@ class StudyConfig:
         return CORE_VARIANTS + (SAM_VARIANTS if self.with_sam else ())
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings that determine the main study (the sweeps are checked in their own folders)."""
+        values = dataclasses.asdict(self)
+        for name in ("sweeps", "thresholds", "radii"):
+            values.pop(name)
+        return values

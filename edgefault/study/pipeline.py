@@ -15,10 +15,11 @@ from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.data import Dataset, load_dataset
 from edgefault.errors import EdgefaultError
 from edgefault.export.api import ExportSettings, export_run
-from edgefault.fileio import check_output_folder, output_folder, read_json, to_json, write_json_atomic
-from edgefault.study.claims import judge_claims
+from edgefault.fileio import check_output_folder, read_json, to_json, write_json_atomic
+from edgefault.study.claims import Claim, judge_claims
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig, Variant
 from edgefault.study.report import write_report
+from edgefault.study.sweeps import SweepResult, analyze_sweep, sweep_settings, sweep_variants
 from edgefault.train import TrainConfig, train
 from edgefault.train.run_dir import load_config
 
@@ -39,10 +40,14 @@ class StudyResult:
     report: Path
     verdicts: dict[int, str]
     seconds: dict[str, float]
+    claims: list[Claim] = dataclasses.field(default_factory=list)
+    sweeps: list[SweepResult] = dataclasses.field(default_factory=list)
 
 
-def check_study_folder(folder: Path, config: StudyConfig) -> None:
+def check_study_folder(folder: Path, config: StudyConfig | dict, kind: str = "study") -> None:
     """Refuse a folder that holds anything but this same study (nothing is overwritten).
+
+    ``config`` is the study's settings (or the saved dict of a sweep); ``kind`` names it in errors.
 
     Example:
         >>> check_study_folder(Path("/tmp/new-study"), StudyConfig(quick=True))
@@ -57,9 +62,16 @@ def check_study_folder(folder: Path, config: StudyConfig) -> None:
     raw = read_json(saved)
     if not isinstance(raw, dict) or raw.get("format") != STUDY_FORMAT:
         raise EdgefaultError(f"{saved}: not an edgefault study; give --out a new or empty folder")
-    if raw.get("config") != json.loads(to_json(config.to_dict())):  # compare as saved: tuples become lists
-        raise EdgefaultError(f"{folder}: holds another study (different settings in {STUDY_FILE}); "
+    settings = config.to_dict() if isinstance(config, StudyConfig) else config
+    if raw.get("config") != json.loads(to_json(settings)):  # compare as saved: tuples become lists
+        raise EdgefaultError(f"{folder}: holds another {kind} (different settings in {STUDY_FILE}); "
                              "give --out a new folder or rerun with the same settings")
+
+
+def claim_study_folder(folder: Path, settings: dict) -> None:
+    """Create ``folder`` and record ``settings`` in its study.json (after :func:`check_study_folder`)."""
+    if not (folder / STUDY_FILE).exists():  # the folder is created with this first file, or not at all
+        write_json_atomic(folder / STUDY_FILE, {"format": STUDY_FORMAT, "config": settings})
 
 
 def train_config(config: StudyConfig, variant: Variant) -> TrainConfig:
@@ -69,11 +81,13 @@ def train_config(config: StudyConfig, variant: Variant) -> TrainConfig:
         >>> train_config(StudyConfig(quick=True), Variant("sparse", True, "none")).fat_threshold
         0.5
     """
+    threshold = variant.fat_threshold if variant.fat_threshold is not None else SPARSE_FAT_THRESHOLD
+    rho = variant.rho if variant.rho is not None else config.rho
     return TrainConfig(
         model=config.model, data=config.data, epochs=config.epochs, seed=config.seed,
-        fat_threshold=SPARSE_FAT_THRESHOLD if variant.sparse else 0.0,
+        fat_threshold=threshold if variant.sparse else 0.0,
         act_l1=SPARSE_ACT_L1 if variant.sparse else 0.0,
-        sharpness=variant.sharpness, rho=None if variant.sharpness == "none" else config.rho,
+        sharpness=variant.sharpness, rho=None if variant.sharpness == "none" else rho,
     )
 
 
@@ -104,38 +118,36 @@ def _say(progress: bool, message: str) -> None:
         click.echo(f"[reproduce] {message}", err=True)
 
 
-def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> StudyResult:
-    """Run the whole study into ``out`` (resuming whatever an earlier run finished) and write the report.
+@dataclasses.dataclass(frozen=True)
+class TrainedModels:
+    """Trained, exported and campaign-evaluated models of one folder: export summaries and campaign records."""
 
-    A run that fails before it trained a model leaves nothing new behind.
+    exports: dict[str, dict]
+    summary: dict
+    records: list[dict]
+
+
+def train_export_campaign(config: StudyConfig, variants: tuple[Variant, ...], folder: Path, data: Dataset,
+                          seconds: dict[str, float], progress: bool = True) -> TrainedModels:
+    """Train (or reuse) each variant into ``folder/runs``, export it to ``folder/models``, run one paired campaign.
+
+    Adds the seconds of each stage to ``seconds``.
 
     Example:
-        >>> run_study(StudyConfig(quick=True), "study/quick").verdicts  # doctest: +SKIP
-        {1: 'held', 2: 'inconclusive', 3: 'held', 4: 'inconclusive'}
+        >>> trained = train_export_campaign(config, config.variants, Path("study/quick"), data, {})  # doctest: +SKIP
+        >>> trained.exports["standard"]["agreement"]  # doctest: +SKIP
+        0.999
     """
-    folder = check_output_folder(out, [])
-    with output_folder(folder, keep=lambda: any(folder.glob("runs/*/model.pt"))):
-        return _run_study(config, folder, progress)
-
-
-def _run_study(config: StudyConfig, folder: Path, progress: bool) -> StudyResult:
-    check_study_folder(folder, config)
-    data = load_dataset(config.data)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / STUDY_FILE).exists():
-        write_json_atomic(folder / STUDY_FILE, {"format": STUDY_FORMAT, "config": config.to_dict()})
-    seconds: dict[str, float] = {}
-    names = [v.name for v in config.variants]
-
+    names = [v.name for v in variants]
     started = time.perf_counter()
-    for variant in config.variants:
+    for variant in variants:
         _train(config, variant, folder / "runs" / variant.name, data, progress)
-    seconds["train"] = time.perf_counter() - started
+    seconds["train"] = seconds.get("train", 0.0) + time.perf_counter() - started
 
     started = time.perf_counter()
     exports = {v.name: _export(folder / "runs" / v.name, folder / "models" / f"{v.name}.onnx", progress)
-               for v in config.variants}
-    seconds["export"] = time.perf_counter() - started
+               for v in variants}
+    seconds["export"] = seconds.get("export", 0.0) + time.perf_counter() - started
 
     started = time.perf_counter()
     _say(progress, f"campaign: {len(names)} models x {len(config.kinds)} kinds x {len(config.rates)} rates "
@@ -144,7 +156,28 @@ def _run_study(config: StudyConfig, folder: Path, progress: bool) -> StudyResult
                                      kinds=config.kinds, rates=config.rates, chips=config.chips, seed=config.seed)
     result = run_campaign(campaign, folder / "campaign", ExecutionSettings(progress=progress))
     records = ResultsLog(folder / "campaign" / "results.jsonl").read(repair=False)
-    seconds["campaign"] = time.perf_counter() - started
+    seconds["campaign"] = seconds.get("campaign", 0.0) + time.perf_counter() - started
+    return TrainedModels(exports, result.summary, records)
+
+
+def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> StudyResult:
+    """Run the whole study into ``out`` (resuming whatever an earlier run finished) and write the report.
+
+    The sweeps the config names run into ``out/sweeps/<name>`` and join the report.
+
+    Example:
+        >>> run_study(StudyConfig(quick=True), "study/quick").verdicts  # doctest: +SKIP
+        {1: 'held', 2: 'inconclusive', 3: 'held', 4: 'inconclusive'}
+    """
+    folder = check_output_folder(out, [])  # a read-only place is refused before any work
+    check_study_folder(folder, config)
+    for sweep in config.sweeps:
+        check_study_folder(folder / "sweeps" / sweep, sweep_settings(config, sweep), "sweep")
+    data = load_dataset(config.data)
+    claim_study_folder(folder, config.to_dict())
+    seconds: dict[str, float] = {}
+    names = [v.name for v in config.variants]
+    trained = train_export_campaign(config, config.variants, folder, data, seconds, progress)
 
     started = time.perf_counter()
     sharpness_config = SharpnessConfig(rho=config.rho, seed=config.seed, samples=config.sharpness_samples,
@@ -156,6 +189,18 @@ def _run_study(config: StudyConfig, folder: Path, progress: bool) -> StudyResult
                                           progress=progress, reuse=True)
     seconds["sharpness"] = time.perf_counter() - started
 
-    claims = judge_claims(records, reports, names)
-    report = write_report(folder, config, exports, result.summary, reports, claims, records, seconds)
-    return StudyResult(report, {c.number: c.verdict for c in claims}, seconds)
+    sweeps = []
+    for sweep in config.sweeps:
+        sweep_seconds: dict[str, float] = {}
+        sweep_folder = folder / "sweeps" / sweep
+        claim_study_folder(sweep_folder, sweep_settings(config, sweep))
+        _say(progress, f"sweep of {sweep}")
+        variants = sweep_variants(config, sweep)
+        swept = train_export_campaign(config, variants, sweep_folder, data, sweep_seconds, progress)
+        sweeps.append(analyze_sweep(config, sweep, variants, swept.records, sweep_folder, sweep_seconds))
+        seconds[f"sweep {sweep}"] = sum(sweep_seconds.values())
+
+    claims = judge_claims(trained.records, reports, names)
+    report = write_report(folder, config, trained.exports, trained.summary, reports, claims, trained.records,
+                          seconds, sweeps)
+    return StudyResult(report, {c.number: c.verdict for c in claims}, seconds, claims, sweeps)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edgefault.campaign.stats import estimate
 from edgefault.fileio import read_json, write_bytes_atomic
 from edgefault.study.claims import Claim, drops, per_chip_accuracy
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig
+from edgefault.study.sweeps import SweepResult, sweep_lines
 
 PAPER = ("Malhotra and Gupta, \"Memory Faults in Activation-sparse Quantized Deep Neural Networks: Analysis and "
          "Mitigation using Sharpness-aware Training\", arXiv:2406.10528 (2024)")
@@ -44,8 +45,11 @@ def _drop_plot(path: Path, names: list[str], mean_drop: dict[str, Any], sharpnes
 
 
 def write_report(folder: Path, config: StudyConfig, exports: dict[str, dict], summary: dict[str, Any],
-                 sharpness: dict[str, Any], claims: list[Claim], records: list[dict], seconds: dict[str, float]) -> Path:
+                 sharpness: dict[str, Any], claims: list[Claim], records: list[dict], seconds: dict[str, float],
+                 sweeps: Sequence[SweepResult] = ()) -> Path:
     """Write ``folder/report.md`` and ``folder/drop_vs_sharpness.png``; return the report's path.
+
+    The sweeps, if any, get a section each (table, plot, conclusion).
 
     Example:
         >>> write_report(Path("study/quick"), config, exports, summary, reports, claims, records, seconds)  # doctest: +SKIP
@@ -117,10 +121,12 @@ def write_report(folder: Path, config: StudyConfig, exports: dict[str, dict], su
         "Loss landscapes (filter-normalized, Li et al. 2018): "
         + ", ".join(f"[{n} 1-D](sharpness/{n}/landscape_1d.png) / [2-D](sharpness/{n}/landscape_2d.png)" for n in names),
         "",
+        *(line for sweep in sweeps for line in sweep_lines(sweep)),
         "## Files and time",
         "",
         "`runs/` (checkpoints and training metrics), `models/` (int8 ONNX models), `campaign/` (results.jsonl, "
-        "summary.md/csv/json, plots), `sharpness/` (metrics.json and landscapes per model).",
+        "summary.md/csv/json, plots), `sharpness/` (metrics.json and landscapes per model)"
+        + (", `sweeps/<name>/` (the same for each sweep)." if sweeps else "."),
         "",
         "Seconds per stage on this machine: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
         + f" (total {sum(seconds.values()):.0f}; stages reused from an earlier run take ~0).",
