@@ -140,7 +140,7 @@ def test_campaign_with_and_without_the_cache_writes_the_same_results(resnet, dig
         folder = tmp_path / f"cache{cache_mb}"
         result = run_campaign(config, folder, ExecutionSettings(workers=1, cache_mb=cache_mb))
         runs[cache_mb] = {r["key"]: r for r in ResultsLog(folder / "results.jsonl").read()}
-        assert result.summary["cells"]["from_cut"] == sum(r["cut"] is not None for r in runs[cache_mb].values())
+        assert result.summary["from_cut"] == sum(r["cut"] is not None for r in runs[cache_mb].values())
     assert runs[0].keys() == runs[64].keys()
     assert all(runs[0][k]["predictions"] == runs[64][k]["predictions"] for k in runs[0])
     assert sum(r["cut"] is not None for r in runs[64].values()) == 21  # every layer but the stem

@@ -60,8 +60,8 @@ def _rate(rate) -> str:
     return f"{rate:g}"
 
 
-def _from_cut(cells) -> str:
-    count = cells.get("from_cut")
+def _from_cut(summary) -> str:
+    count = summary.get("from_cut")
     return f", {count} of them run from cached activations at a cut" if count else ""
 
 
@@ -166,7 +166,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
         f"Data `{settings['data']}`, kinds {', '.join(settings['kinds'])}, rates "
         f"{', '.join(_rate(r) for r in settings['rates'])}, {_chips(summary, settings)}, seed {settings['seed']}. "
         f"Cells done {cells['done']} of {cells['planned']}, failed {cells['failed']}"
-        f"{_from_cut(cells)}. Intervals: "
+        f"{_from_cut(summary)}. Intervals: "
         f"{summary['confidence']:.0%} Student-t over chips; drop = clean minus mean.",
         "",
         "## Clean accuracy",

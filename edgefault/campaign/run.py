@@ -239,7 +239,7 @@ def _summary(prepared: PreparedCampaign, cells: list[Cell], records: list[dict[s
     last_error = {r["key"]: r["error"] for r in records if r.get("error") is not None}
     failures = {k: last_error[k] for k in done if k not in found and k in keys}
     summary = summarize(models, planned, {k: v for k, v in found.items() if k in keys}, failures)
-    summary["cells"]["from_cut"] = sum(found[k].get("cut") is not None for k in keys if k in found)
+    summary["from_cut"] = sum(found[k].get("cut") is not None for k in keys if k in found)  # suffix evaluation
     if targets is not None:
         index = {m.name: i for i, m in enumerate(prepared.models)}
         for row in summary["groups"]:

@@ -15,6 +15,9 @@ fusion recognises on x86 (see notes/readme_export.md for what was measured):
   global average pooling and additions are ``DQ -> op -> Q`` (QLinearGlobalAveragePool, QLinearAdd).
   ``nn.Identity`` and ``nn.Dropout`` (eval mode) pass through; anything else is a one-line error.
 * Every consumer gets its own DequantizeLinear, because ORT fuses a DQ only into one node.
+* Transformers (:mod:`edgefault.export.tensor_ops`): reshapes and permutations on the codes,
+  ``DQ @ DQ`` products (QLinearMatMul / MatMulIntegerToFloat), softmax, LayerNorm, token means,
+  and parameters read in ``forward`` (position embeddings) as float initializers.
 
 ``float_reference=True`` writes the same network in fp32 instead (dequantized weights, float
 biases, ReLU for unsigned quantizers, no Q/DQ): the baseline the runtime benchmark compares with.

@@ -151,6 +151,11 @@ class _Tally:
         return SparsityReport(images, activations, layers, total / max(images, 1), share, dynamic_quantizers)
 
 
+def _first_images(value: np.ndarray, count: int, batch: int) -> np.ndarray:
+    rows = value.shape[0] // batch if value.ndim and value.shape[0] % batch == 0 else 1
+    return value[: count * rows]
+
+
 def probe_model(model: onnx.ModelProto, tensors: list[QuantizedTensor]) -> onnx.ModelProto:
     """A copy of ``model`` that also outputs the given tensors.
 
@@ -206,7 +211,8 @@ def measure_sparsity(
                 outputs = session.run(names, {input_name: batch.astype(dtype, copy=False)})
             except ORT_ERRORS as exc:
                 raise EdgefaultError(f"ONNX Runtime failed to run the probe model ({error_line(exc)})") from None
-            # Padding images of a fixed-batch graph are dropped before counting.
-            tally.add({name: value[:count] for name, value in zip(names, outputs)})
+            # Padding images of a fixed-batch graph are dropped before counting; a tensor whose first
+            # axis folds images and tokens (a transformer's [batch * tokens, dim]) keeps count * tokens rows.
+            tally.add({name: _first_images(value, count, len(batch)) for name, value in zip(names, outputs)})
             bar.update(count)
     return tally.report(len(inputs), dynamic)
