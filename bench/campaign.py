@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="1-vs-2-worker rounds (best one counts)")
     parser.add_argument("--layer-chips", type=int, default=2, help="chips per target in the per-layer parts")
     parser.add_argument("--target-ci", type=float, default=0.01)
+    parser.add_argument("--target-chips", type=int, default=20, help="the maximum chips of the --target-ci comparison")
     parser.add_argument("--target-rates", default="1e-4,1e-3,5e-3", help="rates of the --target-ci comparison")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run, of {','.join(PARTS)}")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
@@ -324,7 +325,7 @@ def widest(records, rates, chips: int) -> float:
 def target_part(args, onnx_path, work: Path) -> dict:
     """--target-ci W against the fixed chip count whose widest interval is no wider, on the same chips."""
     rates = tuple(float(r) for r in args.target_rates.split(","))
-    common = dict(data=args.data, kinds=(args.kind,), rates=rates, chips=args.chips)
+    common = dict(data=args.data, kinds=(args.kind,), rates=rates, chips=args.target_chips)
     runs = {}
     for name, extra in (("target", {"target_ci": args.target_ci}), ("full", {})):
         result = run_campaign(CampaignConfig.create([onnx_path], **common, **extra), work / name,
@@ -336,10 +337,11 @@ def target_part(args, onnx_path, work: Path) -> dict:
     same = all(full_records[k]["accuracy"] == r["accuracy"] for k, r in target_records.items())
     rows = target.summary["groups"]
     goal = max(max(g["ci_high"] - g["mean"], g["mean"] - g["ci_low"]) for g in rows)
-    chips = next((n for n in range(2, args.chips + 1) if widest(full_records, rates, n) <= goal), args.chips)
+    most = args.target_chips
+    chips = next((n for n in range(2, most + 1) if widest(full_records, rates, n) <= goal), most)
     fixed = run_campaign(CampaignConfig.create([onnx_path], **{**common, "chips": chips}), work / "fixed",
                          ExecutionSettings(workers=1))
-    print(f"\n| --target-ci {args.target_ci:g} (max {args.chips} chips), rate | chips needed | mean | 95% CI |"
+    print(f"\n| --target-ci {args.target_ci:g} (max {args.target_chips} chips), rate | chips needed | mean | 95% CI |"
           "\n|---|---|---|---|")
     for g in rows:
         print(f"| {g['rate']:g} | {g['chips']}{'' if g['target_met'] else '*'} | {g['mean']:.4f} | "
@@ -347,7 +349,7 @@ def target_part(args, onnx_path, work: Path) -> dict:
     print(f"\n--target-ci {args.target_ci:g}: {target.ran} cells, {target.seconds:.1f} s, widest half-width "
           f"{goal:.4f}; fixed --chips {chips} (the fewest chips as narrow): {fixed.ran} cells, {fixed.seconds:.1f} s, "
           f"widest {widest(full_records, rates, chips):.4f}; time ratio {target.seconds / fixed.seconds:.3f}; "
-          f"accuracies equal to a fixed {args.chips}-chip run on the {len(target_records)} shared cells: {same}")
+          f"accuracies equal to a fixed {args.target_chips}-chip run on the {len(target_records)} shared cells: {same}")
     return {"target_s": target.seconds, "fixed_s": fixed.seconds, "fixed_chips": chips, "widest": goal,
             "ratio": target.seconds / fixed.seconds, "same": same}
 

@@ -99,8 +99,8 @@ class CampaignConfig:
             raise EdgefaultError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.limit is not None and (not _is_int(self.limit) or self.limit < 1):
             raise EdgefaultError(f"limit must be a positive integer, got {self.limit!r}")
-        if self.target_ci is not None and (isinstance(self.target_ci, bool) or not isinstance(self.target_ci, numbers.Real)
-                                           or not 0 < self.target_ci < 1):
+        width = self.target_ci
+        if width is not None and (isinstance(width, bool) or not isinstance(width, numbers.Real) or not 0 < width < 1):
             raise EdgefaultError(f"target CI half-width must lie strictly between 0 and 1, got {self.target_ci!r}")
         for name in ("per_layer", "per_bit"):
             if not isinstance(getattr(self, name), bool):

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgefault.fileio import write_bytes_atomic, write_json_atomic
+from edgefault.fileio import atomic_paths, json_bytes
 
 GROUP_COLUMNS = ("model", "mode", "target", "kind", "rate", "chips", "n", "mean", "std", "ci_low", "ci_high",
                  "clean", "drop", "failed", "mean_faulty_bits")
@@ -17,7 +17,7 @@ PAIRED_COLUMNS = ("model_a", "model_b", "mode", "target", "kind", "rate", "n", "
 
 
 def write_summary(folder: str | os.PathLike, summary: dict[str, Any], settings: dict[str, Any]) -> list[Path]:
-    """Write ``summary.json``, ``summary.csv``, ``paired.csv`` and ``summary.md`` atomically; return their paths.
+    """Write ``summary.json``, ``summary.csv``, ``paired.csv`` and ``summary.md``, all or none; return their paths.
 
     Example:
         >>> write_summary("runs/campaign", summary, config.to_dict())  # doctest: +SKIP
@@ -25,10 +25,11 @@ def write_summary(folder: str | os.PathLike, summary: dict[str, Any], settings: 
     """
     folder = Path(folder)
     paths = [folder / name for name in ("summary.json", "summary.csv", "paired.csv", "summary.md")]
-    write_json_atomic(paths[0], summary)
-    write_bytes_atomic(paths[1], _csv(GROUP_COLUMNS, summary["groups"]))
-    write_bytes_atomic(paths[2], _csv(PAIRED_COLUMNS, summary["paired"]))
-    write_bytes_atomic(paths[3], markdown(summary, settings).encode())
+    contents = (json_bytes(summary), _csv(GROUP_COLUMNS, summary["groups"]), _csv(PAIRED_COLUMNS, summary["paired"]),
+                markdown(summary, settings).encode())
+    with atomic_paths(*paths) as temporaries:  # renamed together: never a new summary.json beside an old summary.md
+        for temporary, content in zip(temporaries, contents):
+            temporary.write_bytes(content)
     return paths
 
 

@@ -161,7 +161,7 @@ class SuffixCache:
         skipped = [cuts[i].name for i in range(len(cuts)) if i not in kept]
         logger.info("%s: cached clean activations at %d of %d cuts (%.1f MB of a %.1f MB budget) in %.2f s%s",
                     name, len(cached), len(cuts), used / 2**20, self.budget / 2**20, time.perf_counter() - start,
-                    f"; over budget, so the whole model runs for faults before: {', '.join(skipped)}" if skipped else "")
+                    f"; over budget, not cached: {', '.join(skipped)}" if skipped else "")
         return cached
 
     def _checked(self, proto, cuts: list[Cut], arrays: dict[int, np.ndarray], logits: np.ndarray) -> list[CachedCut]:

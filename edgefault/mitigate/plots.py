@@ -13,6 +13,7 @@ from edgefault.campaign.plots import COLORS, KIND_TITLES
 from edgefault.fileio import write_bytes_atomic
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")
+TICKS = tuple(m * 10.0**e for e in range(-7, 0) for m in (1, 2, 5)) + (1.0,)
 
 
 def write_board_plots(folder: Path, board: dict[str, Any]) -> list[Path]:
@@ -92,8 +93,11 @@ def pareto_figure(board: dict[str, Any]):
     axis.plot([points[i][0] for i in front], [points[i][1] for i in front], color="black", linestyle=":",
               linewidth=1, label="Pareto front")
     axis.set_xscale("log")
+    low, high = axis.get_xlim()
+    ticks = [t for t in TICKS if low <= t <= high]
+    axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
     axis.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short log range
-    axis.set_xlabel(f"bit error rate tolerated within 1 point of own clean accuracy ({kind}; median, 95% CI)")
+    axis.set_xlabel(f"{kind} bit error rate tolerated within 1 point of own clean accuracy\n(median over chips, 95% CI)")
     axis.set_ylabel("clean accuracy")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7, loc="best")
