@@ -121,6 +121,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def write_files_atomic(contents: dict[Path, bytes]) -> None:
+    """Write several files (path -> bytes) so that they are all new or all old: temporaries, renamed together.
+
+    Example:
+        >>> write_files_atomic({Path("/tmp/a.json"): b"{}", Path("/tmp/a.md"): b"# a"})
+    """
+    with atomic_paths(*contents) as temporaries:
+        for temporary, content in zip(temporaries, contents.values()):
+            temporary.write_bytes(content)
+
+
 @contextlib.contextmanager
 def output_folder(folder: str | os.PathLike, keep: Callable[[], bool] | None = None) -> Iterator[Path]:
     """Within the block ``folder`` exists; if the block fails, what it created there is removed again.

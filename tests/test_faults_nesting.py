@@ -127,3 +127,10 @@ def test_a_4bit_model_gets_faults_on_its_4_stored_bits_only(tmp_path, capsys):
     code, out, err = run(["inject", str(model), "--kind", "flip", "--rate", "0.05", "--bits", "7",
                           "--out", str(tmp_path / "x.onnx")], capsys)
     assert code == 2 and "beyond" in err and "4-bit" in err
+    code, out, err = run(["eval", str(faulty), "--no-timing", "--limit", "50", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["weight_memory"]["bits"] == cells
+    code, out, err = run(["campaign", str(model), "--kinds", "stuck", "--rates", "0.05", "--chips", "1",
+                          "--limit", "50", "--workers", "1", "--out", str(tmp_path / "campaign")], capsys)
+    assert code == 0, err
+    assert "w4: weight memory: 5 tensors, " in out and "(int4 in int8: 5 tensors" in out

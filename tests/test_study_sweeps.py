@@ -41,7 +41,7 @@ def test_the_sparsity_sweep_names_the_level_from_which_sparse_models_lose_more(t
     _write_runs(tmp_path, dict(zip(names, (0.60, 0.78, 0.85, 0.91, 0.97))))
     clean = {"T0": 0.98, "T0.5": 0.98, "T1": 0.975, "T2": 0.97, "T4": 0.60}  # T4 collapsed
     drop = {"T0": 0.05, "T0.5": 0.04, "T1": 0.05, "T2": 0.08, "T4": 0.01}
-    result = analyze_sweep(CONFIG, "sparsity", variants, _records(clean, drop), tmp_path, {"train": 1.0})
+    result = analyze_sweep("sparsity", variants, _records(clean, drop), tmp_path, {"train": 1.0})
     assert result.conclusion.startswith("Sparse models lose significantly more than plain ReLU from 91.0% exact zeros")
     assert "T = 4 (97.0% zeros)" in result.conclusion  # left out as collapsed, and said so
     by_name = {p.variant.name: p for p in result.points}
@@ -56,7 +56,7 @@ def test_a_sparsity_sweep_where_nothing_loses_more_says_so(tmp_path):
     config = StudyConfig(quick=True, thresholds=(0.0, 1.0, 3.0))
     variants = sweep_variants(config, "sparsity")
     _write_runs(tmp_path, {"T0": 0.6, "T1": 0.8, "T3": 0.93})
-    result = analyze_sweep(config, "sparsity", variants,
+    result = analyze_sweep("sparsity", variants,
                            _records({"T0": 0.98, "T1": 0.98, "T3": 0.97}, {"T0": 0.06, "T1": 0.04, "T3": 0.03}),
                            tmp_path, {})
     assert result.conclusion.startswith("No swept sparsity level lost significantly more than plain ReLU (up to 93.0%")
@@ -72,7 +72,7 @@ def test_the_rho_sweep_compares_each_radius_with_conventional_training_of_its_re
              "sparse": 0.97, "sparse_rho0.05": 0.97, "sparse_rho0.5": 0.5}
     drop = {"standard": 0.06, "standard_rho0.05": 0.03, "standard_rho0.5": 0.06,
             "sparse": 0.07, "sparse_rho0.05": 0.04, "sparse_rho0.5": 0.0}
-    result = analyze_sweep(config, "rho", variants, _records(clean, drop), tmp_path, {})
+    result = analyze_sweep("rho", variants, _records(clean, drop), tmp_path, {})
     assert result.conclusion == ("standard: SAQ cut the drop significantly at rho = 0.05 of 2 radii, least drop at "
                                  "rho = 0.05; activation-sparse: SAQ cut the drop significantly at rho = 0.05 of 2 "
                                  "radii, least drop at rho = 0.05 (collapsed, clean accuracy > 10 points below "

@@ -16,11 +16,13 @@ import pytest
 from edgefault.campaign import CampaignConfig, Cell, ExecutionSettings, ResultsLog, plan_cells, run_campaign
 from edgefault.campaign.precision import MIN_CHIPS, ChipTargets, within
 from edgefault.errors import EdgefaultError
+from cli_helpers import assert_one_error_line, run
 from onnx_builders import ort_quantized_cnn
 from test_campaign import digits_npz
 
 HASHES = ("a" * 64, "b" * 64)
 FLAGS = dict(input_size="1x28x28", mean="0.1307", std="0.3081")
+FLAG_ARGS = ["--input-size", "1x28x28", "--mean", "0.1307", "--std", "0.3081"]
 
 
 def config(**settings) -> CampaignConfig:
@@ -112,3 +114,12 @@ def test_target_ci_matches_a_fixed_chip_campaign_on_shared_chips_stops_early_and
     again = run_campaign(adaptive, tmp_path / "adaptive", ExecutionSettings(workers=1))
     assert again.ran == 0 and json.dumps(again.summary["groups"]) == json.dumps(first.summary["groups"])
     assert "within ±0.01" in (tmp_path / "adaptive" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("extra, fragment", [(["--target-ci", "0"], "target CI"), (["--cache-mb", "-5"], "--cache-mb")])
+def test_bad_target_or_cache_is_one_line_exit_2_and_writes_nothing(setup, tmp_path, capsys, extra, fragment):
+    models, data = setup
+    out = tmp_path / "never"
+    code, stdout, err = run(["campaign", str(models[0]), "--data", data, "--out", str(out), *FLAG_ARGS, *extra], capsys)
+    assert_one_error_line(code, stdout, err, fragment)
+    assert not out.exists()

@@ -149,7 +149,8 @@ def test_stored_bits_declares_k_bit_codes_in_int8_and_refuses_codes_that_do_not_
                 attribute.t.CopyFrom(numpy_helper.from_array(values.astype(np.int8)))
     for tensor in small.graph.initializer:
         if tensor.name == "shared.w":
-            tensor.CopyFrom(numpy_helper.from_array((numpy_helper.to_array(tensor) % 8 - 4).astype(np.int8), "shared.w"))
+            codes = (numpy_helper.to_array(tensor) % 8 - 4).astype(np.int8)
+            tensor.CopyFrom(numpy_helper.from_array(codes, "shared.w"))
     injector = Injector(small.SerializeToString(), stored_bits=3)
     memory = injector.memory()
     assert memory.nbits == 3 * (20 + 12 + 9) and {t.storage for t in memory.tensors} == {"int3 in int8"}

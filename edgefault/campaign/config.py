@@ -239,7 +239,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
         >>> parse_kinds("flip, sa1")
         ('flip', 'sa1')
     """
-    return _kinds(tuple(part.strip() for part in text.split(",")))  # an empty entry is an unknown kind
+    return _kinds(tuple(part.strip() for part in text.split(",") if text.strip()))  # an empty entry is unknown
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -250,7 +250,7 @@ def parse_rates(text: str) -> tuple[float, ...]:
         (0.0001, 0.01)
     """
     values = []
-    for part in (p.strip() for p in text.split(",")):
+    for part in (p.strip() for p in text.split(",") if text.strip()):
         if not part:
             raise EdgefaultError(f"--rates has an empty entry in {text!r}; give numbers like 1e-4,1e-3")
         try:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgefault.fileio import atomic_paths, json_bytes
+from edgefault.fileio import json_bytes, write_files_atomic
 
 GROUP_COLUMNS = ("model", "mode", "target", "kind", "rate", "chips", "n", "mean", "std", "ci_low", "ci_high",
                  "clean", "drop", "failed", "mean_faulty_bits")
@@ -27,9 +27,7 @@ def write_summary(folder: str | os.PathLike, summary: dict[str, Any], settings: 
     paths = [folder / name for name in ("summary.json", "summary.csv", "paired.csv", "summary.md")]
     contents = (json_bytes(summary), _csv(GROUP_COLUMNS, summary["groups"]), _csv(PAIRED_COLUMNS, summary["paired"]),
                 markdown(summary, settings).encode())
-    with atomic_paths(*paths) as temporaries:  # renamed together: never a new summary.json beside an old summary.md
-        for temporary, content in zip(temporaries, contents):
-            temporary.write_bytes(content)
+    write_files_atomic(dict(zip(paths, contents)))  # never a new summary.json beside an old summary.md
     return paths
 
 

@@ -83,8 +83,8 @@ def remap(records: FaultRecords, memory: WeightMemory) -> FaultRecords:
 class SuffixCache:
     """The cuts of one model in one worker: analysed on first use, activations cached when first useful.
 
-    ``budget`` is in bytes (0 turns suffix evaluation off); ``make_injector`` builds an
-    injector from model bytes exactly as the worker builds its whole-model one.
+    ``budget`` is in bytes (0 turns suffix evaluation off); suffix injectors are built as the
+    worker builds its whole-model one (with the model's ``stored_bits``).
 
     Example:
         >>> cache = SuffixCache(model, prepared, settings, 256 << 20)  # doctest: +SKIP
@@ -92,10 +92,9 @@ class SuffixCache:
         True
     """
 
-    def __init__(self, model, inputs: PreparedInputs, settings: SessionSettings, budget: int,
-                 batch_size: int, make_injector=Injector):
+    def __init__(self, model, inputs: PreparedInputs, settings: SessionSettings, budget: int, batch_size: int):
         self.model, self.inputs, self.settings = model, inputs, settings
-        self.budget, self.batch_size, self.make_injector = int(budget), batch_size, make_injector
+        self.budget, self.batch_size = int(budget), batch_size
         self._cuts: list[Cut] | None = None
         self._cached: list[CachedCut] | None = None
 
@@ -179,7 +178,7 @@ class SuffixCache:
             suffix = suffix_model(proto, cut, self.model.output_name, values.dtype, ("batch", *values.shape[1:]))
             data = suffix.SerializeToString()
             try:
-                entry = CachedCut(cut, PreparedInputs(values, self.inputs.labels), self.make_injector(data))
+                entry = CachedCut(cut, PreparedInputs(values, self.inputs.labels), Injector(data, self.model.stored_bits))
                 own = entry.evaluator(data, self.settings, self.model.output_name).logits(values[:count],
                                                                                           self.batch_size)
             except EdgefaultError as exc:  # e.g. a suffix without weights, or an input type ORT cannot take

@@ -25,6 +25,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from edgefault.errors import EdgefaultError
+from edgefault.faults.coverage import Skipped, coverage_line, warning_lines
 from edgefault.faults.memory import TYPE_BITS, WeightMemory, WeightTensor, load_proto
 
 # Parameter input positions of each quantized op (scales and zero points sit elsewhere).
@@ -50,24 +51,6 @@ _TYPE_NAMES = {getattr(TensorProto, name.upper()): name for name in TYPE_BITS}
 # edgefault's export records stored bits per tensor here ({name: k}); older models only have wbits.
 STORED_BITS_KEY = "edgefault.stored_bits"
 WBITS_KEY = "edgefault.wbits"
-
-
-@dataclasses.dataclass(frozen=True)
-class Skipped:
-    """A parameter input that cannot be faulted: its tensor, ONNX type, consumer and why.
-
-    Example:
-        >>> Skipped("w", "FLOAT8E4M3FN", "DequantizeLinear", "type FLOAT8E4M3FN has no integer cells").line()
-        "'w' (FLOAT8E4M3FN, DequantizeLinear): type FLOAT8E4M3FN has no integer cells"
-    """
-
-    name: str
-    type: str
-    consumer: str
-    reason: str
-
-    def line(self) -> str:
-        return f"{self.name!r} ({self.type}, {self.consumer}): {self.reason}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,44 +132,6 @@ class Discovery:
         return coverage_line(self.coverage(memory))
 
 
-def coverage_line(report: dict[str, Any]) -> str:
-    """The coverage report of :meth:`Discovery.coverage` in one line.
-
-    Example:
-        >>> report = {"tensors": 2, "bits": 44, "storage": {"int8": {"tensors": 2, "bits": 44}},
-        ...           "source": {"Constant": {"tensors": 2, "bits": 44}}, "stored_bits_from": "native widths",
-        ...           "biases_left_out": 0, "skipped": []}
-        >>> coverage_line(report)
-        'weight memory: 2 tensors, 44 stored bits (int8: 2 tensors, 44 bits), from 2 Constant nodes'
-    """
-    storage = "; ".join(f"{k}: {_plural(v['tensors'], 'tensor')}, {v['bits']:,} bits"
-                        for k, v in report["storage"].items())
-    sources = " and ".join(_plural(v["tensors"], "initializer" if k == "initializer" else "Constant node")
-                           for k, v in report["source"].items())
-    line = (f"weight memory: {_plural(report['tensors'], 'tensor')}, {report['bits']:,} stored bits ({storage}), "
-            f"from {sources}")
-    if report["stored_bits_from"] != "native widths":
-        line += f"; k-bit widths from {report['stored_bits_from']}"
-    left = report["biases_left_out"]
-    if left:
-        them = "them" if left > 1 else "it"
-        line += f"; {_plural(left, 'int32 bias', 'int32 biases')} left out (--include-bias adds {them})"
-    if report["skipped"]:
-        line += f"; {len(report['skipped'])} not faulted (see the warnings)"
-    return line
-
-
-def warning_lines(report: dict[str, Any]) -> list[str]:
-    """The warnings of a coverage report: one line per tensor that looked like a parameter but is not faulted.
-
-    Example:
-        >>> warning_lines({"skipped": [{"name": "w", "type": "FLOAT8E4M3FN", "consumer": "DequantizeLinear",
-        ...                              "reason": "not an integer type"}]})
-        ["warning: not faulted: 'w' (FLOAT8E4M3FN, DequantizeLinear): not an integer type"]
-    """
-    return [f"warning: not faulted: {Skipped(**entry).line()}" for entry in report["skipped"]]
-
-
 def memory_report(model: onnx.ModelProto | str | os.PathLike) -> tuple[dict[str, Any], list[str]]:
     """The coverage of a model's weight memory for commands that do not inject (``eval``): (report, lines).
 
@@ -205,10 +150,6 @@ def memory_report(model: onnx.ModelProto | str | os.PathLike) -> tuple[dict[str,
         return {"error": str(exc), "skipped": [dataclasses.asdict(s) for s in found.skipped]}, \
             [f"weight memory: none: {exc}"]
     return report, [coverage_line(report), *warning_lines(report)]
-
-
-def _plural(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else plural or word + 's'}"
 
 
 def discover(model: onnx.ModelProto | str | os.PathLike, stored_bits: int | None = None) -> Discovery:
@@ -386,13 +327,3 @@ def _declared_widths(proto: onnx.ModelProto, stored_bits: int | None) -> tuple[d
 
 def _type_name(tensor: TensorProto) -> str:
     return TensorProto.DataType.Name(tensor.data_type)
-
-
-def stored_bits_entry(names, bits: int) -> tuple[str, str]:
-    """The metadata entry recording that the named weight tensors store ``bits``-bit codes.
-
-    Example:
-        >>> stored_bits_entry(["conv.w"], 4)
-        ('edgefault.stored_bits', '{"conv.w": 4}')
-    """
-    return STORED_BITS_KEY, json.dumps({name: int(bits) for name in names})

@@ -265,6 +265,15 @@ class WeightMemory:
         indices, bits = np.asarray(indices, np.int64), np.asarray(bits, np.int64)
         return self.bit_starts[positions] + indices * self.widths[positions] + bits
 
+    def code_widths(self) -> dict[str, tuple[int, bool]]:
+        """(stored bits, signed) of each tensor's codes, for :func:`~edgefault.faults.records.apply_faults`.
+
+        Example:
+            >>> WeightMemory.from_tensors([("a", "int8", (4,), "t", 4, "container")]).code_widths()
+            {'a': (4, True)}
+        """
+        return {t.name: (t.bits, t.signed) for t in self.tensors}
+
     def coverage(self) -> dict[str, dict[str, dict[str, int]]]:
         """Tensors and stored bits by storage form and by source.
 

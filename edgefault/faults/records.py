@@ -90,17 +90,24 @@ class FaultRecords:
         )
 
 
-def apply_faults(arrays: Mapping[str, np.ndarray], records: FaultRecords) -> dict[str, np.ndarray]:
-    """Return new weight arrays with the faults applied; the inputs are never modified.
+def apply_faults(arrays: Mapping[str, np.ndarray], records: FaultRecords,
+                 widths: Mapping[str, tuple[int, bool]] | None = None) -> dict[str, np.ndarray]:
+    """Return new code arrays with the faults applied; the inputs are never modified.
 
-    Faulted tensors are copied before patching; untouched tensors are passed through as the
-    same (unmodified) objects. int32 values are patched in their little-endian stored bytes,
-    so bit ``k`` of an element is bit ``k`` of its two's-complement value.
+    ``arrays`` hold one code per element (as :meth:`Injector.arrays` gives them: 4-bit codes
+    unpacked). Faulted tensors are copied before patching; untouched tensors are passed
+    through as the same (unmodified) objects. Values are patched in their little-endian bytes,
+    so bit ``k`` of an element is bit ``k`` of its two's-complement value. ``widths`` maps a
+    tensor whose codes are narrower than its elements to (stored bits, signed): its faulty
+    codes are then sign- (or zero-) extended from that width, as a k-bit device gives them back.
 
     Example:
         >>> w = {"w": np.array([0, 1, -128], dtype=np.int8)}
         >>> apply_faults(w, FaultRecords(("w",), [0, 0], [0, 2], [7, 7], [FLIP, SA0], [7, 23]))["w"].tolist()
         [-128, 1, 0]
+        >>> apply_faults({"w": np.array([5], np.int8)}, FaultRecords(("w",), [0], [0], [3], [FLIP], [3]),
+        ...              {"w": (4, True)})["w"].tolist()
+        [-3]
     """
     result = dict(arrays)
     for position in np.unique(records.tensor).tolist():
@@ -121,6 +128,12 @@ def apply_faults(arrays: Mapping[str, np.ndarray], records: FaultRecords) -> dic
         positions = index * patched.dtype.itemsize + bit // 8
         starts, clear, stuck_one, toggle = word_masks(positions, bit % 8, records.kind[rows])
         flat[positions[starts]] = patch_words(flat[positions[starts]], clear, stuck_one, toggle)
+        if widths is not None and name in widths and widths[name][0] < width:
+            bits, signed = widths[name]
+            codes = patched.astype(np.int64) & ((1 << bits) - 1)
+            if signed:
+                codes = np.where(codes >= 1 << (bits - 1), codes - (1 << bits), codes)
+            patched = codes.astype(patched.dtype)
         result[name] = patched
     return result
 

@@ -6,15 +6,16 @@ bit positions allowed by ``bits``), numbered in address order. Nothing but the s
 Nesting. Every cell ``c`` of a chip has a fault threshold ``u_c``, uniform in [0, 1) and
 independent across cells; at rate ``p`` the faulty cells are those with ``u_c < p``. So the
 faulty cells at ``p`` are a subset of those at any ``p' > p``: one device getting worse. The
-thresholds are never drawn cell by cell. The rates are cut into bands ``(2^-(j+1), 2^-j]``
-for j = 0..29 and ``(0, 2^-30]``; band j has its own stream of *marks*: cells chosen independently with
-probability ``rho_j = (b_j - a_j) / (1 - a_j)`` (geometric gaps from a PCG64 generator seeded
-by word 2j of ``SeedSequence(seed).generate_state``), the m-th with a value uniform in the band
-(the m-th uniform of a second generator, word 2j + 1). ``u_c`` is the least value of the marks on ``c`` (1 without one), and this is
-exactly uniform: P(u_c >= p) = prod over bands of P(no mark below p) = 1 - p. At rate ``p``
-only the bands with ``a_j < p`` are drawn: the bands below ``p`` whole (their values are never
-needed), the band holding ``p`` thinned by its values; at most about ``2 * p`` marks per cell
-in all, so the work is proportional to the number of faults.
+thresholds are never drawn cell by cell. The rates are cut into bands ``(a_j, b_j] =
+(2^-(j+1), 2^-j]`` for j = 0..29 and ``(0, 2^-30]``; band j has its own stream of *marks*:
+cells chosen independently with probability ``rho_j = (b_j - a_j) / (1 - a_j)`` (geometric
+gaps from a PCG64 generator seeded by word 2j of ``SeedSequence(seed).generate_state``), the
+m-th with a value uniform in the band (the m-th uniform of a second generator, word 2j + 1).
+``u_c`` is the least value of the marks on ``c`` (1 without one), and it is exactly uniform:
+P(u_c >= p) = prod over bands of P(no mark below p) = 1 - p. At rate ``p`` only the bands
+with ``a_j < p`` are drawn: the bands below ``p`` whole (their values are never needed), the
+band holding ``p`` thinned by its values; at most about ``2 * p`` marks per cell in all, so
+the work is proportional to the number of faults.
 
 Pairing and prefixes. The mark streams do not depend on the memory size (chunks give the
 same numbers however they are cut), so the same chip on two memories with the same number of

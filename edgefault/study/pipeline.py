@@ -197,7 +197,7 @@ def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> St
         _say(progress, f"sweep of {sweep}")
         variants = sweep_variants(config, sweep)
         swept = train_export_campaign(config, variants, sweep_folder, data, sweep_seconds, progress)
-        sweeps.append(analyze_sweep(config, sweep, variants, swept.records, sweep_folder, sweep_seconds))
+        sweeps.append(analyze_sweep(sweep, variants, swept.records, sweep_folder, sweep_seconds))
         seconds[f"sweep {sweep}"] = sum(sweep_seconds.values())
 
     claims = judge_claims(trained.records, reports, names)

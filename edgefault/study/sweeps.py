@@ -85,12 +85,12 @@ def _baseline(sweep: str, variant: Variant) -> str:
     return "T0" if sweep == "sparsity" else ("sparse" if variant.sparse else "standard")
 
 
-def analyze_sweep(config: StudyConfig, sweep: str, variants: tuple[Variant, ...], records: list[dict],
-                  folder: Path, seconds: dict[str, float]) -> SweepResult:
+def analyze_sweep(sweep: str, variants: tuple[Variant, ...], records: list[dict], folder: Path,
+                  seconds: dict[str, float]) -> SweepResult:
     """Paired drops of the swept models against their baseline, the conclusion, and ``folder/sweep_<name>.png``.
 
     Example:
-        >>> analyze_sweep(config, "sparsity", variants, records, Path("study/sweeps/sparsity"), {}).conclusion  # doctest: +SKIP
+        >>> analyze_sweep("sparsity", variants, records, Path("study/sweeps/sparsity"), {}).conclusion  # doctest: +SKIP
         'Sparse models lose significantly more than plain ReLU from 91.7% exact zeros on (T = 4).'
     """
     clean, faulty = per_chip_accuracy(records)
@@ -107,7 +107,10 @@ def analyze_sweep(config: StudyConfig, sweep: str, variants: tuple[Variant, ...]
                                  estimate(drop.get(variant.name, {}).values()), versus, collapsed))
     conclusion = _sparsity_conclusion(points) if sweep == "sparsity" else _rho_conclusion(points)
     plot = folder / f"sweep_{sweep}.png"
-    _plot_sparsity(plot, points) if sweep == "sparsity" else _plot_rho(plot, points)
+    if sweep == "sparsity":
+        _plot_sparsity(plot, points)
+    else:
+        _plot_rho(plot, points)
     return SweepResult(sweep, tuple(points), conclusion, plot, dict(seconds))
 
 

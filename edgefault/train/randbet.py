@@ -23,6 +23,8 @@ step and with SAM, ASAM and SAQ: the clean half is whatever gradient that step w
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -30,6 +32,7 @@ from edgefault.models.layers import QuantWeightLayer
 from edgefault.train.steps import frozen_batchnorm_statistics
 
 LOSS_AVERAGE = 0.9  # weight of the past in the curriculum's moving average of the clean loss
+DENSE_RATE = 0.25  # above this rate one uniform draw per stored bit is cheaper than sampling the gaps
 
 
 def flip_code_bits(codes: torch.Tensor, rate: float, bits: int, generator: torch.Generator) -> torch.Tensor:
@@ -44,13 +47,41 @@ def flip_code_bits(codes: torch.Tensor, rate: float, bits: int, generator: torch
         tensor([-6.,  2.])
     """
     words = codes.to(torch.int32) & ((1 << bits) - 1)
-    mask = torch.zeros_like(words)
-    for bit in range(bits):
-        hits = torch.rand(codes.shape, generator=generator, device=codes.device) < rate
-        mask |= hits.to(torch.int32) << bit
+    mask = _dense_mask(words, rate, bits, generator) if rate > DENSE_RATE else _sparse_mask(words, rate, bits, generator)
     words = words ^ mask
     words = torch.where(words >= 1 << (bits - 1), words - (1 << bits), words)
     return words.to(codes.dtype)
+
+
+def _dense_mask(words: torch.Tensor, rate: float, bits: int, generator: torch.Generator) -> torch.Tensor:
+    mask = torch.zeros_like(words)
+    for bit in range(bits):
+        hits = torch.rand(words.shape, generator=generator, device=words.device) < rate
+        mask |= hits.to(torch.int32) << bit
+    return mask
+
+
+def _sparse_mask(words: torch.Tensor, rate: float, bits: int, generator: torch.Generator) -> torch.Tensor:
+    # Bernoulli(rate) over all numel * bits cells, drawn as geometric gaps between faulty cells:
+    # the cost follows the number of faults, not of bits (the same trick as edgefault.faults' sampler).
+    total = words.numel() * bits
+    mask = torch.zeros(words.numel(), dtype=torch.int32, device=words.device)
+    if rate <= 0 or total == 0:
+        return mask.view(words.shape)
+    expected = total * rate
+    scale = math.log1p(-rate)
+    positions, last = [], -1
+    while last < total:
+        draws = int(expected + 6 * math.sqrt(expected) + 16)
+        uniform = torch.rand(draws, generator=generator, device=words.device, dtype=torch.float64)
+        gaps = torch.floor(torch.log1p(-uniform) / scale).to(torch.int64) + 1
+        chunk = last + torch.cumsum(gaps, 0)
+        positions.append(chunk)
+        last = int(chunk[-1])
+    cells = torch.cat(positions)
+    cells = cells[cells < total]
+    mask.index_put_((cells // bits,), (1 << (cells % bits)).to(torch.int32), accumulate=True)  # distinct bits: sum = or
+    return mask.view(words.shape)
 
 
 class RandBET:

@@ -11,7 +11,7 @@ from torch import nn
 
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
-from edgefault.fileio import atomic_paths, check_output_folder, json_bytes, output_folder, read_json
+from edgefault.fileio import check_output_folder, json_bytes, output_folder, read_json, write_files_atomic
 from edgefault.models import create_model
 from edgefault.train.config import TrainConfig
 
@@ -79,9 +79,8 @@ def write_run(run_dir: Path, model: nn.Module, config: TrainConfig, metrics: dic
     """
     contents = (checkpoint_bytes(model), json_bytes({"edgefault_version": __version__, **dataclasses.asdict(config)}),
                 json_bytes(metrics))
-    with output_folder(run_dir) as folder, atomic_paths(*(folder / name for name in RUN_FILES)) as temporaries:
-        for temporary, content in zip(temporaries, contents):
-            temporary.write_bytes(content)
+    with output_folder(run_dir) as folder:
+        write_files_atomic({folder / name: content for name, content in zip(RUN_FILES, contents)})
 
 
 def check_run_dir(run_dir: str | Path, config: TrainConfig, overwrite: bool = False) -> dict | None:
