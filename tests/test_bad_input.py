@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -156,6 +157,17 @@ def test_train_into_the_same_run_says_it_is_there(lenet_run, capsys):
     assert snapshot(lenet_run) == before
 
 
+def test_train_overwrite_replaces_a_run_with_other_settings(lenet_run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(lenet_run, copy)
+    code, out, err = run(["train", "--out", str(copy), *TRAIN_FAST, "--overwrite"], capsys)
+    assert code == 0, err
+    assert json.loads((copy / "config.json").read_text())["epochs"] == 1
+    assert sorted(p.name for p in copy.iterdir()) == ["config.json", "metrics.json", "model.pt"]
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epoch 1/1 ") and "\r" not in err  # a log: one line per epoch
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("argv", [["train", "--out", "TMP/r", "--device", "cuda"],
                                   ["train", "--out", "TMP/r", "--device", "cuda:3"],
@@ -232,6 +244,7 @@ FULL_DISK = {
     "sharpness": (["sharpness", "RUN", "--out", "TMP/s", *SHARPNESS_FAST], 4096),
     "export": (["export", "RUN", "--out", "TMP/m.onnx", "--limit", "32"], 4096),
     "reproduce": (["reproduce", "--out", "TMP/st", "--quick"], 64),
+    "mitigate": (["mitigate", "--out", "TMP/mi", "--quick"], 64),
 }
 
 

@@ -156,6 +156,12 @@ def test_stored_bits_declares_k_bit_codes_in_int8_and_refuses_codes_that_do_not_
     assert memory.nbits == 3 * (20 + 12 + 9) and {t.storage for t in memory.tensors} == {"int3 in int8"}
     _, fault_map = injector.inject(Chip("flip", rate=0.3, seed=1))
     assert fault_map.records.bit.max() <= 2 and fault_map.after.min() >= -4 and fault_map.after.max() <= 3
+    small.metadata_props.add(key="edgefault.stored_bits", value=json.dumps({"c2.raw": 3}))  # a mixed-width model
+    mixed = discover(small)
+    assert [t.bits for t in mixed.memory().tensors] == [8, 3, 8] and mixed.stored_bits == "metadata edgefault.stored_bits"
+    small.metadata_props[-1].value = json.dumps({"nope": 3})
+    with pytest.raises(EdgefaultError, match="names tensor 'nope'"):
+        discover(small)
 
 
 def test_what_cannot_be_faulted_is_named():

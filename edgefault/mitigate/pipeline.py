@@ -19,7 +19,7 @@ from edgefault.campaign.results import ResultsLog
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.data import load_dataset
 from edgefault.errors import EdgefaultError
-from edgefault.fileio import read_json, to_json, write_json_atomic
+from edgefault.fileio import check_output_folder, read_json, to_json, write_json_atomic
 from edgefault.mitigate.config import BASELINE, ECC_BITS, MitigateConfig
 from edgefault.mitigate.plots import write_board_plots
 from edgefault.mitigate.remote import train_runs
@@ -84,11 +84,10 @@ def run_mitigate(config: MitigateConfig, out: str | Path, execution: ExecutionSe
         >>> run_mitigate(MitigateConfig(quick=True), "mitigate/quick").board["methods"][0]["method"]  # doctest: +SKIP
         'qat'
     """
-    folder = Path(out)
+    folder = check_output_folder(out, [])  # a read-only place is refused before any work
     check_mitigate_folder(folder, config)
     data = load_dataset(config.data)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / STUDY_FILE).exists():
+    if not (folder / STUDY_FILE).exists():  # the folder is created with this first file, or not at all
         write_json_atomic(folder / STUDY_FILE, {"format": STUDY_FORMAT, "config": config.to_dict()})
     seconds: dict[str, float] = {}
 

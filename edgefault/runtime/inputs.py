@@ -120,7 +120,7 @@ class PreparedInputs:
     Example:
         >>> prepared = prepare_inputs(load_samples("mnist5k"), spec, limit=100)  # doctest: +SKIP
         >>> prepared.images.shape, prepared.description  # doctest: +SKIP
-        ((100, 1, 28, 28), 'input input: 1x28x28 NCHW float, uint8 images scaled by 1/255, normalized ...')
+        ((100, 1, 28, 28), 'input: 1x28x28 NCHW float, uint8 images scaled by 1/255, normalized ...')
     """
 
     images: np.ndarray
