@@ -108,7 +108,7 @@ def test_learned_clip_trains_ranges_and_bakes_them_into_a_plain_checkpoint(tmp_p
     assert all(deployed_max(layer) <= r + 1e-6 for layer, r in zip(layers, ranges))  # ranges saved to 6 places
     with torch.random.fork_rng():
         torch.manual_seed(0)  # the run's seed: the same initial weights, hence the same initial ranges
-        initial = [float(p) for p in enable_learned_clip(create_model("lenet5"))]
+        initial = [float(p.detach()) for p in enable_learned_clip(create_model("lenet5"))]
     assert sum(ranges) < sum(initial)  # the decay pulled the ranges down
 
 

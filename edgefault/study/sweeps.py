@@ -69,7 +69,7 @@ def sweep_variants(config: StudyConfig, sweep: str) -> tuple[Variant, ...]:
 
     Example:
         >>> [v.name for v in sweep_variants(StudyConfig(quick=True), "sparsity")]
-        ['T0', 'T0.5', 'T1', 'T2', 'T4']
+        ['T0', 'T0.5', 'T1', 'T1.25', 'T1.5', 'T1.75', 'T2']
     """
     if sweep == "sparsity":
         return tuple(Variant(f"T{t:g}", sparse=t > 0, sharpness="none", fat_threshold=t) for t in config.thresholds)
@@ -220,7 +220,16 @@ def _plot_sparsity(path: Path, points: list[SweepPoint]) -> None:
 
     figure, axis = plt.subplots(figsize=(6.4, 4.4))
     ordered = sorted((p for p in points if p.drop.mean is not None), key=lambda p: p.sparsity)
-    _errorbar(axis, [100 * p.sparsity for p in ordered], [p.drop for p in ordered], color="C0")
+    kept = [p for p in ordered if not p.collapsed]
+    _errorbar(axis, [100 * p.sparsity for p in kept], [p.drop for p in kept], color="C0", label="trained models")
+    collapsed = [p for p in ordered if p.collapsed]
+    if collapsed:
+        axis.plot([100 * p.sparsity for p in collapsed], [100 * p.drop.mean for p in collapsed], "x", color="C3",
+                  markersize=9, label="collapsed (clean accuracy > 10 pts below plain ReLU)")
+    base = next((p for p in points if p.versus_baseline is None and p.drop.mean is not None), None)
+    if base is not None and base.drop.low is not None:
+        axis.axhspan(100 * base.drop.low, 100 * base.drop.high, color="C0", alpha=0.12, label="plain ReLU, 95% CI")
+    axis.legend(fontsize=8)
     for p in ordered:
         axis.annotate(f"T={p.value:g}", (100 * p.sparsity, 100 * p.drop.mean), textcoords="offset points",
                       xytext=(5, 5), fontsize=8)
