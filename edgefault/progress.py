@@ -100,7 +100,7 @@ class Progress:
         if self.log:
             seconds = time.perf_counter() - self._started
             extra = f", {self.postfix}" if self.postfix else ""
-            print(f"{self.label}: {self.done}/{self.total} {self.unit} in {seconds:.1f} s{extra}", file=sys.stderr,
+            print(f"{self.label}: {self.done}/{self.total} {self.unit}s in {seconds:.1f} s{extra}", file=sys.stderr,
                   flush=True)
 
     def __enter__(self) -> Progress:

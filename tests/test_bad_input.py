@@ -377,7 +377,7 @@ def test_progress_prints_one_line_per_stage_when_not_on_a_terminal(capsys):
         bar.update(10)
     err = capsys.readouterr().err
     assert "\r" not in err and len(err.splitlines()) == 1
-    assert err.startswith("campaign: 1000/1000 cell in ") and err.rstrip().endswith(", mean acc 0.9")
+    assert err.startswith("campaign: 1000/1000 cells in ") and err.rstrip().endswith(", mean acc 0.9")
 
 
 def test_help_imports_no_subcommand():
