@@ -131,6 +131,9 @@ def test_a_4bit_model_gets_faults_on_its_4_stored_bits_only(tmp_path, capsys):
     assert code == 0, err
     assert json.loads(out)["weight_memory"]["bits"] == cells
     code, out, err = run(["campaign", str(model), "--kinds", "stuck", "--rates", "0.05", "--chips", "1",
-                          "--limit", "50", "--workers", "1", "--out", str(tmp_path / "campaign")], capsys)
+                          "--limit", "50", "--workers", "1", "--per-bit", "--out", str(tmp_path / "campaign")], capsys)
     assert code == 0, err
     assert "w4: weight memory: 5 tensors, " in out and "(int4 in int8: 5 tensors" in out
+    records = [json.loads(line) for line in (tmp_path / "campaign" / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["target"] for r in records if r["mode"] == "bit") == [0, 1, 2, 3]  # a 4-bit device has 4 cells
+    assert all(r["error"] is None for r in records)

@@ -93,10 +93,12 @@ class Cell:
         return Chip(self.kind, **common)
 
 
-def plan_cells(config, tensors: list[tuple[str, ...]]) -> list[Cell]:
+def plan_cells(config, tensors: list[tuple[str, ...]], bit_widths: list[int] | None = None) -> list[Cell]:
     """Every cell of a campaign in run order: clean cells, the grid, then per-layer and per-bit cells.
 
-    ``tensors[m]`` lists model ``m``'s weight tensors (the per-layer targets). Within a block,
+    ``tensors[m]`` lists model ``m``'s weight tensors (the per-layer targets); ``bit_widths[m]``
+    is the widest stored weight code of model ``m`` (the per-bit targets are its bits 0..w-1;
+    8 when not given), so a 4-bit model gets no cells for bits its device does not have. Within a block,
     chips vary fastest, so an interrupted campaign has whole (kind, rate) groups done early.
 
     Example:
@@ -123,5 +125,5 @@ def plan_cells(config, tensors: list[tuple[str, ...]]) -> list[Cell]:
     if config.per_layer:
         block("layer", lambda m: tensors[m])
     if config.per_bit:
-        block("bit", lambda m: BIT_POSITIONS)
+        block("bit", lambda m: BIT_POSITIONS if bit_widths is None else tuple(range(bit_widths[m])))
     return cells

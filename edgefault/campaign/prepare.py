@@ -30,8 +30,9 @@ from edgefault.runtime.loading import about_model
 class PreparedCampaign:
     """The checked models and the test split, ready to hand to workers.
 
-    ``tensors[m]`` lists model ``m``'s weight tensors in memory order; ``info`` is what
-    ``campaign.json`` records about models and data.
+    ``tensors[m]`` lists model ``m``'s weight tensors in memory order and ``bit_widths[m]`` its
+    widest stored weight code (the per-bit targets); ``info`` is what ``campaign.json`` records
+    about models and data.
 
     Example:
         >>> prepared = prepare_campaign(config)  # doctest: +SKIP
@@ -44,6 +45,7 @@ class PreparedCampaign:
     tensors: list[tuple[str, ...]]
     images: int
     info: dict[str, Any]
+    bit_widths: list[int] = dataclasses.field(default_factory=list)
 
     def payload(self, threads: int) -> WorkerPayload:
         """What every worker receives, with its ONNX Runtime thread count.
@@ -85,7 +87,7 @@ def prepare_campaign(config: CampaignConfig) -> PreparedCampaign:
     samples = load_samples(config.data)
     options = config.input_options()
     count = len(samples.labels) if config.limit is None else min(config.limit, len(samples.labels))
-    models, inputs, tensors, described = [], {}, [], []
+    models, inputs, tensors, bit_widths, described = [], {}, [], [], []
     for path, digest, name in zip(config.models, config.model_hashes, model_names(config.models)):
         proto = load_model(path)
         with about_model(path):  # the checks and messages of eval, in the same order
@@ -100,13 +102,14 @@ def prepare_campaign(config: CampaignConfig) -> PreparedCampaign:
             memory = injector.memory(config.include_bias)
         models.append(WorkerModel(name, digest, data, io.input_name, io.output_name, key, config.stored_bits))
         tensors.append(memory.names)
+        bit_widths.append(max(t.bits for t in memory.tensors if not t.is_bias))
         described.append({"name": name, "path": str(path), "sha256": digest, "input": dataclasses.asdict(spec),
                           "feed": inputs[key].description, "weight_tensors": list(memory.names),
                           "weight_bits": memory.nbits, "coverage": injector.discovery.coverage(memory)})
     fingerprint = hashlib.sha256(np.ascontiguousarray(samples.x[:count]).tobytes()
                                  + np.ascontiguousarray(samples.labels[:count]).tobytes()).hexdigest()
     info = {"models": described, "data": {"spec": samples.spec, "images": count, "fingerprint": fingerprint}}
-    return PreparedCampaign(tuple(models), inputs, tensors, count, info)
+    return PreparedCampaign(tuple(models), inputs, tensors, count, info, bit_widths)
 
 
 def _spec_key(spec: InputSpec, scale: float | None) -> str:

@@ -140,7 +140,7 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
             log = ResultsLog(folder / RESULTS_FILE)
             try:
                 records = log.read()
-                cells = plan_cells(config, prepared.tensors)
+                cells = plan_cells(config, prepared.tensors, prepared.bit_widths)
                 done, tries = finished_keys(records)
                 hashes = config.model_hashes
                 targets = None
