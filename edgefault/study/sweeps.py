@@ -252,7 +252,12 @@ def _plot_rho(path: Path, points: list[SweepPoint]) -> None:
         base = next(p for p in mine if p.versus_baseline is None)
         swept = sorted((p for p in mine if p.versus_baseline is not None and p.drop.mean is not None),
                        key=lambda p: p.value)
-        _errorbar(drop_axis, [p.value for p in swept], [p.drop for p in swept], color=color, label=f"{recipe}, SAQ")
+        kept = [p for p in swept if not p.collapsed]
+        _errorbar(drop_axis, [p.value for p in kept], [p.drop for p in kept], color=color, label=f"{recipe}, SAQ")
+        collapsed = [p for p in swept if p.collapsed]
+        if collapsed:
+            drop_axis.plot([p.value for p in collapsed], [100 * p.drop.mean for p in collapsed], "x", color=color,
+                           markersize=9, label=f"{recipe}, SAQ, collapsed")
         if base.drop.mean is not None:
             drop_axis.axhline(100 * base.drop.mean, color=color, linestyle="--", label=f"{recipe}, conventional")
         clean_axis.plot([p.value for p in swept], [100 * (p.clean_accuracy or 0) for p in swept], marker="o",
