@@ -26,7 +26,7 @@ def format_report(report: ExportReport) -> str:
     kernels = ", ".join(f"{op} {count}" for op, count in sorted(report.op_counts.items(), key=lambda kv: -kv[1]))
     meta = report.metadata
     products = collections.Counter(report.activation_products.values())
-    product_line = ([f"activation-by-activation products (attention): "
+    product_line = (["activation-by-activation products (attention): "
                      + ", ".join(f"{count} {op}" for op, count in sorted(products.items()))] if products else [])
     return "\n".join([
         f"wrote {report.path}: {report.weight_tensors} int8 weight tensors, {report.weight_bytes:,} weight bytes, "

@@ -10,7 +10,6 @@ folder, since the model file is the same) meets exactly the faults the main camp
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -18,17 +17,17 @@ from edgefault.campaign.config import CampaignConfig
 from edgefault.campaign.results import ResultsLog
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.data import load_dataset
-from edgefault.errors import EdgefaultError
-from edgefault.fileio import check_output_folder, read_json, to_json, write_json_atomic
+from edgefault.fileio import check_output_folder
 from edgefault.mitigate.config import BASELINE, ECC_BITS, MitigateConfig
 from edgefault.mitigate.plots import write_board_plots
 from edgefault.mitigate.remote import train_runs
 from edgefault.mitigate.report import build_board, write_board
 from edgefault.mitigate.voltage import VoltageCurve
+from edgefault.study.folders import SettingsFolder
 from edgefault.study.pipeline import _export as export_with_stamp
 
 STUDY_FILE = "mitigate.json"
-STUDY_FORMAT = "edgefault-mitigate-1"
+MITIGATE_FOLDER = SettingsFolder(STUDY_FILE, "edgefault-mitigate-1", "mitigation study")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,19 +51,7 @@ def check_mitigate_folder(folder: Path, config: MitigateConfig) -> None:
     Example:
         >>> check_mitigate_folder(Path("/tmp/new-mitigate"), MitigateConfig(quick=True))
     """
-    if folder.exists() and not folder.is_dir():
-        raise EdgefaultError(f"{folder}: exists and is not a folder")
-    if not folder.exists() or not any(folder.iterdir()):
-        return
-    saved = folder / STUDY_FILE
-    if not saved.exists():
-        raise EdgefaultError(f"{folder}: holds other files and no {STUDY_FILE}; give --out a new or empty folder")
-    raw = read_json(saved)
-    if not isinstance(raw, dict) or raw.get("format") != STUDY_FORMAT:
-        raise EdgefaultError(f"{saved}: not an edgefault mitigation study; give --out a new or empty folder")
-    if raw.get("config") != json.loads(to_json(config.to_dict())):
-        raise EdgefaultError(f"{folder}: holds another mitigation study (different settings in {STUDY_FILE}); "
-                             "give --out a new folder or rerun with the same settings")
+    MITIGATE_FOLDER.check(folder, config.to_dict())
 
 
 def _say(progress: bool, message: str) -> None:
@@ -87,8 +74,7 @@ def run_mitigate(config: MitigateConfig, out: str | Path, execution: ExecutionSe
     folder = check_output_folder(out, [])  # a read-only place is refused before any work
     check_mitigate_folder(folder, config)
     data = load_dataset(config.data)
-    if not (folder / STUDY_FILE).exists():  # the folder is created with this first file, or not at all
-        write_json_atomic(folder / STUDY_FILE, {"format": STUDY_FORMAT, "config": config.to_dict()})
+    MITIGATE_FOLDER.claim(folder, config.to_dict())
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()

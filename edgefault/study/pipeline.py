@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -13,10 +12,10 @@ from edgefault.campaign.config import CampaignConfig
 from edgefault.campaign.results import ResultsLog
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.data import Dataset, load_dataset
-from edgefault.errors import EdgefaultError
 from edgefault.export.api import ExportSettings, export_run
-from edgefault.fileio import check_output_folder, read_json, to_json, write_json_atomic
+from edgefault.fileio import check_output_folder, read_json, write_json_atomic
 from edgefault.study.claims import Claim, judge_claims
+from edgefault.study.folders import SettingsFolder
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig, Variant
 from edgefault.study.report import write_report
 from edgefault.study.sweeps import SweepResult, analyze_sweep, sweep_settings, sweep_variants
@@ -24,7 +23,7 @@ from edgefault.train import TrainConfig, train
 from edgefault.train.run_dir import load_config
 
 STUDY_FILE = "study.json"
-STUDY_FORMAT = "edgefault-study-1"
+STUDY_FOLDER = SettingsFolder(STUDY_FILE, "edgefault-study-1", "study")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,26 +51,12 @@ def check_study_folder(folder: Path, config: StudyConfig | dict, kind: str = "st
     Example:
         >>> check_study_folder(Path("/tmp/new-study"), StudyConfig(quick=True))
     """
-    if folder.exists() and not folder.is_dir():
-        raise EdgefaultError(f"{folder}: exists and is not a folder")
-    if not folder.exists() or not any(folder.iterdir()):
-        return
-    saved = folder / STUDY_FILE
-    if not saved.exists():
-        raise EdgefaultError(f"{folder}: holds other files and no {STUDY_FILE}; give --out a new or empty folder")
-    raw = read_json(saved)
-    if not isinstance(raw, dict) or raw.get("format") != STUDY_FORMAT:
-        raise EdgefaultError(f"{saved}: not an edgefault study; give --out a new or empty folder")
-    settings = config.to_dict() if isinstance(config, StudyConfig) else config
-    if raw.get("config") != json.loads(to_json(settings)):  # compare as saved: tuples become lists
-        raise EdgefaultError(f"{folder}: holds another {kind} (different settings in {STUDY_FILE}); "
-                             "give --out a new folder or rerun with the same settings")
+    STUDY_FOLDER.check(folder, config.to_dict() if isinstance(config, StudyConfig) else config, kind)
 
 
 def claim_study_folder(folder: Path, settings: dict) -> None:
     """Create ``folder`` and record ``settings`` in its study.json (after :func:`check_study_folder`)."""
-    if not (folder / STUDY_FILE).exists():  # the folder is created with this first file, or not at all
-        write_json_atomic(folder / STUDY_FILE, {"format": STUDY_FORMAT, "config": settings})
+    STUDY_FOLDER.claim(folder, settings)
 
 
 def train_config(config: StudyConfig, variant: Variant) -> TrainConfig:
