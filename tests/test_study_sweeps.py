@@ -31,7 +31,7 @@ def _records(clean, drop, chips=6):
     return records
 
 
-CONFIG = StudyConfig(quick=True, thresholds=(0.0, 0.5, 1.0, 2.0, 4.0))
+CONFIG = StudyConfig(quick=True, thresholds=(0.0, 0.5, 1.0, 2.0, 4.0), strong_thresholds=())
 
 
 def test_the_sparsity_sweep_names_the_level_from_which_sparse_models_lose_more(tmp_path):
@@ -43,22 +43,25 @@ def test_the_sparsity_sweep_names_the_level_from_which_sparse_models_lose_more(t
     drop = {"T0": 0.05, "T0.5": 0.04, "T1": 0.05, "T2": 0.08, "T4": 0.01}
     result = analyze_sweep("sparsity", variants, _records(clean, drop), tmp_path, {"train": 1.0})
     assert result.conclusion.startswith("Sparse models lose significantly more than plain ReLU from 91.0% exact zeros")
-    assert "T = 4 (97.0% zeros)" in result.conclusion  # left out as collapsed, and said so
+    assert "T = 4, L1 0.01 (97.0% zeros)" in result.conclusion  # left out as collapsed, and said so
     by_name = {p.variant.name: p for p in result.points}
     assert by_name["T2"].versus_baseline.difference.mean == pytest.approx(0.03)
     assert by_name["T4"].collapsed and not by_name["T2"].collapsed
     assert result.plot.stat().st_size > 0
     text = "\n".join(sweep_lines(result))
-    assert "| T2 | 2 | 91.0% | 97.00% |" in text and "loses more" in text and "collapsed; " in text
+    assert "| T2 | 2 | 0.01 | 91.0% | 97.00% |" in text and "loses more" in text and "collapsed; " in text
 
 
 def test_a_sparsity_sweep_where_nothing_loses_more_says_so(tmp_path):
-    config = StudyConfig(quick=True, thresholds=(0.0, 1.0, 3.0))
+    config = StudyConfig(quick=True, thresholds=(0.0, 1.0, 3.0), strong_thresholds=(0.5,))
     variants = sweep_variants(config, "sparsity")
-    _write_runs(tmp_path, {"T0": 0.6, "T1": 0.8, "T3": 0.93})
+    assert [v.name for v in variants] == ["T0", "T1", "T3", "T0.5_L1_0.1"] and variants[3].act_l1 == 0.1
+    _write_runs(tmp_path, {"T0": 0.6, "T1": 0.8, "T3": 0.93, "T0.5_L1_0.1": 0.9})
     result = analyze_sweep("sparsity", variants,
-                           _records({"T0": 0.98, "T1": 0.98, "T3": 0.97}, {"T0": 0.06, "T1": 0.04, "T3": 0.03}),
+                           _records({"T0": 0.98, "T1": 0.98, "T3": 0.97, "T0.5_L1_0.1": 0.975},
+                                    {"T0": 0.06, "T1": 0.04, "T3": 0.03, "T0.5_L1_0.1": 0.05}),
                            tmp_path, {})
+    assert "| T0.5_L1_0.1 | 0.5 | 0.1 | 90.0% |" in "\n".join(sweep_lines(result))
     assert result.conclusion.startswith("No swept sparsity level lost significantly more than plain ReLU (up to 93.0%")
 
 
@@ -99,3 +102,12 @@ def test_the_cnns_take_mnist_sized_images_and_export_to_integer_kernels(name):
     model.train()(torch.randn(8, 1, 28, 28))  # initializes the activation steps
     kernels = optimized_kernel_counts(build_onnx(model.eval()).SerializeToString())
     assert kernels.all_integer and kernels.ops.get("QLinearConv", 0) >= 6
+
+
+def test_the_strong_l1_points_train_with_their_own_penalty():
+    from edgefault.study.pipeline import train_config
+
+    strong = [v for v in sweep_variants(StudyConfig(quick=True), "sparsity") if v.act_l1 is not None]
+    assert strong and all(train_config(StudyConfig(quick=True), v).act_l1 == v.act_l1 > 0.01 for v in strong)
+    plain = sweep_variants(StudyConfig(quick=True), "sparsity")[0]
+    assert train_config(StudyConfig(quick=True), plain).act_l1 == 0.0

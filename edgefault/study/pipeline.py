@@ -71,7 +71,7 @@ def train_config(config: StudyConfig, variant: Variant) -> TrainConfig:
     return TrainConfig(
         model=config.model, data=config.data, epochs=config.epochs, seed=config.seed,
         fat_threshold=threshold if variant.sparse else 0.0,
-        act_l1=SPARSE_ACT_L1 if variant.sparse else 0.0,
+        act_l1=(SPARSE_ACT_L1 if variant.act_l1 is None else variant.act_l1) if variant.sparse else 0.0,
         sharpness=variant.sharpness, rho=None if variant.sharpness == "none" else rho,
     )
 

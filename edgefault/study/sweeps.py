@@ -1,7 +1,9 @@
 """The study's two sweeps: the fault-induced drop against the sparsity level, and SAQ against its radius rho.
 
 ``sparsity``: one conventionally trained model per FATReLU threshold T (T = 0 is plain ReLU, the
-standard model; T > 0 adds the sparse recipe's L1 penalty), all in one paired campaign. Each
+standard model; T > 0 adds the sparse recipe's L1 penalty, and a few moderate thresholds are also
+trained with the stronger ``STRONG_ACT_L1``, which is what reaches >= 90% zeros without collapsing
+the model), all in one paired campaign. Each
 model's drop is compared with the plain-ReLU model's over the same chips; the sweep names the
 lowest measured sparsity from which on the sparse models lose significantly more (claim 1).
 
@@ -19,7 +21,7 @@ from typing import Any
 from edgefault.campaign.stats import Estimate, estimate
 from edgefault.fileio import read_json, write_bytes_atomic
 from edgefault.study.claims import Comparison, compare, drops, per_chip_accuracy
-from edgefault.study.config import SPARSE_ACT_L1, StudyConfig, Variant
+from edgefault.study.config import SPARSE_ACT_L1, STRONG_ACT_L1, StudyConfig, Variant
 
 COLLAPSE = 0.10  # clean accuracy this far below the baseline's: the model collapsed
 
@@ -60,8 +62,10 @@ def sweep_settings(config: StudyConfig, sweep: str) -> dict[str, Any]:
         >>> sweep_settings(StudyConfig(quick=True), "rho")["values"]
         [0.01, 0.05, 0.2, 0.5]
     """
-    values = config.thresholds if sweep == "sparsity" else config.radii
-    return {"sweep": sweep, "values": list(values), "study": config.to_dict()}
+    if sweep == "sparsity":
+        return {"sweep": sweep, "values": list(config.thresholds), "strong_l1": STRONG_ACT_L1,
+                "strong_values": list(config.strong_thresholds), "study": config.to_dict()}
+    return {"sweep": sweep, "values": list(config.radii), "study": config.to_dict()}
 
 
 def sweep_variants(config: StudyConfig, sweep: str) -> tuple[Variant, ...]:
@@ -72,7 +76,9 @@ def sweep_variants(config: StudyConfig, sweep: str) -> tuple[Variant, ...]:
         ['T0', 'T0.5', 'T1', 'T1.25', 'T1.5', 'T1.75', 'T2']
     """
     if sweep == "sparsity":
-        return tuple(Variant(f"T{t:g}", sparse=t > 0, sharpness="none", fat_threshold=t) for t in config.thresholds)
+        return (tuple(Variant(f"T{t:g}", sparse=t > 0, sharpness="none", fat_threshold=t) for t in config.thresholds)
+                + tuple(Variant(f"T{t:g}_L1_{STRONG_ACT_L1:g}", sparse=True, sharpness="none", fat_threshold=t,
+                                act_l1=STRONG_ACT_L1) for t in config.strong_thresholds))
     return tuple(
         variant
         for recipe, sparse in (("standard", False), ("sparse", True))
@@ -121,7 +127,7 @@ def _sparsity_conclusion(points: list[SweepPoint]) -> str:
     top = max(p.sparsity for p in points if not p.collapsed)
     collapsed = [p for p in points if p.collapsed]
     note = "" if not collapsed else (" Left out, collapsed (clean accuracy > 10 points below plain ReLU): "
-                                     + ", ".join(f"T = {p.value:g} ({100 * p.sparsity:.1f}% zeros)" for p in collapsed)
+                                     + ", ".join(f"{_recipe(p)} ({100 * p.sparsity:.1f}% zeros)" for p in collapsed)
                                      + ".")
     onset = next((i for i in range(len(ordered)) if all(held[i:])), None)
     if onset is None:
@@ -134,7 +140,18 @@ def _sparsity_conclusion(points: list[SweepPoint]) -> str:
                 f"zeros).{note}")
     first = ordered[onset]
     return (f"Sparse models lose significantly more than plain ReLU from {100 * first.sparsity:.1f}% exact zeros on "
-            f"(T = {first.value:g}; the sweep reaches {100 * top:.1f}%): claim 1 holds there.{note}")
+            f"({_recipe(first)}; the sweep reaches {100 * top:.1f}%): claim 1 holds there.{note}")
+
+
+def _l1(point: SweepPoint) -> float:
+    """The L1 penalty a swept model trained with."""
+    if not point.variant.sparse:
+        return 0.0
+    return SPARSE_ACT_L1 if point.variant.act_l1 is None else point.variant.act_l1
+
+
+def _recipe(point: SweepPoint) -> str:
+    return f"T = {point.value:g}, L1 {_l1(point):g}"
 
 
 def _rho_conclusion(points: list[SweepPoint]) -> str:
@@ -168,12 +185,15 @@ def sweep_lines(result: SweepResult) -> list[str]:
     lines = [f"## Sweep: {title}", ""]
     if result.name == "sparsity":
         lines.append(f"One conventionally trained model per FATReLU threshold T (T > 0 with the L1 penalty "
-                     f"{SPARSE_ACT_L1}); each drop is compared with the plain-ReLU model's on the same chips.")
+                     f"{SPARSE_ACT_L1}, and a few thresholds also with {STRONG_ACT_L1}); each drop is compared with "
+                     "the plain-ReLU model's on the same chips.")
     else:
         lines.append("SAQ at each radius for both recipes, each compared with the conventionally trained model of "
                      "its recipe on the same chips (a negative difference: SAQ lost less).")
-    lines += ["", f"| model | {setting} | activation sparsity | int8 clean acc. | mean drop [95% CI] "
-                  "| drop − baseline [95% CI] | verdict |", "|---|---|---|---|---|---|---|"]
+    l1_column = result.name == "sparsity"
+    lines += ["", f"| model | {setting} |{' L1 |' if l1_column else ''} activation sparsity | int8 clean acc. "
+                  "| mean drop [95% CI] | drop − baseline [95% CI] | verdict |",
+              "|---|---|---|---|---|---|---|" + ("---|" if l1_column else "")]
     for p in result.points:
         d = p.drop
         interval = "" if d.low is None else f" [{100 * d.low:.2f}, {100 * d.high:.2f}]"
@@ -187,7 +207,8 @@ def sweep_lines(result: SweepResult) -> list[str]:
             verdict = f"collapsed; {verdict}" if p.collapsed else verdict
         clean = "n/a" if p.clean_accuracy is None else f"{100 * p.clean_accuracy:.2f}%"
         mean = "n/a" if d.mean is None else f"{100 * d.mean:.2f}{interval}"
-        lines.append(f"| {p.variant.name} | {p.value:g} | {100 * p.sparsity:.1f}% | {clean} | {mean} | {versus} | "
+        l1 = f" {_l1(p):g} |" if l1_column else ""
+        lines.append(f"| {p.variant.name} | {p.value:g} |{l1} {100 * p.sparsity:.1f}% | {clean} | {mean} | {versus} | "
                      f"{verdict} |")
     seconds = ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items())
     lines += ["", f"**{result.conclusion}**", "", f"![{title}](sweeps/{result.name}/{result.plot.name})", "",
@@ -231,7 +252,7 @@ def _plot_sparsity(path: Path, points: list[SweepPoint]) -> None:
         axis.axhspan(100 * base.drop.low, 100 * base.drop.high, color="C0", alpha=0.12, label="plain ReLU, 95% CI")
     axis.legend(fontsize=8)
     for p in ordered:
-        axis.annotate(f"T={p.value:g}", (100 * p.sparsity, 100 * p.drop.mean), textcoords="offset points",
+        axis.annotate(f"T={p.value:g}" + ("" if p.variant.act_l1 is None else f", L1={p.variant.act_l1:g}"), (100 * p.sparsity, 100 * p.drop.mean), textcoords="offset points",
                       xytext=(5, 5), fontsize=8)
     axis.set_xlabel("measured activation sparsity (% exact zeros)")
     axis.set_ylabel("mean fault-induced drop (points, 95% CI)")
