@@ -213,27 +213,17 @@ def protected_files(inputs: Iterable[str | os.PathLike]) -> dict[Path, str]:
 def _external_data_files(model: Path) -> list[Path]:
     import onnx  # only for ONNX inputs, and only their structure (no external data is read)
 
+    from edgefault.runtime.loading import iter_tensors
+
     try:
         proto = onnx.load(str(model), load_external_data=False)
     except Exception:  # not ONNX: the command reports that itself
         return []
     locations = set()
-    for tensor in _graph_tensors(proto.graph):
+    for tensor in iter_tensors(proto.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             locations.add({entry.key: entry.value for entry in tensor.external_data}.get("location", ""))
     return [(model.parent / location).resolve() for location in sorted(locations) if location]
-
-
-def _graph_tensors(graph: Any) -> Iterator[Any]:
-    """Initializers and tensor attributes of a graph and its subgraphs."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                yield from _graph_tensors(subgraph)
 
 
 def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:

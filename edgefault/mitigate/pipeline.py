@@ -24,7 +24,7 @@ from edgefault.mitigate.remote import train_runs
 from edgefault.mitigate.report import build_board, write_board
 from edgefault.mitigate.voltage import VoltageCurve
 from edgefault.study.folders import SettingsFolder
-from edgefault.study.pipeline import _export as export_with_stamp
+from edgefault.study.pipeline import export_with_stamp
 
 STUDY_FILE = "mitigate.json"
 MITIGATE_FOLDER = SettingsFolder(STUDY_FILE, "edgefault-mitigate-1", "mitigation study")

@@ -84,7 +84,13 @@ def _train(config: StudyConfig, variant: Variant, run_dir: Path, data: Dataset, 
     train(recipe, run_dir, data=data, progress=progress)
 
 
-def _export(run_dir: Path, model_path: Path, progress: bool) -> dict:
+def export_with_stamp(run_dir: Path, model_path: Path, progress: bool) -> dict:
+    """Export a run once: the export report is stamped beside the model, and a rerun returns it unchanged.
+
+    Example:
+        >>> export_with_stamp(Path("study/runs/standard"), Path("study/models/standard.onnx"), False)  # doctest: +SKIP
+        {'path': 'study/models/standard.onnx', ...}
+    """
     stamp = model_path.with_suffix(".export.json")
     if model_path.exists() and stamp.exists():
         return read_json(stamp)
@@ -130,7 +136,7 @@ def train_export_campaign(config: StudyConfig, variants: tuple[Variant, ...], fo
     seconds["train"] = seconds.get("train", 0.0) + time.perf_counter() - started
 
     started = time.perf_counter()
-    exports = {v.name: _export(folder / "runs" / v.name, folder / "models" / f"{v.name}.onnx", progress)
+    exports = {v.name: export_with_stamp(folder / "runs" / v.name, folder / "models" / f"{v.name}.onnx", progress)
                for v in variants}
     seconds["export"] = seconds.get("export", 0.0) + time.perf_counter() - started
 
