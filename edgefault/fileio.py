@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from edgefault.errors import EdgefaultError
+from edgefault.onnxio import external_data_files
 
 
 def _current_umask() -> int:
@@ -205,25 +206,9 @@ def protected_files(inputs: Iterable[str | os.PathLike]) -> dict[Path, str]:
             continue
         found.setdefault(path.resolve(), "an input file")
         if path.suffix == ".onnx" and path.is_file():
-            for location in _external_data_files(path):
+            for location in external_data_files(path):
                 found.setdefault(location, f"the external data of the input {path}")
     return found
-
-
-def _external_data_files(model: Path) -> list[Path]:
-    import onnx  # only for ONNX inputs, and only their structure (no external data is read)
-
-    from edgefault.runtime.loading import iter_tensors
-
-    try:
-        proto = onnx.load(str(model), load_external_data=False)
-    except Exception:  # not ONNX: the command reports that itself
-        return []
-    locations = set()
-    for tensor in iter_tensors(proto.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            locations.add({entry.key: entry.value for entry in tensor.external_data}.get("location", ""))
-    return [(model.parent / location).resolve() for location in sorted(locations) if location]
 
 
 def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:

@@ -1,23 +1,17 @@
-"""Loading an ONNX file safely and finding its data input and classifier output.
+"""Finding a model's data input and classifier output (loading is :mod:`edgefault.onnxio`).
 
-A missing, corrupt or non-ONNX file, external data that points outside the model's folder,
-and a model without a ``[N, classes]`` output all become one-line :class:`EdgefaultError`s.
+A model without one feedable input or a ``[N, classes]`` output is a one-line :class:`EdgefaultError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-from pathlib import Path
-from typing import Iterator
 
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import TensorProto
-from onnx.external_data_helper import load_external_data_for_model
 
-from edgefault.errors import EdgefaultError
+from edgefault.errors import EdgefaultError, unsupported_input
+from edgefault.runtime.layout import graph_layout
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
 
@@ -61,100 +55,6 @@ class ModelIO:
         return self.output_dims[1] if self.output_dims and len(self.output_dims) == 2 else None
 
 
-def unsupported_input(name: str, what: str) -> EdgefaultError:
-    """The one message for an input type edgefault cannot feed, shared by every command.
-
-    Example:
-        >>> str(unsupported_input("x", "string"))
-        "model input 'x' is of type string; edgefault feeds float, uint8 or int8 tensors"
-    """
-    return EdgefaultError(f"model input {name!r} is of type {what}; edgefault feeds float, uint8 or int8 tensors")
-
-
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read an ONNX file with its external data, refusing anything unsafe or malformed.
-
-    Example:
-        >>> model = load_model("model.onnx")  # doctest: +SKIP
-    """
-    file = Path(path)
-    if not file.exists():
-        raise EdgefaultError(f"{path}: no such file")
-    if not file.is_file():
-        raise EdgefaultError(f"{path}: not a file")
-    try:
-        model = onnx.load_model(str(file), load_external_data=False)
-    except (DecodeError, RuntimeWarning, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise EdgefaultError(f"{path}: not an ONNX model ({error_line(exc)})") from None
-    except OSError as exc:
-        raise EdgefaultError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    # Protobuf parses many byte strings (an empty file, some text) into a near-empty message,
-    # so a parse that succeeds still has to look like a model.
-    if model.ir_version < 1 or not model.opset_import or not model.graph.node:
-        raise EdgefaultError(f"{path}: not an ONNX model (no graph, opset or IR version)")
-    _load_external_data(model, file)
-    return model
-
-
-def parse_model(data: bytes, source: str = "model") -> onnx.ModelProto:
-    """Parse serialized model bytes (no external data allowed), with the checks of :func:`load_model`.
-
-    Example:
-        >>> model = parse_model(Path("model.onnx").read_bytes())  # doctest: +SKIP
-    """
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(data)
-    except DecodeError as exc:
-        raise EdgefaultError(f"{source}: not an ONNX model ({error_line(exc)})") from None
-    if model.ir_version < 1 or not model.opset_import or not model.graph.node:
-        raise EdgefaultError(f"{source}: not an ONNX model (no graph, opset or IR version)")
-    if any(_is_external(tensor) for tensor in iter_tensors(model.graph)):
-        raise EdgefaultError(f"{source}: model bytes refer to external data; load the model from its file")
-    return model
-
-
-def iter_tensors(graph: onnx.GraphProto) -> Iterator[TensorProto]:
-    """Every tensor stored in a graph: initializers and attribute tensors, subgraphs included.
-
-    Example:
-        >>> sum(1 for _ in iter_tensors(model.graph))  # doctest: +SKIP
-        6
-    """
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from iter_tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from iter_tensors(subgraph)
-
-
-def _is_external(tensor: TensorProto) -> bool:
-    return tensor.HasField("data_location") and tensor.data_location == TensorProto.EXTERNAL
-
-
-def _load_external_data(model: onnx.ModelProto, file: Path) -> None:
-    folder = file.resolve().parent
-    external = [tensor for tensor in iter_tensors(model.graph) if _is_external(tensor)]
-    for tensor in external:
-        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        target = (folder / location).resolve()
-        # A crafted model could otherwise read any file on the machine into its weights.
-        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
-            raise EdgefaultError(f"{file}: external data {location!r} of {tensor.name!r} leaves the model's folder")
-        if not target.is_file():
-            raise EdgefaultError(f"{file}: external data file {location!r} of {tensor.name!r} is missing")
-    if external:
-        try:
-            load_external_data_for_model(model, str(folder))
-        except (OSError, ValueError) as exc:
-            raise EdgefaultError(f"{file}: cannot read external data ({error_line(exc)})") from None
-
-
 def model_io(model: onnx.ModelProto, input_name: str | None = None) -> ModelIO:
     """Find the one data input (float, uint8 or int8; rank 2, 3 or 4) and the ``[N, classes]`` float output.
 
@@ -162,8 +62,6 @@ def model_io(model: onnx.ModelProto, input_name: str | None = None) -> ModelIO:
         >>> model_io(load_model("model.onnx")).output_name  # doctest: +SKIP
         'logits'
     """
-    from edgefault.runtime.layout import graph_layout
-
     graph = model.graph
     stored = {tensor.name for tensor in graph.initializer}
     inputs = [value for value in graph.input if value.name not in stored]
@@ -214,31 +112,3 @@ def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
     if not tensor_type.HasField("shape"):
         return None
     return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim)
-
-
-def error_line(exc: BaseException) -> str:
-    """The first line of an exception's message, for one-line user errors.
-
-    Example:
-        >>> error_line(ValueError("bad\\nmore"))
-        'bad'
-    """
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-@contextlib.contextmanager
-def about_model(path: str | os.PathLike) -> Iterator[None]:
-    """Prefix the user errors raised inside with the model's path (once), as every command reports them.
-
-    Example:
-        >>> with about_model("m.onnx"):  # doctest: +SKIP
-        ...     raise EdgefaultError("model input 'x' has rank 5")
-        Traceback (most recent call last):
-        edgefault.errors.EdgefaultError: m.onnx: model input 'x' has rank 5
-    """
-    try:
-        yield
-    except EdgefaultError as exc:
-        message = str(exc)
-        raise EdgefaultError(message if message.startswith(str(path)) else f"{path}: {message}") from None
