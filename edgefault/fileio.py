@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
+
+import filelock
 
 from edgefault.errors import EdgefaultError
 from edgefault.onnxio import external_data_files
@@ -51,14 +53,34 @@ def _remove_empty(folders: Iterable[Path]) -> None:
 
 
 @contextlib.contextmanager
-def _folder_locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a folder itself (no lock file), e.g. while renaming a pair of outputs into it."""
-    handle = os.open(folder, os.O_RDONLY)
+def exclusive_lock(lock_file: str | os.PathLike, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (created if missing, kept afterwards) across processes.
+
+    With ``busy`` (the user error to raise), fail at once when another process holds the lock;
+    without it, wait. The operating system drops the lock if the process dies.
+
+    Example:
+        >>> with exclusive_lock("run.lock", busy="another run is going on"):
+        ...     with exclusive_lock("run.lock", busy="another run is going on"):
+        ...         pass
+        Traceback (most recent call last):
+        edgefault.errors.EdgefaultError: another run is going on
+    """
+    lock = filelock.FileLock(os.fspath(lock_file), timeout=0 if busy else -1, is_singleton=False)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        lock.acquire()
+    except filelock.Timeout:
+        raise EdgefaultError(busy) from None
+    try:
         yield
     finally:
-        os.close(handle)  # closing drops the lock
+        lock.release()
+
+
+def _folder_locked(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on a folder (its lock file in the temporary folder, so none lands among the outputs)."""
+    key = hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:32]
+    return exclusive_lock(Path(tempfile.gettempdir()) / f"edgefault-{key}.lock")
 
 
 @contextlib.contextmanager

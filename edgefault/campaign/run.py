@@ -11,11 +11,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgefault.campaign.cells import Cell, plan_cells
 from edgefault.campaign.config import FORMAT, CampaignConfig
@@ -29,7 +28,7 @@ from edgefault.campaign.stats import summarize
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
 from edgefault.campaign.worker import failed_record
 from edgefault.errors import EdgefaultError
-from edgefault.fileio import check_output_folder, output_folder, read_json, write_json_atomic
+from edgefault.fileio import check_output_folder, exclusive_lock, output_folder, read_json, write_json_atomic
 from edgefault.progress import Progress
 
 CAMPAIGN_FILE, RESULTS_FILE, LOCK_FILE = "campaign.json", "results.jsonl", ".lock"
@@ -274,16 +273,7 @@ def _check_same(config: CampaignConfig, prepared: PreparedCampaign, saved: dict[
                              f"{config.data!r} changed); use another --out")
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the folder; the kernel drops it if the process dies."""
+def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on the campaign folder; the operating system drops it if the process dies."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EdgefaultError(f"another campaign is running in {folder}; wait for it or use another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(folder / LOCK_FILE, busy=f"another campaign is running in {folder}; wait for it or use another --out")
