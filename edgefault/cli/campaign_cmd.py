@@ -16,7 +16,7 @@ from edgefault.cli.options import (MAX_PARALLEL, MAX_SEED, MAX_STEPS, Count, dat
 from edgefault.faults import parse_bits
 from edgefault.faults.discover import coverage_line, warning_lines
 from edgefault.fileio import to_json
-from edgefault.mitigate.ecc import ecc_overhead
+from edgefault.faults.ecc import ecc_overhead
 
 
 @click.command()
