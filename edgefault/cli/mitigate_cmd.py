@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from edgefault.campaign.run import ExecutionSettings
-from edgefault.cli.options import MAX_PARALLEL, MAX_STEPS, Count, data_option, seed_option
+from edgefault.cli.options import MAX_PARALLEL, MAX_STEPS, Count, data_option, option_errors, seed_option
 from edgefault.mitigate.config import METHODS, MitigateConfig
 from edgefault.mitigate.pipeline import run_mitigate
 from edgefault.mitigate.report import tolerable_text
@@ -34,7 +34,8 @@ def command(data_spec, out, model_name, methods, quick, epochs, chips, voltage_c
     config = MitigateConfig(data=data_spec, model=model_name, quick=quick, seed=seed, epochs=epochs, chips=chips,
                             methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
     curve = None if voltage_curve is None else read_voltage_curve(voltage_curve)  # checked before any work
-    execution = ExecutionSettings(workers=workers, ray=ray_address, progress=True)
+    with option_errors({"workers": "--workers", "ray": "--ray"}):
+        execution = ExecutionSettings(workers=workers, ray=ray_address, progress=True)
     result = run_mitigate(config, out, execution, curve)
     board = result.board
     kind = board["headline_kind"]
