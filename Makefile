@@ -24,11 +24,15 @@ demo: $(STAMP)
 study: $(STAMP)
 	$(BIN)/edgefault reproduce --data mnist5k --out study/full
 
+# The layer contracts and the documentation site (strict: a broken link fails) first, in seconds;
+# then the tests and every docstring example (pyproject.toml's pytest settings).
 test: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .import_linter_cache

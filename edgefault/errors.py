@@ -1,6 +1,11 @@
-"""The one exception type for user errors, and the wording of OS errors: the CLI turns both into one line and exit 2."""
+"""The one exception type for user errors and the wording of its messages: the CLI turns them into one line and exit 2."""
 
+from __future__ import annotations
+
+import contextlib
 import errno
+import os
+from typing import Iterator
 
 
 class EdgefaultError(ValueError):
@@ -37,3 +42,41 @@ def os_error_line(exc: OSError) -> str:
         return what
     also = f" -> {exc.filename2}" if exc.filename2 is not None else ""
     return f"{exc.filename}{also}: {what}"
+
+
+def error_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line user errors.
+
+    Example:
+        >>> error_line(ValueError("bad\\nmore"))
+        'bad'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unsupported_input(name: str, what: str) -> EdgefaultError:
+    """The one message for an input type edgefault cannot feed, shared by every command.
+
+    Example:
+        >>> str(unsupported_input("x", "string"))
+        "model input 'x' is of type string; edgefault feeds float, uint8 or int8 tensors"
+    """
+    return EdgefaultError(f"model input {name!r} is of type {what}; edgefault feeds float, uint8 or int8 tensors")
+
+
+@contextlib.contextmanager
+def about_model(path: str | os.PathLike) -> Iterator[None]:
+    """Prefix the user errors raised inside with the model's path (once), as every command reports them.
+
+    Example:
+        >>> with about_model("m.onnx"):
+        ...     raise EdgefaultError("model input 'x' has rank 5")
+        Traceback (most recent call last):
+        edgefault.errors.EdgefaultError: m.onnx: model input 'x' has rank 5
+    """
+    try:
+        yield
+    except EdgefaultError as exc:
+        message = str(exc)
+        raise EdgefaultError(message if message.startswith(str(path)) else f"{path}: {message}") from None

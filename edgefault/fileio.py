@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import filelock
+
 from edgefault.errors import EdgefaultError
+from edgefault.onnxio import external_data_files
 
 
 def _current_umask() -> int:
@@ -50,14 +53,34 @@ def _remove_empty(folders: Iterable[Path]) -> None:
 
 
 @contextlib.contextmanager
-def _folder_locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on a folder itself (no lock file), e.g. while renaming a pair of outputs into it."""
-    handle = os.open(folder, os.O_RDONLY)
+def exclusive_lock(lock_file: str | os.PathLike, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (created if missing, kept afterwards) across processes.
+
+    With ``busy`` (the user error to raise), fail at once when another process holds the lock;
+    without it, wait. The operating system drops the lock if the process dies.
+
+    Example:
+        >>> with exclusive_lock("run.lock", busy="another run is going on"):
+        ...     with exclusive_lock("run.lock", busy="another run is going on"):
+        ...         pass
+        Traceback (most recent call last):
+        edgefault.errors.EdgefaultError: another run is going on
+    """
+    lock = filelock.FileLock(os.fspath(lock_file), timeout=0 if busy else -1, is_singleton=False)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        lock.acquire()
+    except filelock.Timeout:
+        raise EdgefaultError(busy) from None
+    try:
         yield
     finally:
-        os.close(handle)  # closing drops the lock
+        lock.release()
+
+
+def _folder_locked(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on a folder (its lock file in the temporary folder, so none lands among the outputs)."""
+    key = hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:32]
+    return exclusive_lock(Path(tempfile.gettempdir()) / f"edgefault-{key}.lock")
 
 
 @contextlib.contextmanager
@@ -205,25 +228,9 @@ def protected_files(inputs: Iterable[str | os.PathLike]) -> dict[Path, str]:
             continue
         found.setdefault(path.resolve(), "an input file")
         if path.suffix == ".onnx" and path.is_file():
-            for location in _external_data_files(path):
+            for location in external_data_files(path):
                 found.setdefault(location, f"the external data of the input {path}")
     return found
-
-
-def _external_data_files(model: Path) -> list[Path]:
-    import onnx  # only for ONNX inputs, and only their structure (no external data is read)
-
-    from edgefault.runtime.loading import iter_tensors
-
-    try:
-        proto = onnx.load(str(model), load_external_data=False)
-    except Exception:  # not ONNX: the command reports that itself
-        return []
-    locations = set()
-    for tensor in iter_tensors(proto.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            locations.add({entry.key: entry.value for entry in tensor.external_data}.get("location", ""))
-    return [(model.parent / location).resolve() for location in sorted(locations) if location]
 
 
 def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike]) -> None:

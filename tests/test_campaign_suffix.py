@@ -20,7 +20,8 @@ from edgefault.campaign.worker import CAMPAIGN_BATCH
 from edgefault.errors import EdgefaultError
 from edgefault.export import export_run
 from edgefault.faults import Chip, Injector, sample_faults
-from edgefault.runtime import Evaluator, SessionSettings, parse_model
+from edgefault.onnxio import parse_model
+from edgefault.runtime import Evaluator, SessionSettings
 from edgefault.runtime.cuts import find_cuts
 from edgefault.train import TrainConfig, train
 from onnx_builders import ort_quantized_cnn

@@ -21,6 +21,7 @@ from edgefault.faults import (
     inject_file,
     inject_model_bytes,
     sample_faults,
+    weight_memory,
 )
 from onnx_builders import float_cnn, ort_quantized_cnn
 
@@ -130,18 +131,18 @@ def test_weight_memory_holds_exactly_the_integer_weights(models, style):
             name = node.input[i]
             if types.get(name) in (TensorProto.INT8, TensorProto.UINT8) and name not in expected:
                 expected.append(name)
-    memory = WeightMemory.from_model(models[style])
+    memory = weight_memory(models[style])
     assert list(memory.names) == expected and len(expected) == 3
     assert not any("scale" in name or "zero_point" in name for name in memory.names)
-    with_bias = WeightMemory.from_model(models[style], include_bias=True)
+    with_bias = weight_memory(models[style], include_bias=True)
     biases = [t for t in with_bias.tensors if t.is_bias]
     assert len(biases) >= 2 and all(types[t.name] == TensorProto.INT32 for t in biases)
 
 
 def test_exporter_style_thresholds_are_not_weights(models):
-    memory = WeightMemory.from_model(models["exporter_style"])
+    memory = weight_memory(models["exporter_style"])
     assert memory.names == ("conv.weight", "fc.weight")
-    assert WeightMemory.from_model(models["exporter_style"], include_bias=True).names == (
+    assert weight_memory(models["exporter_style"], include_bias=True).names == (
         "conv.weight", "conv.bias", "fc.weight")
 
 
@@ -231,8 +232,8 @@ def test_bit_filter_and_protection_on_a_model(models):
 
 
 def test_external_data_is_read_and_the_output_is_self_contained(models, tmp_path):
-    embedded = WeightMemory.from_model(models["qdq_per_channel"])
-    assert WeightMemory.from_model(models["external_data"]) == embedded
+    embedded = weight_memory(models["qdq_per_channel"])
+    assert weight_memory(models["external_data"]) == embedded
     out = tmp_path / "elsewhere" / "faulty.onnx"
     inject_file(models["external_data"], out, Chip("sa1", count=100, seed=1))
     faulty = onnx.load(str(out), load_external_data=False)
@@ -252,7 +253,7 @@ def test_external_data_leaving_the_model_folder_is_refused(tmp_path, location):
     tensor.external_data.add(key="location", value=location)
     path = folder / "model.onnx"
     onnx.save(model, str(path))
-    for load in (Injector, WeightMemory.from_model):
+    for load in (Injector, weight_memory):
         with pytest.raises(EdgefaultError, match="leaves the model's folder"):
             load(path)
     with pytest.raises(EdgefaultError, match="external data"):

@@ -10,7 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edgefault.errors import EdgefaultError
 from edgefault.runtime.graph import count_kernels, optimized_kernel_counts
 from edgefault.runtime.inputs import InputSpec, PreparedInputs, parse_float_list, parse_input_size, resolve_input_spec
-from edgefault.runtime.loading import load_model, model_io, parse_model
+from edgefault.onnxio import load_model, parse_model
+from edgefault.runtime.modelio import model_io
 from edgefault.runtime.metadata import ModelMetadata
 from edgefault.runtime.session import Evaluator, SessionSettings
 from edgefault.runtime.timing import TimingSettings, measure_timing

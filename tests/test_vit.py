@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from edgefault.export import ExportSettings, export_model
 from edgefault.models import ActivationMonitor, activation_quantizers, create_model
 from edgefault.models.layers import QuantLinear
-from edgefault.runtime import PreparedInputs, load_model, measure_sparsity
+from edgefault.onnxio import load_model
+from edgefault.runtime import PreparedInputs, measure_sparsity
 from edgefault.runtime.graph import FLOAT_KERNELS, INTEGER_KERNELS
 
 

@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgefault.errors import EdgefaultError
-from edgefault.faults import Chip, Injector, WeightMemory, discover, sample_faults
+from edgefault.faults import Chip, Injector, discover, sample_faults, weight_memory
 from edgefault.faults.codes import decode_tensor
 from edgefault.faults.discover import constant_tensors
 from weight_forms import FORMS, INPUT_FEATURES, K, quantized_both_ways, unfaultable, wide_16bit
@@ -183,7 +183,7 @@ def test_what_cannot_be_faulted_is_named():
 def test_a_model_of_only_biases_asks_for_include_bias():
     model = FORMS["constant_nodes"]()
     for tensor_name in ("c1.w", "c2.raw", "shared.w"):
-        assert tensor_name in WeightMemory.from_model(model).names
+        assert tensor_name in weight_memory(model).names
     found = discover(model)
     only_bias = type(found)(tuple(t for t in found.tensors if t.is_bias), found.protos)
     with pytest.raises(EdgefaultError, match="--include-bias"):

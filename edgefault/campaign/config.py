@@ -41,7 +41,7 @@ class CampaignConfig:
     preprocessing flags for models without edgefault metadata, with ``layout``, ``scale`` and
     ``normalize`` (``--layout``, ``--scale``, ``--no-normalize``; see
     :class:`edgefault.runtime.InputOptions`). ``protect_bits`` drops every fault on
-    those bit positions, as ECC on them would (:func:`edgefault.mitigate.ecc.ecc_overhead` states the cost).
+    those bit positions, as ECC on them would (:func:`edgefault.faults.ecc.ecc_overhead` states the cost).
 
     Example:
         >>> config = CampaignConfig(models=("a.onnx",), model_hashes=("0" * 64,), rates=(1e-3,), chips=2)
@@ -233,7 +233,7 @@ def file_hash(path: str | Path) -> str:
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
-    """Parse ``--kinds flip,sa0`` into a tuple, checking each kind.
+    """Parse a kind list such as ``flip,sa0`` into a tuple, checking each kind.
 
     Example:
         >>> parse_kinds("flip, sa1")
@@ -243,7 +243,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
-    """Parse ``--rates 1e-4,1e-3`` into floats in [0, 1].
+    """Parse a rate list such as ``1e-4,1e-3`` into floats in [0, 1].
 
     Example:
         >>> parse_rates("1e-4, 0.01")
@@ -252,11 +252,11 @@ def parse_rates(text: str) -> tuple[float, ...]:
     values = []
     for part in (p.strip() for p in text.split(",") if text.strip()):
         if not part:
-            raise EdgefaultError(f"--rates has an empty entry in {text!r}; give numbers like 1e-4,1e-3")
+            raise EdgefaultError(f"rates has an empty entry in {text!r}; give numbers like 1e-4,1e-3")
         try:
             values.append(float(part))
         except ValueError:
-            raise EdgefaultError(f"--rates must be numbers like 1e-4,1e-3, got {part!r}") from None
+            raise EdgefaultError(f"rates must be numbers like 1e-4,1e-3, got {part!r}") from None
     return _rates(tuple(values))
 
 

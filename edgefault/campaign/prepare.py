@@ -19,11 +19,12 @@ import numpy as np
 from edgefault.campaign.config import CampaignConfig
 from edgefault.campaign.worker import WorkerModel, WorkerPayload
 from edgefault.data import load_samples
+from edgefault.errors import about_model
 from edgefault.faults import Injector
-from edgefault.runtime import InputSpec, check_classes, load_model, prepare_inputs, resolve_model_input
+from edgefault.onnxio import load_model
+from edgefault.runtime import InputSpec, check_classes, prepare_inputs, resolve_model_input
 from edgefault.runtime.feed import model_classes
 from edgefault.runtime.inputs import format_shape
-from edgefault.runtime.loading import about_model
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

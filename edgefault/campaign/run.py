@@ -11,11 +11,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgefault.campaign.cells import Cell, plan_cells
 from edgefault.campaign.config import FORMAT, CampaignConfig
@@ -29,7 +28,8 @@ from edgefault.campaign.stats import summarize
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
 from edgefault.campaign.worker import failed_record
 from edgefault.errors import EdgefaultError
-from edgefault.fileio import check_output_folder, output_folder, read_json, write_json_atomic
+from edgefault.faults.ecc import EccOverhead, ecc_overhead
+from edgefault.fileio import check_output_folder, exclusive_lock, output_folder, read_json, write_json_atomic
 from edgefault.progress import Progress
 
 CAMPAIGN_FILE, RESULTS_FILE, LOCK_FILE = "campaign.json", "results.jsonl", ".lock"
@@ -57,12 +57,12 @@ class ExecutionSettings:
     def __post_init__(self) -> None:
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
                                          or self.workers < 1):
-            raise EdgefaultError(f"--workers must be a positive integer, got {self.workers!r}")
+            raise EdgefaultError(f"workers must be a positive integer, got {self.workers!r}")
         if self.ray is not None and (not isinstance(self.ray, str) or not self.ray.strip()):
-            raise EdgefaultError("--ray takes auto or a cluster address such as 10.0.0.5:6379")
+            raise EdgefaultError("ray takes auto or a cluster address such as 10.0.0.5:6379")
         if isinstance(self.cache_mb, bool) or not isinstance(self.cache_mb, (int, float)) or not (
                 0 <= self.cache_mb < float("inf")):
-            raise EdgefaultError(f"--cache-mb must be a number of megabytes >= 0, got {self.cache_mb!r}")
+            raise EdgefaultError(f"cache_mb must be a number of megabytes >= 0, got {self.cache_mb!r}")
 
     def engine(self) -> LocalEngine | RayEngine:
         """The engine these settings describe (not started).
@@ -95,6 +95,8 @@ class CampaignResult:
     resumed: int
     seconds: float
     engine: str
+    models: tuple[dict[str, Any], ...] = ()  # campaign.json's models: name, feed, weight-memory coverage
+    ecc: EccOverhead = ecc_overhead(())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields for ``--json``.
@@ -104,7 +106,8 @@ class CampaignResult:
             ['engine', 'files', 'folder']
         """
         return {"folder": str(self.folder), "files": [str(f) for f in self.files], "ran": self.ran,
-                "resumed": self.resumed, "seconds": self.seconds, "engine": self.engine, "summary": self.summary}
+                "resumed": self.resumed, "seconds": self.seconds, "engine": self.engine, "summary": self.summary,
+                "ecc": self.ecc.to_dict()}
 
 
 def run_campaign(config: CampaignConfig, out: str | os.PathLike,
@@ -134,9 +137,11 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
     try:  # a failed run leaves nothing new behind, unless it finished cells worth resuming from
         with output_folder(folder, keep=lambda: results.is_file() and results.stat().st_size > 0), _locked(folder):
             if (folder / CAMPAIGN_FILE).exists():
-                _check_same(config, prepared, _saved_campaign(folder), folder)
+                saved = _saved_campaign(folder)
+                _check_same(config, prepared, saved, folder)
             else:
-                write_json_atomic(folder / CAMPAIGN_FILE, {"format": FORMAT, "config": config.to_dict(), **prepared.info})
+                saved = {"format": FORMAT, "config": config.to_dict(), **prepared.info}
+                write_json_atomic(folder / CAMPAIGN_FILE, saved)
             log = ResultsLog(folder / RESULTS_FILE)
             try:
                 records = log.read()
@@ -168,7 +173,8 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
         engine.close()  # also stops a Ray cluster started here when no cell was left to run
     ran = len({r["key"] for r in new})  # with --target-ci, fewer than were pending
     return CampaignResult(folder, summary, tuple(files), ran, sum(c.key(hashes[c.model]) in done for c in cells),
-                          round(time.perf_counter() - started, 3), engine.describe())
+                          round(time.perf_counter() - started, 3), engine.describe(), tuple(saved["models"]),
+                          ecc_overhead(config.protect_bits))
 
 
 def execute_cells(engine, prepared: PreparedCampaign, pending: list[tuple[Cell, int]], log: ResultsLog,
@@ -274,16 +280,7 @@ def _check_same(config: CampaignConfig, prepared: PreparedCampaign, saved: dict[
                              f"{config.data!r} changed); use another --out")
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the folder; the kernel drops it if the process dies."""
+def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on the campaign folder; the operating system drops it if the process dies."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EdgefaultError(f"another campaign is running in {folder}; wait for it or use another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(folder / LOCK_FILE, busy=f"another campaign is running in {folder}; wait for it or use another --out")

@@ -30,7 +30,8 @@ import numpy as np
 
 from edgefault.errors import EdgefaultError
 from edgefault.faults import FaultRecords, Injector, WeightMemory
-from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings, parse_model
+from edgefault.onnxio import parse_model
+from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
 from edgefault.runtime.cuts import Cut, find_cuts, suffix_model
 from edgefault.runtime.sparsity import probe_model
 

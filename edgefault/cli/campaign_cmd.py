@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from edgefault.campaign.config import DEFAULT_CHIPS, DEFAULT_KINDS, DEFAULT_RATES, CampaignConfig, parse_kinds, parse_rates
+from edgefault.campaign.config import DEFAULT_CHIPS, DEFAULT_KINDS, DEFAULT_RATES, CampaignConfig
 from edgefault.campaign.report import final_text
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
-from edgefault.cli.options import (MAX_PARALLEL, MAX_SEED, MAX_STEPS, Count, data_option, include_bias_option,
-                                   json_option, limit_option, preprocessing_options, stored_bits_option)
-from edgefault.faults import parse_bits
+from edgefault.cli.options import (BITS, KINDS, MAX_PARALLEL, MAX_SEED, MAX_STEPS, RATES, Count, data_option,
+                                   include_bias_option, json_option, limit_option, option_errors,
+                                   preprocessing_options, stored_bits_option)
 from edgefault.faults.discover import coverage_line, warning_lines
 from edgefault.fileio import to_json
-from edgefault.mitigate.ecc import ecc_overhead
 
 
 @click.command()
 @click.argument("models", nargs=-1, metavar="MODEL.onnx...")
 @data_option
 @click.option("--out", required=True, metavar="DIR", help="Campaign folder (created; rerun the same command to resume).")
-@click.option("--kinds", default=",".join(DEFAULT_KINDS), show_default=True, metavar="LIST",
+@click.option("--kinds", type=KINDS, default=",".join(DEFAULT_KINDS), show_default=True, metavar="LIST",
               help="Fault kinds: flip, sa0, sa1, stuck, mbu.")
-@click.option("--rates", default=",".join(f"{r:g}" for r in DEFAULT_RATES), show_default=True, metavar="LIST",
+@click.option("--rates", type=RATES, default=",".join(f"{r:g}" for r in DEFAULT_RATES), show_default=True,
+              metavar="LIST",
               help="Fault rates in [0, 1]: the probability that each weight bit is faulty.")
 @click.option("--chips", default=DEFAULT_CHIPS, show_default=True, type=Count(1, MAX_STEPS),
               help="Chips (fault patterns) per kind and rate; the same chips for every model.")
@@ -41,7 +40,7 @@ from edgefault.mitigate.ecc import ecc_overhead
               help="Add chips per kind and rate until every 95% interval is within +/- W (--chips: the maximum).")
 @click.option("--cache-mb", type=float, default=DEFAULT_CACHE_MB, show_default=True, metavar="MB",
               help="Per worker: clean activations cached at cuts for suffix evaluation (0: whole model every cell).")
-@click.option("--protect-bits", default=None, metavar="LIST",
+@click.option("--protect-bits", type=BITS, default=None, metavar="LIST",
               help="ECC: drop every fault on these bit positions (e.g. 7, the sign); its SEC-DED cost is reported.")
 @include_bias_option
 @stored_bits_option
@@ -61,28 +60,27 @@ def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_addr
     Example: edgefault campaign a.onnx b.onnx --out runs/ab --kinds flip --rates 1e-3,1e-2 --chips 10
     """
     config = CampaignConfig.create(
-        models, data=data_spec, kinds=parse_kinds(kinds), rates=parse_rates(rates), chips=chips, seed=seed,
+        models, data=data_spec, kinds=kinds, rates=rates, chips=chips, seed=seed,
         per_layer=per_layer, per_bit=per_bit, limit=limit, input_size=input_size, mean=mean, std=std,
         layout=layout, scale=scale, normalize=not no_normalize,
-        protect_bits=() if protect_bits is None else parse_bits(protect_bits, "--protect-bits"),
+        protect_bits=protect_bits or (),
         include_bias=include_bias, stored_bits=stored_bits, target_ci=target_ci,
     )
-    ecc = ecc_overhead(config.protect_bits)
-    execution = ExecutionSettings(workers=workers, ray=ray_address, progress=not as_json, cache_mb=cache_mb)
+    with option_errors({"workers": "--workers", "ray": "--ray", "cache_mb": "--cache-mb"}):
+        execution = ExecutionSettings(workers=workers, ray=ray_address, progress=not as_json, cache_mb=cache_mb)
     result = run_campaign(config, out, execution)
-    saved = json.loads((result.folder / "campaign.json").read_text())
-    for model in saved["models"]:  # what each weight memory covered (campaigns from before coverage have none)
+    for model in result.models:  # what each weight memory covered (campaigns from before coverage have none)
         for line in warning_lines(model.get("coverage", {"skipped": []})):
             click.echo(f"{model['name']}: {line}", err=True)
     if as_json:
-        sys.stdout.write(to_json({**result.to_dict(), "ecc": ecc.to_dict()}) + "\n")
+        sys.stdout.write(to_json(result.to_dict()) + "\n")
         return
     click.echo(final_text(result.summary))
     click.echo("\n" + "\n".join(f"input of {model['name']}: {model.get('feed', 'not recorded')}"
-                                  for model in saved["models"]))
+                                  for model in result.models))
     click.echo("\n".join(f"{model['name']}: {coverage_line(model['coverage'])}"
-                         for model in saved["models"] if "coverage" in model))
+                         for model in result.models if "coverage" in model))
     if config.protect_bits:
-        click.echo(f"\nECC: {ecc.describe()} (faults on protected bits are dropped, as the code would correct them)")
+        click.echo(f"\nECC: {result.ecc.describe()} (faults on protected bits are dropped, as the code would correct them)")
     click.echo(f"\n{result.ran} cells run, {result.resumed} already done ({result.engine}, {result.seconds:.1f} s); "
                f"wrote {result.folder}/summary.md, summary.json, summary.csv and plots")

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from edgefault.cli.options import Count, include_bias_option, json_option, seed_option, stored_bits_option
+from edgefault.cli.options import BITS, Count, include_bias_option, json_option, seed_option, stored_bits_option
 from edgefault.errors import EdgefaultError
-from edgefault.faults import KINDS, Chip, inject_file, parse_bits
+from edgefault.faults import KINDS, Chip, inject_file
 from edgefault.faults.discover import coverage_line, warning_lines
 
 # Options that describe a chip; --map-in brings its own faults, so it takes none of them.
@@ -25,8 +25,8 @@ _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layer
 @click.option("--out", "out", required=True, metavar="FAULTY.onnx", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the faulty model.")
 @seed_option
-@click.option("--bits", default=None, metavar="LIST", help="Only these bit positions can be faulty, e.g. 7 or 0-3,7.")
-@click.option("--protect-bits", default=None, metavar="LIST", help="Drop faults on these bit positions (as ECC would).")
+@click.option("--bits", type=BITS, default=None, metavar="LIST", help="Only these bit positions can be faulty, e.g. 7 or 0-3,7.")
+@click.option("--protect-bits", type=BITS, default=None, metavar="LIST", help="Drop faults on these bit positions (as ECC would).")
 @click.option("--layers", default=None, metavar="REGEX", help="Only weight tensors whose name matches this regex.")
 @click.option("--map", "map_out", default=None, metavar="MAP.json", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the fault map: every fault and a per-tensor summary.")
@@ -102,8 +102,8 @@ def _chip(kind, rate, count, seed, bits, protect_bits, layers, burst, include_bi
         rate=rate,
         count=count,
         seed=seed,
-        bits=None if bits is None else parse_bits(bits, "--bits"),
-        protect_bits=() if protect_bits is None else parse_bits(protect_bits, "--protect-bits"),
+        bits=bits,
+        protect_bits=protect_bits or (),
         layers=layers,
         burst=2 if burst is None else burst,
         include_bias=include_bias,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import click
 
-from edgefault.cli.options import MAX_PARALLEL, MAX_STEPS, Count, data_option, seed_option
+from edgefault.campaign.run import ExecutionSettings
+from edgefault.cli.options import MAX_PARALLEL, MAX_STEPS, Count, data_option, option_errors, seed_option
 from edgefault.mitigate.config import METHODS, MitigateConfig
+from edgefault.mitigate.pipeline import run_mitigate
+from edgefault.mitigate.report import tolerable_text
+from edgefault.mitigate.voltage import read_voltage_curve
 
 
 @click.command(help="Train each mitigation (QAT, SAM, SAQ, weight clipping, RandBET, their combinations, learned "
@@ -27,15 +31,11 @@ from edgefault.mitigate.config import METHODS, MitigateConfig
               help="Run trainings and campaign cells as Ray tasks: auto or HOST:PORT.")
 @seed_option
 def command(data_spec, out, model_name, methods, quick, epochs, chips, voltage_curve, workers, ray_address, seed):
-    from edgefault.campaign.run import ExecutionSettings
-    from edgefault.mitigate.pipeline import run_mitigate
-    from edgefault.mitigate.report import tolerable_text
-    from edgefault.mitigate.voltage import read_voltage_curve
-
     config = MitigateConfig(data=data_spec, model=model_name, quick=quick, seed=seed, epochs=epochs, chips=chips,
                             methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
     curve = None if voltage_curve is None else read_voltage_curve(voltage_curve)  # checked before any work
-    execution = ExecutionSettings(workers=workers, ray=ray_address, progress=True)
+    with option_errors({"workers": "--workers", "ray": "--ray"}):
+        execution = ExecutionSettings(workers=workers, ray=ray_address, progress=True)
     result = run_mitigate(config, out, execution, curve)
     board = result.board
     kind = board["headline_kind"]

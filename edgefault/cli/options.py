@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, Iterator
+
 import click
+
+from edgefault.campaign.config import parse_kinds, parse_rates
+from edgefault.errors import EdgefaultError
+from edgefault.faults import parse_bits
 
 # Upper bounds on counts from the user, checked when the command line is parsed, before anything starts.
 MAX_PARALLEL = 256  # threads of a session, worker processes, Ray actors
@@ -37,6 +44,72 @@ class Count(click.ParamType):
         if number is None or not self.low <= number <= self.high:
             raise click.UsageError(f"{option} must be {kind} (at most {self.high:,}), got {value}", ctx)
         return number
+
+
+def as_option(message: str, subject: str, option: str) -> str:
+    """A domain message about setting ``subject`` worded for the command line's ``option``.
+
+    Example:
+        >>> as_option("rates must be numbers, got 'x'", "rates", "--rates")
+        "--rates must be numbers, got 'x'"
+        >>> as_option("unknown fault kind 'x'", "kinds", "--kinds")
+        "--kinds: unknown fault kind 'x'"
+    """
+    if message.startswith(subject) and message[len(subject):len(subject) + 1] in (" ", ":"):
+        return option + message[len(subject):]
+    return f"{option}: {message}"
+
+
+@contextlib.contextmanager
+def option_errors(options: dict[str, str]) -> Iterator[None]:
+    """Reword the user errors of settings built inside (setting name -> option) for the command line.
+
+    Example:
+        >>> with option_errors({"workers": "--workers"}):
+        ...     raise EdgefaultError("workers must be a positive integer, got 0")
+        Traceback (most recent call last):
+        edgefault.errors.EdgefaultError: --workers must be a positive integer, got 0
+    """
+    try:
+        yield
+    except EdgefaultError as exc:
+        message = str(exc)
+        subject = next((name for name in options if message.startswith(name + " ")), None)
+        if subject is None:
+            raise
+        raise EdgefaultError(as_option(message, subject, options[subject])) from None
+
+
+class ListOf(click.ParamType):
+    """A comma-separated list parsed by a domain function when the command line is parsed.
+
+    Example:
+        >>> RATES.convert("1e-3, 0.01", click.Option(["--rates"]), None)
+        (0.001, 0.01)
+        >>> BITS.convert("9-3", click.Option(["--bits"]), None)
+        Traceback (most recent call last):
+        ...
+        click.exceptions.UsageError: --bits: empty range '9-3' in '9-3'
+    """
+
+    name = "list"
+
+    def __init__(self, parse: Callable[[str], tuple], subject: str) -> None:
+        self.parse, self.subject = parse, subject
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
+        if isinstance(value, tuple):  # a default already parsed
+            return value
+        option = param.opts[0] if param is not None and getattr(param, "opts", None) else self.subject
+        try:
+            return self.parse(str(value))
+        except EdgefaultError as exc:
+            raise click.UsageError(as_option(str(exc), self.subject, option), ctx) from None
+
+
+KINDS = ListOf(parse_kinds, "kinds")
+RATES = ListOf(parse_rates, "rates")
+BITS = ListOf(parse_bits, "bits")
 
 
 data_option = click.option(

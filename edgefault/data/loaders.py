@@ -14,14 +14,13 @@ from edgefault.data.dataset import Dataset
 from edgefault.data.npz import read_npz
 from edgefault.data.safe_pickle import safe_load
 from edgefault.data.spec import DatasetSpec, parse_spec
+from edgefault.data.split import stratified_split
 from edgefault.errors import EdgefaultError
 from edgefault.fileio import atomic_path
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-# A fixed seed makes the built-in split, and the 80/20 split of unsplit data, the same everywhere.
-SPLIT_SEED = 20240614
 
 
 def load_dataset(spec: str | DatasetSpec) -> Dataset:
@@ -41,25 +40,6 @@ def load_dataset(spec: str | DatasetSpec) -> Dataset:
         "npz": _load_npz,
     }[parsed.kind]
     return loader(parsed)
-
-
-def stratified_split(labels: np.ndarray, test_share: float) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic per-class split of indices into (train, test).
-
-    Example:
-        >>> train, test = stratified_split(np.repeat(np.arange(2), 10), 0.2)
-        >>> len(train), len(test)
-        (16, 4)
-    """
-    rng = np.random.default_rng(SPLIT_SEED)
-    train, test = [], []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        cut = int(round(len(members) * test_share))
-        test.append(members[:cut])
-        train.append(members[cut:])
-    # Shuffled, not grouped by class: the first N test images (--limit N) then cover every class.
-    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _from_arrays(spec, images, labels, class_names, mean, std, test_share=0.2) -> Dataset:

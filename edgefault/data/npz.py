@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefault.errors import EdgefaultError
+from edgefault.data.split import stratified_split
+from edgefault.errors import EdgefaultError, error_line
 
 # Labels are class indices; a class list longer than this is a mistake, not a dataset.
 MAX_CLASSES = 100_000
@@ -50,12 +51,11 @@ def read_npz(path: Path, test_share: float = 0.2) -> NpzSplits:
     """Read and check an npz dataset; split ``x``/``y`` deterministically per class.
 
     Example:
-        >>> read_npz(Path("notes.txt"))  # doctest: +SKIP
+        >>> _ = Path("notes.txt").write_text("not an archive")
+        >>> read_npz(Path("notes.txt"))
         Traceback (most recent call last):
         edgefault.errors.EdgefaultError: notes.txt: not an npz file (no zip archive of .npy arrays)
     """
-    from edgefault.data.loaders import stratified_split
-
     with _open(path) as archive:
         keys = set(archive.files)
         if set(SPLIT_KEYS) <= keys:
@@ -93,7 +93,7 @@ def _open(path: Path):
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise EdgefaultError(f"{path}: not a readable npz file ({_line(exc)})") from None
+        raise EdgefaultError(f"{path}: not a readable npz file ({error_line(exc)})") from None
 
 
 def _header(archive, name: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
@@ -107,7 +107,7 @@ def _header(archive, name: str, path: Path) -> tuple[tuple[int, ...], np.dtype]:
             shape, _, dtype = reader(handle)
             header_size = handle.tell()
     except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise EdgefaultError(f"{path}: array {name!r} is unreadable ({_line(exc)})") from None
+        raise EdgefaultError(f"{path}: array {name!r} is unreadable ({error_line(exc)})") from None
     if dtype.hasobject:
         raise EdgefaultError(f"{path}: array {name!r} holds Python objects (dtype object); store numbers")
     if dtype.kind not in (LABEL_KINDS if name.startswith("y") else SAMPLE_KINDS) or dtype.fields:
@@ -137,7 +137,7 @@ def _read(archive, name: str, path: Path) -> np.ndarray:
     try:
         return archive[name]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise EdgefaultError(f"{path}: array {name!r} is unreadable ({_line(exc)})") from None
+        raise EdgefaultError(f"{path}: array {name!r} is unreadable ({error_line(exc)})") from None
 
 
 def _labels(path: Path, name: str, values: np.ndarray) -> np.ndarray:
@@ -160,9 +160,3 @@ def _samples(path: Path, name: str, values: np.ndarray) -> np.ndarray:
         first = int(np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(axis=1))[0])
         raise EdgefaultError(f"{path}: array {name!r} holds NaN or infinite values (first in sample {first})")
     return values
-
-
-def _line(exc: BaseException) -> str:
-    from edgefault.runtime.loading import error_line  # here: the runtime package imports this one
-
-    return error_line(exc)

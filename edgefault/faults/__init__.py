@@ -16,7 +16,7 @@ Example:
 from edgefault.faults.chip import KINDS, Chip, parse_bits
 from edgefault.faults.faultmap import FaultMap, read_fault_map, records_from_entries
 from edgefault.faults.injector import METADATA_KEY, Injector, inject_file, inject_model_bytes
-from edgefault.faults.discover import Discovery, Skipped, discover
+from edgefault.faults.discover import Discovery, Skipped, discover, weight_memory
 from edgefault.faults.memory import WeightMemory, WeightTensor
 from edgefault.faults.records import FLIP, KIND_NAMES, MBU, SA0, SA1, FaultRecords, apply_faults
 from edgefault.faults.sampling import sample_faults, target_bits
@@ -46,4 +46,5 @@ __all__ = [
     "records_from_entries",
     "sample_faults",
     "target_bits",
+    "weight_memory",
 ]

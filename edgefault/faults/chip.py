@@ -118,12 +118,15 @@ class Chip:
         return cls(**values)
 
 
-def parse_bits(text: str, option: str = "--bits") -> tuple[int, ...]:
+def parse_bits(text: str) -> tuple[int, ...]:
     """Parse a bit list such as ``7``, ``0,1,7`` or ``0-3,7`` into sorted positions.
 
     Example:
         >>> parse_bits("0-2,7")
         (0, 1, 2, 7)
+        >>> parse_bits("7-3")
+        Traceback (most recent call last):
+        edgefault.errors.EdgefaultError: bits: empty range '7-3' in '7-3'
     """
     positions: set[int] = set()
     for part in text.split(","):
@@ -133,11 +136,11 @@ def parse_bits(text: str, option: str = "--bits") -> tuple[int, ...]:
             first = int(low)
             last = int(high) if dash else first
         except ValueError:
-            raise EdgefaultError(f"{option} must be bit positions like 7, 0,1,7 or 0-3, got {text!r}") from None
+            raise EdgefaultError(f"bits must be bit positions like 7, 0,1,7 or 0-3, got {text!r}") from None
         if first > last:
-            raise EdgefaultError(f"{option}: empty range {part!r} in {text!r}")
+            raise EdgefaultError(f"bits: empty range {part!r} in {text!r}")
         positions.update(range(first, last + 1))
-    return _bit_tuple(option, positions)
+    return _bit_tuple("bits", positions)
 
 
 def _bit_tuple(name: str, values: Any) -> tuple[int, ...]:

@@ -26,7 +26,8 @@ from onnx import TensorProto, numpy_helper
 
 from edgefault.errors import EdgefaultError
 from edgefault.faults.coverage import Skipped, coverage_line, warning_lines
-from edgefault.faults.memory import TYPE_BITS, WeightMemory, WeightTensor, load_proto
+from edgefault.faults.memory import TYPE_BITS, WeightMemory, WeightTensor
+from edgefault.onnxio import load_proto
 
 # Parameter input positions of each quantized op (scales and zero points sit elsewhere).
 PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
@@ -209,6 +210,20 @@ def discover(model: onnx.ModelProto | str | os.PathLike, stored_bits: int | None
         raise EdgefaultError(f"{STORED_BITS_KEY} names tensor {unknown[0]!r}, which is not a weight of the model")
     ordered = tuple(entry for _, entry in sorted(skipped.values(), key=lambda item: item[0]))
     return Discovery(tuple(tensors), protos, ordered, width_source)
+
+
+def weight_memory(model: onnx.ModelProto | str | os.PathLike, include_bias: bool = False,
+                  stored_bits: int | None = None) -> WeightMemory:
+    """The weight memory of a model (a proto, or a path loaded safely).
+
+    Raises :class:`EdgefaultError` when nothing in the model can be faulted, naming what
+    looked like a weight and why it is left out.
+
+    Example:
+        >>> weight_memory("model.onnx").names
+        ('conv.weight_quantized', 'fc.weight_quantized')
+    """
+    return discover(model, stored_bits).memory(include_bias)
 
 
 def constant_tensors(graph: onnx.GraphProto) -> dict[str, tuple[TensorProto, str]]:

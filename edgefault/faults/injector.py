@@ -30,7 +30,7 @@ from edgefault.faults.records import FaultRecords
 from edgefault.faults.sampling import sample_faults, target_bits
 from edgefault.faults.wire import metadata_entry, raw_data_spans
 from edgefault.fileio import atomic_paths, check_outputs
-from edgefault.runtime.loading import iter_tensors, load_model, parse_model
+from edgefault.onnxio import external_tensors, load_model, parse_model
 
 METADATA_KEY = "edgefault.fault_chip"
 SAMPLING = "nested-bands"  # how chips draw their cells: rate bands with one threshold per cell
@@ -60,7 +60,7 @@ class Injector:
             proto = parse_model(base.data, "model bytes")
         elif isinstance(model, onnx.ModelProto):
             proto = model
-            if any(_is_external(t) for t in iter_tensors(proto.graph)):
+            if external_tensors(proto.graph):
                 raise EdgefaultError("model proto refers to external data that is not loaded; pass the model's path")
         else:
             file = Path(model)
@@ -255,10 +255,6 @@ def _candidate_keys():
     while True:
         yield f"{METADATA_KEY}.{number}"
         number += 1
-
-
-def _is_external(tensor: onnx.TensorProto) -> bool:
-    return tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
 def _read_writable(file: Path) -> np.ndarray:

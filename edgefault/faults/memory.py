@@ -37,11 +37,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-from pathlib import Path
 
 import numpy as np
-import onnx
 
 from edgefault.errors import EdgefaultError
 
@@ -156,7 +153,7 @@ class WeightMemory:
     biases joined.
 
     Example:
-        >>> memory = WeightMemory.from_model("quant.onnx")  # doctest: +SKIP
+        >>> memory = weight_memory("quant.onnx")  # doctest: +SKIP
         >>> memory.nbits, memory.names[:1]  # doctest: +SKIP
         (72512, ('conv1.weight_quantized',))
     """
@@ -198,21 +195,6 @@ class WeightMemory:
             tensors.append(tensor)
             start += tensor.nbits
         return cls(tuple(tensors), include_bias)
-
-    @classmethod
-    def from_model(cls, model: onnx.ModelProto | str | os.PathLike, include_bias: bool = False,
-                   stored_bits: int | None = None) -> WeightMemory:
-        """The weight memory of a model (a proto, or a path loaded safely).
-
-        Raises :class:`EdgefaultError` when nothing in the model can be faulted, naming what
-        looked like a weight and why it is left out.
-
-        Example:
-            >>> WeightMemory.from_model(onnx.load("quant.onnx"), include_bias=True)  # doctest: +SKIP
-        """
-        from edgefault.faults.discover import discover  # discover builds memories: imported late
-
-        return discover(model, stored_bits).memory(include_bias)
 
     @functools.cached_property
     def names(self) -> tuple[str, ...]:
@@ -294,17 +276,3 @@ def _frozen(values) -> np.ndarray:
     array = np.array(values, dtype=np.int64)
     array.setflags(write=False)
     return array
-
-
-def load_proto(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
-    """A proto as given, or the model at a path loaded safely (external data inside its folder).
-
-    Example:
-        >>> load_proto(onnx.ModelProto()).graph.name
-        ''
-    """
-    if isinstance(model, onnx.ModelProto):
-        return model
-    from edgefault.runtime.loading import load_model
-
-    return load_model(Path(model))

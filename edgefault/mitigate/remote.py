@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from edgefault.campaign.engines import RayEngine
 from edgefault.data import Dataset
 from edgefault.fileio import write_bytes_atomic
 from edgefault.train import TrainConfig, train
@@ -58,8 +59,6 @@ def train_runs(recipes: dict[str, TrainConfig], runs: dict[str, Path], data: Dat
                 click.echo(f"[mitigate] training {name} ({recipes[name].epochs} epochs)", err=True)
             train(recipes[name], runs[name], data=data, progress=progress)
         return
-    from edgefault.campaign.engines import RayEngine
-
     engine = RayEngine(ray)
     engine.connect()
     try:

@@ -19,7 +19,7 @@ from typing import Any
 from edgefault.fileio import read_json, write_bytes_atomic, write_json_atomic
 from edgefault.mitigate.board import lowest_voltage, method_scores
 from edgefault.mitigate.config import BASELINE, ECC_BITS, LABELS, MitigateConfig
-from edgefault.mitigate.ecc import ecc_overhead
+from edgefault.faults.ecc import ecc_overhead
 
 BOARD_FORMAT = "edgefault-leaderboard-1"
 

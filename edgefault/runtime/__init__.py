@@ -1,4 +1,4 @@
-"""Running ONNX models in ONNX Runtime: loading, metadata, scoring, sparsity, timing and kernel counts.
+"""Running ONNX models in ONNX Runtime: inputs, metadata, scoring, sparsity, timing and kernel counts.
 
 Example:
     >>> from edgefault.runtime import Evaluator, prepare_inputs  # doctest: +SKIP
@@ -8,7 +8,7 @@ from edgefault.runtime.evaluate import EvalOptions, EvalReport, evaluate_model
 from edgefault.runtime.graph import KernelCounts, count_kernels, optimized_kernel_counts, optimized_model
 from edgefault.runtime.feed import check_classes, prepare_inputs
 from edgefault.runtime.inputs import InputOptions, InputSpec, PreparedInputs, resolve_input_spec, resolve_model_input
-from edgefault.runtime.loading import ModelIO, load_model, model_io, parse_model
+from edgefault.runtime.modelio import ModelIO, model_io
 from edgefault.runtime.metadata import ModelMetadata
 from edgefault.runtime.session import Evaluator, Score, SessionSettings
 from edgefault.runtime.sparsity import SparsityReport, measure_sparsity
@@ -32,13 +32,11 @@ __all__ = [
     "check_classes",
     "count_kernels",
     "evaluate_model",
-    "load_model",
     "measure_sparsity",
     "measure_timing",
     "model_io",
     "optimized_kernel_counts",
     "optimized_model",
-    "parse_model",
     "prepare_inputs",
     "resolve_input_spec",
     "resolve_model_input",

@@ -7,11 +7,11 @@ import os
 from typing import Any
 
 from edgefault.data import load_samples
-from edgefault.errors import EdgefaultError
+from edgefault.errors import EdgefaultError, about_model
 from edgefault.runtime.feed import check_classes, model_classes, prepare_inputs
 from edgefault.runtime.graph import KernelCounts, optimized_kernel_counts
 from edgefault.runtime.inputs import InputOptions, InputSpec, resolve_model_input
-from edgefault.runtime.loading import about_model, load_model
+from edgefault.onnxio import load_model
 from edgefault.runtime.metadata import ModelMetadata
 from edgefault.runtime.session import DEFAULT_BATCH, SessionSettings
 from edgefault.runtime.sparsity import SparsityReport, measure_sparsity

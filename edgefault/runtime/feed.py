@@ -26,6 +26,7 @@ from edgefault.data import Dataset, Samples
 from edgefault.errors import EdgefaultError
 from edgefault.runtime.inputs import (FEATURES, FLOAT_INPUTS, SEQUENCE, UNDECIDED, InputSpec, PreparedInputs,
                                       format_shape)
+from edgefault.runtime.session import Evaluator, SessionSettings
 from edgefault.runtime.layout import IMAGE_LAYOUTS, channel_index, shape_layout, to_layout, transpose_axes
 
 
@@ -161,8 +162,6 @@ def model_classes(data: bytes, io, prepared: PreparedInputs, samples: Samples, s
         >>> classes  # doctest: +SKIP
         10
     """
-    from edgefault.runtime.session import Evaluator, SessionSettings
-
     evaluator = Evaluator(data, settings or SessionSettings(intra_op_threads=1), input_name=io.input_name,
                           output_name=io.output_name)
     classes = int(evaluator.logits(prepared.images[:1]).shape[1])

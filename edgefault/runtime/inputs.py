@@ -22,7 +22,7 @@ import onnx
 
 from edgefault.errors import EdgefaultError
 from edgefault.runtime.layout import IMAGE_LAYOUTS, channel_index, shape_layout
-from edgefault.runtime.loading import ModelIO, model_io
+from edgefault.runtime.modelio import ModelIO, model_io
 from edgefault.runtime.metadata import ModelMetadata
 
 UNDECIDED = "NCHW|NHWC"  # an image input whose layout neither the model nor a flag gives

@@ -15,10 +15,10 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from edgefault.errors import EdgefaultError
+from edgefault.errors import EdgefaultError, error_line, unsupported_input
 from edgefault.progress import Progress
 from edgefault.runtime.inputs import PreparedInputs
-from edgefault.runtime.loading import error_line, load_model, unsupported_input
+from edgefault.onnxio import load_model
 
 # What ONNX Runtime raises for a model it cannot load or run; all become one-line user errors.
 ORT_ERRORS = (

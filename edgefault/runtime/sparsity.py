@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 import onnx
 
-from edgefault.errors import EdgefaultError
+from edgefault.errors import EdgefaultError, error_line
 from edgefault.runtime.activations import (
     MacLayer,
     QuantizedTensor,
@@ -36,7 +36,6 @@ from edgefault.runtime.activations import (
     find_quantized_tensors,
 )
 from edgefault.runtime.inputs import PreparedInputs
-from edgefault.runtime.loading import error_line
 from edgefault.runtime.session import (
     DEFAULT_BATCH,
     ORT_ERRORS,
