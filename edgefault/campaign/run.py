@@ -276,14 +276,23 @@ def _check_same(config: CampaignConfig, prepared: PreparedCampaign, saved: dict[
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the folder; the kernel drops it if the process dies."""
+    """Hold an exclusive lock on the folder; the kernel drops it if the process dies, the lock file goes at the end."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EdgefaultError(f"another campaign is running in {folder}; wait for it or use another --out") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    path = folder / LOCK_FILE
+    while True:
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EdgefaultError(f"another campaign is running in {folder}; wait for it or use another --out") \
+                    from None
+            try:
+                if not path.exists() or not os.path.samestat(os.fstat(handle.fileno()), path.stat()):
+                    continue  # the previous holder removed this file meanwhile: lock the new one
+                try:
+                    yield
+                finally:
+                    path.unlink(missing_ok=True)  # removed while still held, so no one locks a stale file
+                return
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

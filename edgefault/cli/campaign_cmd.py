@@ -11,7 +11,7 @@ from edgefault.campaign.config import DEFAULT_CHIPS, DEFAULT_KINDS, DEFAULT_RATE
 from edgefault.campaign.report import final_text
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
-from edgefault.cli.options import (MAX_PARALLEL, MAX_SEED, MAX_STEPS, Count, data_option, include_bias_option,
+from edgefault.cli.options import (MAX_PARALLEL, MAX_SEED, MAX_STEPS, Count, Finite, data_option, include_bias_option,
                                    json_option, limit_option, preprocessing_options, stored_bits_option)
 from edgefault.faults import parse_bits
 from edgefault.faults.discover import coverage_line, warning_lines
@@ -37,9 +37,9 @@ from edgefault.mitigate.ecc import ecc_overhead
               help="Run the cells on Ray: auto (a local cluster, started if none runs) or HOST:PORT.")
 @click.option("--per-layer", is_flag=True, help="Also inject into one weight tensor at a time (layer heatmap).")
 @click.option("--per-bit", is_flag=True, help="Also inject into one bit position at a time (bit heatmap).")
-@click.option("--target-ci", type=float, default=None, metavar="W",
+@click.option("--target-ci", type=Finite(), default=None, metavar="W",
               help="Add chips per kind and rate until every 95% interval is within +/- W (--chips: the maximum).")
-@click.option("--cache-mb", type=float, default=DEFAULT_CACHE_MB, show_default=True, metavar="MB",
+@click.option("--cache-mb", type=Finite(float32=False), default=DEFAULT_CACHE_MB, show_default=True, metavar="MB",
               help="Per worker: clean activations cached at cuts for suffix evaluation (0: whole model every cell).")
 @click.option("--protect-bits", default=None, metavar="LIST",
               help="ECC: drop every fault on these bit positions (e.g. 7, the sign); its SEC-DED cost is reported.")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from edgefault.cli.options import Count, include_bias_option, json_option, seed_option, stored_bits_option
+from edgefault.cli.options import Count, Finite, include_bias_option, json_option, seed_option, stored_bits_option
 from edgefault.errors import EdgefaultError
 from edgefault.faults import KINDS, Chip, inject_file, parse_bits
 from edgefault.faults.discover import coverage_line, warning_lines
@@ -20,7 +20,7 @@ _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layer
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", metavar="MODEL.onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(KINDS), help="flip, sa0/sa1 (stuck-at), stuck (half sa0, half sa1), mbu.")
-@click.option("--rate", type=float, default=None, help="Probability that each targeted bit is faulty, in [0, 1].")
+@click.option("--rate", type=Finite(), default=None, help="Probability that each targeted bit is faulty, in [0, 1].")
 @click.option("--count", type=Count(0, 2**48), default=None, help="Exact number of faulty bits (mbu: of upsets).")
 @click.option("--out", "out", required=True, metavar="FAULTY.onnx", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the faulty model.")
