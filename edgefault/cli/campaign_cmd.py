@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -11,12 +10,13 @@ from edgefault.campaign.config import DEFAULT_CHIPS, DEFAULT_KINDS, DEFAULT_RATE
 from edgefault.campaign.report import final_text
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
-from edgefault.cli.options import (MAX_PARALLEL, MAX_SEED, MAX_STEPS, Count, Finite, data_option, include_bias_option,
-                                   json_option, limit_option, preprocessing_options, stored_bits_option)
+from edgefault.cli.options import (MAX_PARALLEL, MAX_SEED, MAX_STEPS, Count, Finite, data_option,
+                                   include_bias_option, json_option, limit_option, preprocessing_options, stored_bits_option)
 from edgefault.faults import parse_bits
 from edgefault.faults.discover import coverage_line, warning_lines
-from edgefault.fileio import to_json
+from edgefault.fileio import read_json, to_json
 from edgefault.mitigate.ecc import ecc_overhead
+from edgefault.text import printable
 
 
 @click.command()
@@ -70,19 +70,20 @@ def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_addr
     ecc = ecc_overhead(config.protect_bits)
     execution = ExecutionSettings(workers=workers, ray=ray_address, progress=not as_json, cache_mb=cache_mb)
     result = run_campaign(config, out, execution)
-    saved = json.loads((result.folder / "campaign.json").read_text())
+    saved = read_json(result.folder / "campaign.json")
     for model in saved["models"]:  # what each weight memory covered (campaigns from before coverage have none)
         for line in warning_lines(model.get("coverage", {"skipped": []})):
-            click.echo(f"{model['name']}: {line}", err=True)
+            click.echo(f"{printable(model['name'])}: {line}", err=True)
     if as_json:
         sys.stdout.write(to_json({**result.to_dict(), "ecc": ecc.to_dict()}) + "\n")
         return
     click.echo(final_text(result.summary))
-    click.echo("\n" + "\n".join(f"input of {model['name']}: {model.get('feed', 'not recorded')}"
+    click.echo("\n" + "\n".join(f"input of {printable(model['name'])}: "
+                                  f"{printable(model.get('feed', 'not recorded'))}"
                                   for model in saved["models"]))
-    click.echo("\n".join(f"{model['name']}: {coverage_line(model['coverage'])}"
+    click.echo("\n".join(f"{printable(model['name'])}: {coverage_line(model['coverage'])}"
                          for model in saved["models"] if "coverage" in model))
     if config.protect_bits:
         click.echo(f"\nECC: {ecc.describe()} (faults on protected bits are dropped, as the code would correct them)")
     click.echo(f"\n{result.ran} cells run, {result.resumed} already done ({result.engine}, {result.seconds:.1f} s); "
-               f"wrote {result.folder}/summary.md, summary.json, summary.csv and plots")
+               f"wrote {printable(result.folder)}/summary.md, summary.json, summary.csv and plots")

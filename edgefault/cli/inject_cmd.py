@@ -12,6 +12,7 @@ from edgefault.cli.options import Count, Finite, include_bias_option, json_optio
 from edgefault.errors import EdgefaultError
 from edgefault.faults import KINDS, Chip, inject_file, parse_bits
 from edgefault.faults.discover import coverage_line, warning_lines
+from edgefault.text import printable
 
 # Options that describe a chip; --map-in brings its own faults, so it takes none of them.
 _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layers", "burst", "include_bias")
@@ -78,16 +79,16 @@ def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map
         click.echo(json.dumps(report))
         return
     faults = f"{summary['faults']:,}"
-    what = f"re-applied {faults} faults from {map_in}" if map_in else f"{faults} {chip.kind} faults"
+    what = f"re-applied {faults} faults from {printable(map_in)}" if map_in else f"{faults} {chip.kind} faults"
     click.echo(coverage_line(summary["coverage"]))
     click.echo(
         f"{what} in {summary['tensors_hit']} of {len(fault_map.memory.tensors)} weight tensors "
         f"({summary['memory_bits']:,} stored bits): {summary['changed_bits']:,} stored bits changed in "
         f"{summary['changed_weights']:,} weights"
     )
-    click.echo(f"wrote {out}")
+    click.echo(f"wrote {printable(out)}")
     if map_out is not None:
-        click.echo(f"wrote {map_out}")
+        click.echo(f"wrote {printable(map_out)}")
 
 
 def _chip(kind, rate, count, seed, bits, protect_bits, layers, burst, include_bias) -> Chip:
