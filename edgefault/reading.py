@@ -130,25 +130,40 @@ def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES, what: str = 
     return parse_json(read_bytes_bounded(path, limit, what), label)
 
 
-def read_csv_rows(path: str | os.PathLike, what: str = "", limit: int = MAX_TEXT_BYTES) -> list[dict[str, str]]:
-    """The rows of a small CSV file with a header, as dicts; oversized files or fields are one user error.
+def parse_csv(text: str, where: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of CSV text with a header line; a field over the size bound is one user error.
 
     Example:
-        >>> _ = Path("/tmp/curve.csv").write_text("vdd,ber\\n0.9,1e-6\\n")
-        >>> read_csv_rows("/tmp/curve.csv")
-        [{'vdd': '0.9', 'ber': '1e-6'}]
+        >>> parse_csv("vdd,ber\\n0.9,1e-6\\n", "curve.csv")
+        (['vdd', 'ber'], [{'vdd': '0.9', 'ber': '1e-6'}])
+        >>> parse_csv("a\\n" + "x" * 70000 + "\\n", "curve.csv")
+        Traceback (most recent call last):
+        ...
+        edgefault.errors.EdgefaultError: curve.csv: not a valid CSV file (field larger than field limit (65536); fields hold at most 65,536 characters)
     """
-    label = f"{what} {printable(path)}" if what else printable(path)
-    data = read_bytes_bounded(path, limit, what)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise EdgefaultError(f"{label}: not UTF-8 text") from None
     previous = csv.field_size_limit(MAX_CSV_FIELD)
     try:
-        return list(csv.DictReader(io.StringIO(text)))
+        reader = csv.DictReader(io.StringIO(text))
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
     except csv.Error as exc:
-        raise EdgefaultError(f"{label}: not a valid CSV file ({exc}; fields hold at most {MAX_CSV_FIELD:,} "
+        raise EdgefaultError(f"{where}: not a valid CSV file ({exc}; fields hold at most {MAX_CSV_FIELD:,} "
                              "characters)") from None
     finally:
         csv.field_size_limit(previous)
+
+
+def read_text_bounded(path: str | os.PathLike, what: str = "", limit: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a small regular file (at most ``limit`` bytes); anything else is one user error.
+
+    Example:
+        >>> _ = Path("/tmp/curve.csv").write_text("vdd,ber\\n0.9,1e-6\\n")
+        >>> read_text_bounded("/tmp/curve.csv").splitlines()[0]
+        'vdd,ber'
+    """
+    data = read_bytes_bounded(path, limit, what)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        label = f"{what} {printable(path)}" if what else printable(path)
+        raise EdgefaultError(f"{label}: not UTF-8 text") from None

@@ -18,6 +18,7 @@ from onnx import TensorProto
 from onnx.external_data_helper import load_external_data_for_model
 
 from edgefault.errors import EdgefaultError
+from edgefault.reading import check_input_file
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
 
@@ -77,11 +78,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     Example:
         >>> model = load_model("model.onnx")  # doctest: +SKIP
     """
-    file = Path(path)
-    if not file.exists():
-        raise EdgefaultError(f"{path}: no such file")
-    if not file.is_file():
-        raise EdgefaultError(f"{path}: not a file")
+    file = check_input_file(path)  # missing, a folder, a device or a FIFO: one line
     try:
         model = onnx.load_model(str(file), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, TypeError, UnicodeDecodeError) as exc:
