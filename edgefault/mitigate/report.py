@@ -114,9 +114,13 @@ def tolerable_text(entry: dict) -> str:
     Example:
         >>> tolerable_text({"median": 0.026, "low": 0.022, "high": 0.031, "censored_chips": 0})
         '0.026 [0.022, 0.031]'
+        >>> tolerable_text({"median": 0.026, "low": 0.022, "high": 0.031, "confidence": 0.5, "censored_chips": 0})
+        '0.026 [0.022, 0.031] (50% range)'
     """
     censored = " (>= on some chips)" if entry["censored_chips"] else ""
-    return f"{_rate(entry['median'])} [{_rate(entry['low'])}, {_rate(entry['high'])}]{censored}"
+    coverage = entry.get("confidence")
+    below = f" ({coverage:.0%} range)" if coverage is not None and coverage < 0.95 else ""  # fewer than 6 chips
+    return f"{_rate(entry['median'])} [{_rate(entry['low'])}, {_rate(entry['high'])}]{below}{censored}"
 
 
 def board_markdown(board: dict[str, Any]) -> str:
