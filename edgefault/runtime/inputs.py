@@ -191,7 +191,7 @@ def parse_float_list(text: str, option: str, channels: int | None) -> tuple[floa
     except ValueError:
         raise EdgefaultError(f"{option} must be a comma-separated list of numbers, got {text!r}") from None
     for value in values:  # std divides: its reciprocal must be finite in float32 too
-        check_finite(value, f"{option} value", positive=option == "--std", reciprocal=option == "--std")
+        check_finite(value, f"{option} values", positive=option == "--std", reciprocal=option == "--std")
     if len(values) == 1:
         return values * (channels or 1)
     if channels is None:
