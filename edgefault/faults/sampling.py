@@ -45,7 +45,7 @@ from edgefault.faults.memory import WeightMemory
 from edgefault.faults.records import FLIP, MBU, SA0, SA1, FaultRecords
 
 _CHUNK_ROWS = 1 << 22  # uniforms drawn at once stay under 64 MB, whatever the rate
-WINDOW_CELLS = 1 << 22  # target cells per piece of a file-to-file injection (a few hundred MB at rate 1)
+WINDOW_CELLS = 1 << 20  # target cells per piece of a file-to-file injection (~100 MB of work at rate 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,8 +267,8 @@ def _band_cells(key: np.uint64, band: int, cells: int) -> np.ndarray:
     return np.zeros(0, dtype=np.int64) if not found else found[0] if len(found) == 1 else np.concatenate(found)
 
 
-def _band_cell_chunks(key: np.uint64, band: int, cells: int) -> Iterator[np.ndarray]:
-    """Band ``band``'s marked cells among 0..cells-1, increasing, in chunks of at most ``_CHUNK_ROWS``.
+def _band_cell_chunks(key: np.uint64, band: int, cells: int, rows: int = _CHUNK_ROWS) -> Iterator[np.ndarray]:
+    """Band ``band``'s marked cells among 0..cells-1, increasing, in chunks of at most ``rows``.
 
     Drawn as geometric gaps from the band's own stream; a chunk of any length gives the same
     uniforms, so the marks below any cell do not depend on ``cells``.
@@ -281,7 +281,7 @@ def _band_cell_chunks(key: np.uint64, band: int, cells: int) -> Iterator[np.ndar
     last = -1
     while last < cells - 1:
         expected = rho * (cells - 1 - last)
-        gaps = rng.random(min(int(expected + 6.0 * np.sqrt(expected)) + 16, _CHUNK_ROWS))
+        gaps = rng.random(min(int(expected + 6.0 * np.sqrt(expected)) + 16, rows))
         # In place, to spare allocations; gaps are capped past the memory's end so that tiny
         # rates cannot overflow the sum.
         np.negative(gaps, out=gaps)
@@ -308,7 +308,8 @@ def _cell_windows(seed: int, cells: int, rate: float, cuts: np.ndarray) -> Itera
     """
     keys = _keys(seed)
     bands = _bands_below(rate)
-    chunks = [_band_cell_chunks(keys[2 * band], band, cells) for band in bands]
+    rows = max(int(np.diff(cuts).max(initial=1)), 1 << 16)  # draws as large as a window, no larger
+    chunks = [_band_cell_chunks(keys[2 * band], band, cells, rows) for band in bands]
     # The band holding the rate keeps only marks of lesser value: its values stream is read alongside.
     values = [np.random.Generator(np.random.PCG64(int(keys[2 * band + 1]))) if BAND_HIGH[band] > rate else None
               for band in bands]
