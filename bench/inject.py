@@ -12,6 +12,11 @@ as Q/DQ pairs), then measures, in the same run:
   draw (one threshold per cell, rate bands; chips nested across rates) against the unnested one
   it replaced (one geometric-gap stream per rate), as a ratio.
 
+* peak resident memory per million faults (``--rate 0.1``, with and without ``--map``), each in a
+  fresh process: ``inject_file`` (drawn, patched and written in pieces of whole words) against the
+  whole-chip path it replaced for files (``Injector.inject`` + ``FaultMap.encode``: every record,
+  value and JSON line of the chip at once), above a process that only parsed the model.
+
 Run: ``.venv/bin/python bench/inject.py [--repeats N]``.
 """
 
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -159,6 +166,38 @@ def _table(times: dict[str, tuple[float, float]], reference: str) -> None:
         print(f"| {label} | {wall * 1e3:.1f} | {cpu * 1e3:.1f} | {wall / ref_wall:.2f} | {cpu / ref_cpu:.2f} |")
 
 
+_MEMORY_STEPS = {
+    "parse only (baseline)": "Injector(model)",
+    "whole chip, no map": "Injector(model).inject(chip)",
+    "whole chip + map": "faulty, fault_map = Injector(model).inject(chip); fault_map.encode()",
+    "inject_file, no map": "inject_file(model, out, chip)",
+    "inject_file + map": "inject_file(model, out, chip, map_out=fault_map)",
+}
+
+
+def _peak_rss_mb(model: Path, folder: Path, step: str, rate: float) -> float:
+    """Peak resident memory (MB) of a fresh interpreter that runs one step of :data:`_MEMORY_STEPS`."""
+    code = ("import resource; from pathlib import Path; from edgefault.faults import Chip, Injector, inject_file\n"
+            f"model, out, fault_map = Path({str(model)!r}), Path({str(folder / 'rss.onnx')!r}), "
+            f"Path({str(folder / 'rss.json')!r})\nchip = Chip('flip', rate={rate!r}, seed=3)\n{step}\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1]) / 1024
+
+
+def memory_table(model: Path, folder: Path, rate: float = 0.1) -> None:
+    """Print peak RSS per million faults of each path, above the parse-only baseline (one fresh process each)."""
+    faults = len(Injector(model).inject(Chip("flip", rate=rate, seed=3))[1].records)
+    peaks = {label: _peak_rss_mb(model, folder, step, rate) for label, step in _MEMORY_STEPS.items()}
+    base = peaks.pop("parse only (baseline)")
+    print(f"\npeak RSS, flip at rate {rate:g} ({faults:,} faults); parse-only process {base:.0f} MB\n")
+    print("| path | peak RSS (MB) | above parse-only (MB) | MB per million faults | bytes per fault |")
+    print("|---|---:|---:|---:|---:|")
+    for label, peak in peaks.items():
+        extra = max(peak - base, 0.0)
+        print(f"| {label} | {peak:.0f} | {extra:.0f} | {extra * 1e6 / faults:.1f} | {extra * 2**20 / faults:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per measurement (median reported)")
@@ -201,6 +240,8 @@ def main() -> None:
         _table(headline, reference)
         print()
         _table({**parts, **map_times}, reference)
+
+        memory_table(model_path, Path(folder))
 
         print("\n| rate | faults | sample_faults CPU (ms) | CPU us per fault | unnested draw CPU (ms) "
               "| nested draw CPU (ms) | nested / unnested |")
