@@ -39,15 +39,16 @@ def printable(text: Any) -> str:
 def csv_cell(value: Any) -> Any:
     """A CSV cell that no spreadsheet runs: text starting with ``= + - @``, tab or CR gets a leading ``'``.
 
-    Numbers stay numbers (a negative number is data, not a formula).
+    Numbers stay numbers (a negative number is data, not a formula); control characters in text
+    are made visible (a bare CR would end the row for many readers).
 
     Example:
-        >>> csv_cell("=cmd|' /C calc'!A0"), csv_cell("-dash"), csv_cell(-0.5), csv_cell("lenet")
-        ("'=cmd|' /C calc'!A0", "'-dash", -0.5, 'lenet')
+        >>> csv_cell("=cmd|' /C calc'!A0"), csv_cell("-dash"), csv_cell(-0.5), csv_cell("lenet"), csv_cell("\\ra")
+        ("'=cmd|' /C calc'!A0", "'-dash", -0.5, 'lenet', "'\\\\ra")
     """
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+    if not isinstance(value, str):
+        return value
+    return ("'" if value.startswith(FORMULA_STARTS) else "") + printable(value)
 
 
 def csv_bytes(columns: Iterable[str], rows: Iterable[Mapping[str, Any]]) -> bytes:

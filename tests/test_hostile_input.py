@@ -103,8 +103,9 @@ def test_an_output_on_a_fifo_is_refused(model, tmp_path, capsys):
 
 
 def test_csv_cells_and_markdown_cells_are_neutralized():
-    rows = list(csv.reader(io.StringIO(csv_bytes(["a", "b"], [{"a": c, "b": -1.5} for c in "=+-@\t\r"]).decode())))
-    assert all(row[0].startswith("'") and row[1] == "-1.5" for row in rows[1:])
+    text = csv_bytes(["a", "b"], [{"a": c + "x", "b": -1.5} for c in "=+-@\t\r"]).decode()
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == 7 and all(row[0].startswith("'") and row[1] == "-1.5" for row in rows[1:])
     table = md_table(["name", "x"], [["a|b\nc", "1"]]).splitlines()
     assert len(table) == 3 and table[2] == "| a\\|b\\nc | 1 |"
     assert printable("ok\x1b]0;pwned\x07\u202e") == "ok\\x1b]0;pwned\\x07\\u202e"
@@ -120,8 +121,8 @@ def _hostile_copy(model: Path, target: Path) -> Path:
             tensor.name = HOSTILE_TENSOR
     for node in proto.graph.node:
         node.input[:] = [HOSTILE_TENSOR if name == weight else name for name in node.input]
-        if node.op_type == "Conv":
-            node.name = "conv\x1b[5m"
+        if node.op_type == "Conv" and not node.name.startswith("conv\x1b"):
+            node.name = "conv\x1b[5m" if "conv\x1b[5m" not in [n.name for n in proto.graph.node] else node.name
     props = {p.key: p.value for p in proto.metadata_props}
     props["edgefault.version"] = json.dumps("=1+1\x1b]0;pwned\x07")
     props["edgefault.dataset"] = json.dumps("mnist5k\nfake: line")
@@ -332,7 +333,7 @@ def test_stale_temporaries_of_dead_processes_are_swept(model, tmp_path):
 
 
 def test_inject_in_pieces_writes_the_bytes_of_the_whole_chip(tmp_path):
-    source = _big_model(tmp_path / "m.onnx", weights=300_000)  # 2.4 M bits: three pieces of 1 M cells
+    source = _big_model(tmp_path / "m.onnx", weights=150_000)  # 1.2 M bits: two pieces of about 1 M cells
     chip = Chip("stuck", rate=0.2, seed=4)
     total = inject_file(source, tmp_path / "f.onnx", chip, map_out=tmp_path / "map.json")
     faulty, fault_map = Injector(source).inject(chip)
