@@ -29,7 +29,6 @@ from cli_helpers import assert_one_error_line, run, run_subprocess
 from edgefault.export import ExportSettings, export_run
 from edgefault.faults import Chip, Injector, inject_file
 from edgefault.mitigate.board import median_interval, method_scores
-from edgefault.runtime.metadata import ModelMetadata
 from edgefault.text import csv_bytes, md_table, printable
 from edgefault.train.run_dir import checkpoint_bytes, load_model
 
@@ -79,7 +78,7 @@ def _device(folder: Path, name: str, minor: int) -> Path:
     return path
 
 
-# -- 1. device nodes, FIFOs and sockets are never replaced by an output -----------------------------------------
+# -- 1. device nodes, FIFOs and sockets are never replaced by an output --------------------------------------------
 
 
 @pytest.mark.parametrize("case", ["inject --out", "inject --map", "export --out"])
@@ -99,7 +98,7 @@ def test_an_output_on_a_fifo_is_refused(model, tmp_path, capsys):
     refused(["inject", model, "--kind", "flip", "--rate", "1e-3", "--out", fifo], capsys, "is a FIFO", tmp_path)
 
 
-# -- 2. CSV and Markdown injection; 3. terminal escapes, glyph warnings -----------------------------------------------
+# -- 2. CSV and Markdown injection; 3. terminal escapes, glyph warnings --------------------------------------------
 
 
 def test_csv_cells_and_markdown_cells_are_neutralized():
@@ -181,7 +180,7 @@ def test_hostile_names_reach_no_terminal_csv_or_markdown_raw(model, tmp_path, ca
     assert not (out_dir / ".lock").exists()  # a finished campaign folder keeps no lock file
 
 
-# -- 4. tracebacks left: bombs, deep JSON, huge integers, huge CSV fields, overflowing options ------------------------
+# -- 4. tracebacks left: bombs, deep JSON, huge integers, huge CSV fields, overflowing options ---------------------
 
 
 def _deep(depth: int) -> str:
@@ -285,14 +284,15 @@ def test_a_scale_above_1e9_divides_by_no_zero(model, capsys):
     assert 0 <= json.loads(out)["accuracy"] <= 1
 
 
-# -- 5. signals: SIGTERM as SIGINT, no temporaries left, stale ones swept ------------------------------------------------
+# -- 5. signals: SIGTERM as SIGINT, no temporaries left, stale ones swept ------------------------------------------
 
 
 def _big_model(path: Path, weights: int = 2_000_000) -> Path:
     codes = np.random.default_rng(0).integers(-127, 128, (weights // 1000, 1000), dtype=np.int8)
     inits = [numpy_helper.from_array(codes, "w"), numpy_helper.from_array(np.array(0.01, np.float32), "s"),
              numpy_helper.from_array(np.array(0, np.int8), "z")]
-    nodes = [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wd"]), helper.make_node("MatMul", ["x", "wd"], ["y"])]
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s", "z"], ["wd"]),
+             helper.make_node("MatMul", ["x", "wd"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, codes.shape[0]])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
@@ -329,7 +329,7 @@ def test_stale_temporaries_of_dead_processes_are_swept(model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, recent.name, "f.onnx"])
 
 
-# -- 6. inject in pieces: the same bytes as the whole chip; the out-of-memory advice fits the command ------------------
+# -- 6. inject in pieces: the same bytes as the whole chip; the out-of-memory advice fits the command --------------
 
 
 def test_inject_in_pieces_writes_the_bytes_of_the_whole_chip(tmp_path):
@@ -349,7 +349,7 @@ def test_out_of_memory_advice_fits_the_command():
     assert "--rate" in out_of_memory_line(["inject", "m.onnx", "--rate", "1"])
 
 
-# -- 9. diverged trainings: stopped, nothing kept; non-finite weights refused by name -----------------------------------
+# -- 9. diverged trainings: stopped, nothing kept; non-finite weights refused by name ------------------------------
 
 
 def test_a_diverging_training_stops_at_the_first_non_finite_loss(tmp_path, capsys):
@@ -377,7 +377,7 @@ def test_non_finite_weights_are_refused_by_name(command, nan_run, tmp_path, caps
     refused([command, nan_run, "--out", out], capsys, "non-finite weights (NaN or inf) in ", tmp_path)
 
 
-# -- 10. mitigate's intervals --------------------------------------------------------------------------------------------------
+# -- 10. mitigate's intervals --------------------------------------------------------------------------------------
 
 
 def test_accuracy_intervals_stay_in_0_1_and_few_chips_say_their_coverage():
@@ -390,7 +390,7 @@ def test_accuracy_intervals_stay_in_0_1_and_few_chips_say_their_coverage():
     assert median_interval(range(20))["confidence"] >= 0.95
 
 
-# -- 12. python -m edgefault, and a bare edgefault --------------------------------------------------------------------------
+# -- 12. python -m edgefault, and a bare edgefault -----------------------------------------------------------------
 
 
 def test_python_m_edgefault_and_a_bare_command():

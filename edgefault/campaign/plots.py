@@ -140,7 +140,8 @@ def heatmap_figure(summary: dict[str, Any], kinds: tuple[str, ...], mode: str) -
                     text = f"{value:.3f}".replace("-0.000", "0.000")  # a tiny gain is no drop worth a sign
                     axis.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
             axis.set_xticks(range(len(rates)), [f"{rate:g}" for rate in rates])
-            labels = [f"bit {t}" + (" (sign)" if t == 7 else "") for t in targets] if mode == "bit" else [_label(t) for t in targets]
+            labels = ([f"bit {t}" + (" (sign)" if t == 7 else "") for t in targets] if mode == "bit"
+                      else [_label(t) for t in targets])
             axis.set_yticks(range(len(targets)), labels, fontsize=7 if mode == "layer" else 8)
             axis.set_xlabel("fault rate p")
             axis.set_ylabel("bit position" if mode == "bit" else "weight tensor")

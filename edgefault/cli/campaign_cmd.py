@@ -11,7 +11,8 @@ from edgefault.campaign.report import final_text
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
 from edgefault.cli.options import (MAX_PARALLEL, MAX_SEED, MAX_STEPS, Count, Finite, data_option,
-                                   include_bias_option, json_option, limit_option, preprocessing_options, stored_bits_option)
+                                   include_bias_option, json_option, limit_option, preprocessing_options,
+                                   stored_bits_option)
 from edgefault.faults import parse_bits
 from edgefault.faults.discover import coverage_line, warning_lines
 from edgefault.fileio import read_json, to_json
