@@ -232,6 +232,11 @@ class MapSummary:
             self._spool.write((",\n    " if self._lines else "").encode() + text.encode())
             self._lines += 1
 
+    @property
+    def faults(self) -> int:
+        """How many faults the pieces counted so far hold."""
+        return int(self._counts[0].sum())
+
     def summary(self) -> dict[str, Any]:
         """The same dict as :meth:`FaultMap.summary` of the whole map.
 

@@ -166,7 +166,8 @@ class Injector:
         """
         patch, fault_map = self._apply(records, chip, target)
         try:
-            yield (self._buffer.data, self._note(fault_map)), fault_map
+            note = self._note(chip, len(records), patch.changed, fault_map.memory.nbits)
+            yield (self._buffer.data, note), fault_map
         finally:
             self._buffer[patch.where] = patch.old
 
@@ -190,15 +191,10 @@ class Injector:
         return patch, FaultMap(records, memory, values, chip, target, patch.changed,
                                self._coverage[memory.include_bias])
 
-    def _note(self, fault_map) -> bytes:
+    def _note(self, chip: Chip | None, faults: int, changed_bits: int, memory_bits: int) -> bytes:
         """The metadata entry recording the chip and its counts, appended to the faulty model."""
-        note = {
-            "chip": None if fault_map.chip is None else fault_map.chip.to_dict(),
-            "faults": fault_map.summary()["faults"] if isinstance(fault_map, MapSummary) else len(fault_map.records),
-            "changed_bits": fault_map.changed_bits,
-            "memory_bits": fault_map.memory.nbits,
-            "sampling": SAMPLING,
-        }
+        note = {"chip": None if chip is None else chip.to_dict(), "faults": faults, "changed_bits": changed_bits,
+                "memory_bits": memory_bits, "sampling": SAMPLING}
         return metadata_entry(self.metadata_key, json.dumps(note, sort_keys=True))
 
     def _chip_records(self, chip: Chip) -> tuple[FaultRecords, Chip, int]:
@@ -263,7 +259,7 @@ def inject_file(
             total.add(injector._apply(records, chip, target)[1])
         digest = hashlib.sha256()
         with open(temporaries[0], "wb") as handle:
-            for part in (injector._buffer.data, injector._note(total)):
+            for part in (injector._buffer.data, injector._note(chip, total.faults, total.changed_bits, memory.nbits)):
                 handle.write(part)
                 digest.update(part)
         if map_out is not None:  # renamed together with the model: the pair is both new or both old
