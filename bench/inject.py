@@ -12,13 +12,20 @@ as Q/DQ pairs), then measures, in the same run:
   draw (one threshold per cell, rate bands; chips nested across rates) against the unnested one
   it replaced (one geometric-gap stream per rate), as a ratio.
 
-Run: ``.venv/bin/python bench/inject.py [--repeats N]``.
+* peak resident memory per million faults (flip at rate 0.02, with and without a map), each in a
+  fresh process: ``inject_file`` (drawn, patched and written in pieces of whole words) against the
+  whole-chip path it replaced for files (``Injector.inject`` + ``FaultMap.encode``: every record,
+  value and JSON line of the chip at once), above a process that only parsed the model.
+
+Run: ``.venv/bin/python bench/inject.py [--repeats N] [--memory-only]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -159,13 +166,49 @@ def _table(times: dict[str, tuple[float, float]], reference: str) -> None:
         print(f"| {label} | {wall * 1e3:.1f} | {cpu * 1e3:.1f} | {wall / ref_wall:.2f} | {cpu / ref_cpu:.2f} |")
 
 
+_MEMORY_STEPS = {
+    "parse only (baseline)": "Injector(model)",
+    "whole chip, no map": "Injector(model).inject(chip)",
+    "whole chip + map": "faulty, fault_map = Injector(model).inject(chip); fault_map.encode()",
+    "inject_file, no map": "inject_file(model, out, chip)",
+    "inject_file + map": "inject_file(model, out, chip, map_out=fault_map)",
+}
+
+
+def _peak_rss_mb(model: Path, folder: Path, step: str, rate: float) -> float:
+    """Peak resident memory (MB) of a fresh interpreter that runs one step of :data:`_MEMORY_STEPS`."""
+    code = ("import resource; from pathlib import Path; from edgefault.faults import Chip, Injector, inject_file\n"
+            f"model, out, fault_map = Path({str(model)!r}), Path({str(folder / 'rss.onnx')!r}), "
+            f"Path({str(folder / 'rss.json')!r})\nchip = Chip('flip', rate={rate!r}, seed=3)\n{step}\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1]) / 1024
+
+
+def memory_table(model: Path, folder: Path, rate: float = 0.02) -> None:
+    """Print peak RSS per million faults of each path, above the parse-only baseline (one fresh process each)."""
+    faults = len(Injector(model).inject(Chip("flip", rate=rate, seed=3))[1].records)
+    peaks = {label: _peak_rss_mb(model, folder, step, rate) for label, step in _MEMORY_STEPS.items()}
+    base = peaks.pop("parse only (baseline)")
+    print(f"\npeak RSS, flip at rate {rate:g} ({faults:,} faults); parse-only process {base:.0f} MB\n")
+    print("| path | peak RSS (MB) | above parse-only (MB) | MB per million faults | bytes per fault |")
+    print("|---|---:|---:|---:|---:|")
+    for label, peak in peaks.items():
+        extra = max(peak - base, 0.0)
+        print(f"| {label} | {peak:.0f} | {extra:.0f} | {extra * 1e6 / faults:.1f} | {extra * 2**20 / faults:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per measurement (median reported)")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-RSS table")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         model_path = Path(folder) / "resnet18_qdq.onnx"
         onnx.save(resnet18_qdq(), model_path)
+        if args.memory_only:
+            memory_table(model_path, Path(folder))
+            return
         onnxruntime.InferenceSession(str(model_path))  # the bench model is a real, loadable model
         plain_out, faulty_out, map_out = (Path(folder) / name for name in ("plain.onnx", "faulty.onnx", "map.json"))
         injector = Injector(model_path)
@@ -201,6 +244,8 @@ def main() -> None:
         _table(headline, reference)
         print()
         _table({**parts, **map_times}, reference)
+
+        memory_table(model_path, Path(folder))
 
         print("\n| rate | faults | sample_faults CPU (ms) | CPU us per fault | unnested draw CPU (ms) "
               "| nested draw CPU (ms) | nested / unnested |")

@@ -16,7 +16,9 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -24,6 +26,10 @@ import filelock
 
 from edgefault.errors import EdgefaultError
 from edgefault.onnxio import external_data_files
+from edgefault.reading import file_kind, read_json
+from edgefault.text import printable
+
+__all__ = ["read_json"]  # the bounded JSON reader (edgefault.reading), also reachable here beside the writers
 
 
 def _current_umask() -> int:
@@ -77,10 +83,15 @@ def exclusive_lock(lock_file: str | os.PathLike, busy: str | None = None) -> Ite
         lock.release()
 
 
-def _folder_locked(folder: Path) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on a folder (its lock file in the temporary folder, so none lands among the outputs)."""
-    key = hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:32]
-    return exclusive_lock(Path(tempfile.gettempdir()) / f"edgefault-{key}.lock")
+def folder_lock(folder: str | os.PathLike, busy: str | None = None) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on a folder, its lock file in the temporary folder so that none lands among the outputs.
+
+    Example:
+        >>> with folder_lock("/tmp", busy="busy"):
+        ...     pass
+    """
+    key = hashlib.sha256(os.fsencode(Path(folder).resolve())).hexdigest()[:32]
+    return exclusive_lock(Path(tempfile.gettempdir()) / f"edgefault-{key}.lock", busy=busy)
 
 
 @contextlib.contextmanager
@@ -96,12 +107,15 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
         ...     _ = model.write_bytes(b"model"), fault_map.write_bytes(b"{}")
     """
     targets = [Path(p) for p in paths]
+    for target in targets:
+        check_replaceable(target)
     created: list[Path] = []
     temporaries: list[Path] = []
     try:
         for target in targets:
             created += _make_folders(target.parent)
-            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            sweep_stale_temporaries(target)
+            handle, name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
             os.close(handle)
             temporaries.append(Path(name))
             os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
@@ -111,7 +125,7 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
             if exc.filename is None:  # a failed write() names no file: name the output
                 exc.filename = str(targets[0]) if len(targets) == 1 else f"{targets[0].parent}/"
             raise
-        with _folder_locked(targets[0].parent) if len(targets) > 1 else contextlib.nullcontext():
+        with folder_lock(targets[0].parent) if len(targets) > 1 else contextlib.nullcontext():
             for temporary, target in zip(temporaries, targets):
                 os.replace(temporary, target)
         created = []
@@ -120,6 +134,51 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
         _remove_empty(created)
+
+
+STALE_SECONDS = 60  # a temporary untouched this long, of a process that is gone, is a leftover
+
+
+def sweep_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of ``target`` left by a process of this machine that no longer runs.
+
+    Temporaries are named ``.<name>.<pid>.<random>.tmp``; one is removed only when no process
+    has that pid and it has not been modified for a minute (so a writer on another machine
+    sharing the folder, whose pid means nothing here, is left alone while it writes). A killed
+    command (SIGKILL, a power cut) leaves such files; the next write of the same output sweeps them.
+
+    Example:
+        >>> sweep_stale_temporaries("/tmp/faulty.onnx")
+        []
+    """
+    target = Path(target)
+    removed = []
+    prefix = f".{target.name}."
+    try:
+        names = [n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0]
+        entry = target.parent / name
+        try:
+            if not pid.isdigit() or _alive(int(pid)) or time.time() - entry.lstat().st_mtime < STALE_SECONDS:
+                continue
+            entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -185,6 +244,29 @@ def output_folder(folder: str | os.PathLike, keep: Callable[[], bool] | None = N
                         entry.unlink()
             _remove_empty(created)
         raise
+
+
+def check_replaceable(path: str | os.PathLike, option: str = "") -> Path:
+    """Refuse an existing output that is not a regular file or a symlink (a device, FIFO or socket).
+
+    Writing renames a temporary file onto the path, which would replace ``/dev/null`` itself;
+    a symlink is replaced as a link (its target stays untouched).
+
+    Example:
+        >>> check_replaceable("/dev/null", "--out")
+        Traceback (most recent call last):
+        ...
+        edgefault.errors.EdgefaultError: --out /dev/null is a character device, not a regular file; give a file path
+    """
+    path = Path(path)
+    try:
+        mode = path.lstat().st_mode
+    except OSError:  # missing (the usual case), or unreadable: the write reports it
+        return path
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):  # folders: refused by the callers
+        label = f"{option} {printable(path)}" if option else printable(path)
+        raise EdgefaultError(f"{label} is {file_kind(mode)}, not a regular file; give a file path")
+    return path
 
 
 def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
@@ -255,6 +337,7 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable
         if path.is_dir():
             raise EdgefaultError(f"{option} {path} is a folder; give the path of the file to write")
         seen[resolved] = option
+        check_replaceable(path, option)
         check_writable(path, option)
 
 
@@ -325,18 +408,3 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
         >>> write_json_atomic("/tmp/x.json", {"accuracy": 0.98})
     """
     write_bytes_atomic(path, json_bytes(value))
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file, turning a missing or corrupt file into a one-line user error.
-
-    Example:
-        >>> read_json("/tmp/x.json")["accuracy"]
-        0.98
-    """
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise EdgefaultError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgefaultError(f"{path}: not valid JSON ({exc})") from None

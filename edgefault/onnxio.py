@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
+from edgefault.reading import check_input_file
 from edgefault.errors import EdgefaultError, error_line
 
 
@@ -29,11 +30,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         Traceback (most recent call last):
         edgefault.errors.EdgefaultError: missing.onnx: no such file
     """
-    file = Path(path)
-    if not file.exists():
-        raise EdgefaultError(f"{path}: no such file")
-    if not file.is_file():
-        raise EdgefaultError(f"{path}: not a file")
+    file = check_input_file(path)  # missing, a folder, a device or a FIFO: one line
     try:
         model = onnx.load_model(str(file), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, TypeError, UnicodeDecodeError) as exc:

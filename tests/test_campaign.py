@@ -233,7 +233,7 @@ def test_campaign_cli_end_to_end_modes_files_and_rerun(models, digits, tmp_path,
     assert code == 0, err
     assert "paired differences" in stdout and "quant_qdq_per_channel - quant_qdq_s8s8" in stdout
     names = {"campaign.json", "results.jsonl", "summary.json", "summary.csv", "paired.csv", "summary.md",
-             "accuracy_vs_rate.png", "heatmap_layers.png", "heatmap_bits.png", ".lock"}
+             "accuracy_vs_rate.png", "heatmap_layers.png", "heatmap_bits.png"}  # no .lock once finished
     assert {p.name for p in out.iterdir()} == names
     summary = json.loads((out / "summary.json").read_text())
     planned = 2 + 2 * 2 * 3 * (1 + 3 + 8)  # clean + grid, per-layer (3 tensors), per-bit (8 bits)

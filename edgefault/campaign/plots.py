@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from edgefault.fileio import write_bytes_atomic
+from edgefault.text import printable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,9 +77,9 @@ def accuracy_figure(summary: dict[str, Any], kinds: tuple[str, ...]) -> Figure:
                 low = np.array([g["mean"] if g["ci_low"] is None else g["ci_low"] for g in rows])
                 high = np.array([g["mean"] if g["ci_high"] is None else g["ci_high"] for g in rows])
                 axis.fill_between(rates, np.clip(low, 0, 1), np.clip(high, 0, 1), color=color, alpha=0.2, linewidth=0)
-                axis.plot(rates, means, marker="o", color=color, label=f"{model} (mean, 95% CI)")
+                axis.plot(rates, means, marker="o", color=color, label=f"{_label(model)} (mean, 95% CI)")
             if clean.get(model) is not None:
-                axis.axhline(clean[model], color=color, linestyle="--", linewidth=1, label=f"{model} clean")
+                axis.axhline(clean[model], color=color, linestyle="--", linewidth=1, label=f"{_label(model)} clean")
         axis.set_xscale("log")
         swept = sorted({g["rate"] for g in summary["groups"] if g["mode"] == "grid" and g["rate"] > 0})
         if swept:  # label the swept rates only: log-axis minor labels collide on a short range
@@ -139,14 +140,20 @@ def heatmap_figure(summary: dict[str, Any], kinds: tuple[str, ...], mode: str) -
                     text = f"{value:.3f}".replace("-0.000", "0.000")  # a tiny gain is no drop worth a sign
                     axis.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
             axis.set_xticks(range(len(rates)), [f"{rate:g}" for rate in rates])
-            labels = [f"bit {t}" + (" (sign)" if t == 7 else "") for t in targets] if mode == "bit" else targets
+            labels = ([f"bit {t}" + (" (sign)" if t == 7 else "") for t in targets] if mode == "bit"
+                      else [_label(t) for t in targets])
             axis.set_yticks(range(len(targets)), labels, fontsize=7 if mode == "layer" else 8)
             axis.set_xlabel("fault rate p")
             axis.set_ylabel("bit position" if mode == "bit" else "weight tensor")
             suffix = "" if clean is None else f" (clean {clean:.3f})"
-            axis.set_title(f"{model}: {KIND_TITLES.get(kind, kind)}{suffix}", fontsize=9)
+            axis.set_title(f"{_label(model)}: {KIND_TITLES.get(kind, kind)}{suffix}", fontsize=9)
     if image is not None:
         figure.colorbar(image, ax=axes, label="accuracy drop (clean minus mean over chips)", shrink=0.8)
     what = "one weight tensor at a time" if mode == "layer" else "one bit position at a time"
     figure.suptitle(f"{'Per-layer' if mode == 'layer' else 'Per-bit'} vulnerability: faults in {what}")
     return figure
+
+
+def _label(name: str) -> str:
+    """A model or tensor name as plot text: control characters shown (no "Glyph missing" warning), ``$`` literal."""
+    return printable(name).replace("$", r"\$")

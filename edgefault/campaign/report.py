@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Any
 
 from edgefault.fileio import json_bytes, write_files_atomic
+from edgefault.text import csv_bytes, md_cell, md_table, printable
 
 GROUP_COLUMNS = ("model", "mode", "target", "kind", "rate", "chips", "n", "mean", "std", "ci_low", "ci_high",
                  "clean", "drop", "failed", "mean_faulty_bits")
@@ -25,19 +24,11 @@ def write_summary(folder: str | os.PathLike, summary: dict[str, Any], settings: 
     """
     folder = Path(folder)
     paths = [folder / name for name in ("summary.json", "summary.csv", "paired.csv", "summary.md")]
-    contents = (json_bytes(summary), _csv(GROUP_COLUMNS, summary["groups"]), _csv(PAIRED_COLUMNS, summary["paired"]),
+    contents = (json_bytes(summary), csv_bytes(GROUP_COLUMNS, summary["groups"]),
+                csv_bytes(PAIRED_COLUMNS, summary["paired"]),
                 markdown(summary, settings).encode())
     write_files_atomic(dict(zip(paths, contents)))  # never a new summary.json beside an old summary.md
     return paths
-
-
-def _csv(columns, rows) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
-    return buffer.getvalue().encode()
 
 
 def _acc(value) -> str:
@@ -132,22 +123,9 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
         a  bb
         1  2
     """
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *rows]]
-    return "\n".join(lines)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured Markdown table.
-
-    Example:
-        >>> print(markdown_table(["a"], [["1"]]))
-        | a |
-        |---|
-        | 1 |
-    """
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    cells = [[printable(x) for x in line] for line in [header, *rows]]  # names from files: control characters shown
+    widths = [max(len(x) for x in column) for column in zip(*cells)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in cells]
     return "\n".join(lines)
 
 
@@ -162,7 +140,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     parts = [
         "# Fault campaign",
         "",
-        f"Data `{settings['data']}`, kinds {', '.join(settings['kinds'])}, rates "
+        f"Data `{printable(settings['data'])}`, kinds {', '.join(settings['kinds'])}, rates "
         f"{', '.join(_rate(r) for r in settings['rates'])}, {_chips(summary, settings)}, seed {settings['seed']}. "
         f"Cells done {cells['done']} of {cells['planned']}, failed {cells['failed']}"
         f"{_from_cut(summary)}. Intervals: "
@@ -170,20 +148,20 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
         "",
         "## Clean accuracy",
         "",
-        markdown_table(*clean_rows(summary)),
+        md_table(*clean_rows(summary)),
     ]
     titles = {"grid": "Accuracy under faults", "layer": "Per-layer vulnerability (faults in one tensor)",
               "bit": "Per-bit vulnerability (faults on one bit position)"}
     for mode, title in titles.items():
         header, rows = group_rows(summary, mode)
         if rows:
-            parts += ["", f"## {title}", "", markdown_table(header, rows)]
+            parts += ["", f"## {title}", "", md_table(header, rows)]
         header, rows = paired_rows(summary, mode)
         if rows:
-            parts += ["", f"### Paired differences ({mode}, same chips)", "", markdown_table(header, rows)]
+            parts += ["", f"### Paired differences ({mode}, same chips)", "", md_table(header, rows)]
     if summary["failures"]:
         parts += ["", "## Failed cells", ""]
-        parts += [f"- `{f['key']}`: {f['error']}" for f in summary["failures"]]
+        parts += [f"- `{md_cell(f['key'])}`: {md_cell(f['error'])}" for f in summary["failures"]]
     return "\n".join(parts) + "\n"
 
 

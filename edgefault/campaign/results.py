@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefault.errors import EdgefaultError
+from edgefault.reading import MAX_JSON_BYTES, parse_json, read_bytes_bounded
 
 MAX_ATTEMPTS = 2  # a cell that raises is retried once, then recorded as failed
 
@@ -39,10 +40,9 @@ class ResultsLog:
             >>> ResultsLog("/nonexistent/results.jsonl").read()
             []
         """
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        if not os.path.lexists(self.path):
             return []
+        data = read_bytes_bounded(self.path, MAX_JSON_BYTES)  # a regular file of bounded size, or one line
         lines = data.split(b"\n")
         tail = lines.pop()  # empty when the file ends with a newline, else a torn write
         records, good_end = [], 0
@@ -120,8 +120,8 @@ def successes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _parse(line: bytes) -> dict[str, Any] | None:
     try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = parse_json(line, "result record")  # depth-bounded; a huge integer is a bad line too
+    except EdgefaultError:
         return None
     if not isinstance(record, dict) or not isinstance(record.get("key"), str):
         return None

@@ -29,7 +29,7 @@ from edgefault.campaign.suffix import DEFAULT_CACHE_MB
 from edgefault.campaign.worker import failed_record
 from edgefault.errors import EdgefaultError
 from edgefault.faults.ecc import EccOverhead, ecc_overhead
-from edgefault.fileio import check_output_folder, exclusive_lock, output_folder, read_json, write_json_atomic
+from edgefault.fileio import check_output_folder, folder_lock, output_folder, read_json, write_json_atomic
 from edgefault.progress import Progress
 
 CAMPAIGN_FILE, RESULTS_FILE, LOCK_FILE = "campaign.json", "results.jsonl", ".lock"
@@ -281,6 +281,7 @@ def _check_same(config: CampaignConfig, prepared: PreparedCampaign, saved: dict[
 
 
 def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on the campaign folder; the operating system drops it if the process dies."""
+    """An exclusive lock on the campaign folder, kept outside it (a finished folder holds only results);
+    the operating system drops it if the process dies."""
     folder.mkdir(parents=True, exist_ok=True)
-    return exclusive_lock(folder / LOCK_FILE, busy=f"another campaign is running in {folder}; wait for it or use another --out")
+    return folder_lock(folder, busy=f"another campaign is running in {folder}; wait for it or use another --out")

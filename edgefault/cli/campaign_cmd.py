@@ -10,11 +10,12 @@ from edgefault.campaign.config import DEFAULT_CHIPS, DEFAULT_KINDS, DEFAULT_RATE
 from edgefault.campaign.report import final_text
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
-from edgefault.cli.options import (BITS, KINDS, MAX_PARALLEL, MAX_SEED, MAX_STEPS, RATES, Count, data_option,
+from edgefault.cli.options import (BITS, KINDS, MAX_PARALLEL, MAX_SEED, MAX_STEPS, RATES, Count, Finite, data_option,
                                    include_bias_option, json_option, limit_option, option_errors,
                                    preprocessing_options, stored_bits_option)
 from edgefault.faults.discover import coverage_line, warning_lines
 from edgefault.fileio import to_json
+from edgefault.text import printable
 
 
 @click.command()
@@ -36,9 +37,9 @@ from edgefault.fileio import to_json
               help="Run the cells on Ray: auto (a local cluster, started if none runs) or HOST:PORT.")
 @click.option("--per-layer", is_flag=True, help="Also inject into one weight tensor at a time (layer heatmap).")
 @click.option("--per-bit", is_flag=True, help="Also inject into one bit position at a time (bit heatmap).")
-@click.option("--target-ci", type=float, default=None, metavar="W",
+@click.option("--target-ci", type=Finite(), default=None, metavar="W",
               help="Add chips per kind and rate until every 95% interval is within +/- W (--chips: the maximum).")
-@click.option("--cache-mb", type=float, default=DEFAULT_CACHE_MB, show_default=True, metavar="MB",
+@click.option("--cache-mb", type=Finite(float32=False), default=DEFAULT_CACHE_MB, show_default=True, metavar="MB",
               help="Per worker: clean activations cached at cuts for suffix evaluation (0: whole model every cell).")
 @click.option("--protect-bits", type=BITS, default=None, metavar="LIST",
               help="ECC: drop every fault on these bit positions (e.g. 7, the sign); its SEC-DED cost is reported.")
@@ -71,16 +72,17 @@ def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_addr
     result = run_campaign(config, out, execution)
     for model in result.models:  # what each weight memory covered (campaigns from before coverage have none)
         for line in warning_lines(model.get("coverage", {"skipped": []})):
-            click.echo(f"{model['name']}: {line}", err=True)
+            click.echo(f"{printable(model['name'])}: {line}", err=True)
     if as_json:
         sys.stdout.write(to_json(result.to_dict()) + "\n")
         return
     click.echo(final_text(result.summary))
-    click.echo("\n" + "\n".join(f"input of {model['name']}: {model.get('feed', 'not recorded')}"
+    click.echo("\n" + "\n".join(f"input of {printable(model['name'])}: "
+                                  f"{printable(model.get('feed', 'not recorded'))}"
                                   for model in result.models))
-    click.echo("\n".join(f"{model['name']}: {coverage_line(model['coverage'])}"
+    click.echo("\n".join(f"{printable(model['name'])}: {coverage_line(model['coverage'])}"
                          for model in result.models if "coverage" in model))
     if config.protect_bits:
         click.echo(f"\nECC: {result.ecc.describe()} (faults on protected bits are dropped, as the code would correct them)")
     click.echo(f"\n{result.ran} cells run, {result.resumed} already done ({result.engine}, {result.seconds:.1f} s); "
-               f"wrote {result.folder}/summary.md, summary.json, summary.csv and plots")
+               f"wrote {printable(result.folder)}/summary.md, summary.json, summary.csv and plots")

@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from edgefault.cli.options import BITS, Count, include_bias_option, json_option, seed_option, stored_bits_option
+from edgefault.cli.options import BITS, Count, Finite, include_bias_option, json_option, seed_option, stored_bits_option
 from edgefault.errors import EdgefaultError
 from edgefault.faults import KINDS, Chip, inject_file
 from edgefault.faults.discover import coverage_line, warning_lines
+from edgefault.text import printable
 
 # Options that describe a chip; --map-in brings its own faults, so it takes none of them.
 _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layers", "burst", "include_bias")
@@ -20,7 +21,7 @@ _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layer
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", metavar="MODEL.onnx", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(KINDS), help="flip, sa0/sa1 (stuck-at), stuck (half sa0, half sa1), mbu.")
-@click.option("--rate", type=float, default=None, help="Probability that each targeted bit is faulty, in [0, 1].")
+@click.option("--rate", type=Finite(), default=None, help="Probability that each targeted bit is faulty, in [0, 1].")
 @click.option("--count", type=Count(0, 2**48), default=None, help="Exact number of faulty bits (mbu: of upsets).")
 @click.option("--out", "out", required=True, metavar="FAULTY.onnx", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the faulty model.")
@@ -78,16 +79,16 @@ def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map
         click.echo(json.dumps(report))
         return
     faults = f"{summary['faults']:,}"
-    what = f"re-applied {faults} faults from {map_in}" if map_in else f"{faults} {chip.kind} faults"
+    what = f"re-applied {faults} faults from {printable(map_in)}" if map_in else f"{faults} {chip.kind} faults"
     click.echo(coverage_line(summary["coverage"]))
     click.echo(
         f"{what} in {summary['tensors_hit']} of {len(fault_map.memory.tensors)} weight tensors "
         f"({summary['memory_bits']:,} stored bits): {summary['changed_bits']:,} stored bits changed in "
         f"{summary['changed_weights']:,} weights"
     )
-    click.echo(f"wrote {out}")
+    click.echo(f"wrote {printable(out)}")
     if map_out is not None:
-        click.echo(f"wrote {map_out}")
+        click.echo(f"wrote {printable(map_out)}")
 
 
 def _chip(kind, rate, count, seed, bits, protect_bits, layers, burst, include_bias) -> Chip:

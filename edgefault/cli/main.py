@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import click
 
 from edgefault import __version__
 from edgefault.errors import EdgefaultError, os_error_line
+from edgefault.text import printable
 
 # Each subcommand lives in ``edgefault/cli/<name>_cmd.py`` as a click command called ``command``;
 # listed here once, in the data-flow order that ``edgefault --help`` shows.
+# click >= 8.2 raises this for a bare group; older clicks print the help themselves and exit 0.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 SUBCOMMAND_MODULES = ("train", "export", "eval", "inject", "campaign", "sharpness", "reproduce", "mitigate")
 
 
@@ -62,14 +70,27 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become ``edgefault: error: ...`` on stderr and exit status 2.
 
+    SIGTERM is handled as SIGINT (:func:`terminate_as_interrupt`): temporaries are cleaned up,
+    one line says so, and the exit status is 130. With no arguments the usage and the command
+    list go to stderr and the exit status is 2, as click does for a group.
+
     Example:
         >>> main(["--version"])  # doctest: +SKIP
         edgefault, version 0.1.0
     """
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        code = cli.main(args=argv, prog_name="edgefault", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("edgefault: error: aborted", err=True)
+        with terminate_as_interrupt():
+            # make_context + invoke rather than cli.main: click's main prints a blank line on an interrupt.
+            with cli.make_context("edgefault", args) as ctx:
+                code = cli.invoke(ctx)
+    except _NO_ARGS_IS_HELP as exc:  # bare ``edgefault``: the usage and command list, intact
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:  # --help, --version
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("edgefault: error: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:  # usage errors, bad option values, missing files
         _fail(exc.format_message())
@@ -78,15 +99,65 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # a missing input, a read-only folder, a full disk, a file size limit
         _fail(os_error_line(exc))
     except MemoryError:
-        _fail("out of memory; try a smaller --batch-size or --limit")
-    except KeyboardInterrupt:
-        click.echo("edgefault: error: interrupted", err=True)
-        sys.exit(130)
+        _fail(out_of_memory_line(args))
     sys.exit(code if isinstance(code, int) else 0)
 
 
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt in this process, as SIGINT does.
+
+    Every ``finally`` and ``output_folder`` cleanup then runs as for Ctrl-C. Other threads and
+    child processes are not affected (a forked child falls back to the default action).
+
+    Example:
+        >>> with terminate_as_interrupt():
+        ...     pass
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def interrupt(signum, frame):
+        if os.getpid() != owner:  # a forked child: terminate as it would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def out_of_memory_line(args: list[str]) -> str:
+    """The out-of-memory message, with advice that fits the command that ran.
+
+    Example:
+        >>> out_of_memory_line(["inject", "m.onnx", "--rate", "0.5"])
+        'out of memory; try a lower --rate or --count, or more memory'
+        >>> out_of_memory_line(["eval", "m.onnx"])
+        'out of memory; try a smaller --batch-size or --limit'
+    """
+    command = next((a for a in args if a in SUBCOMMAND_MODULES), None)
+    advice = {
+        "inject": "a lower --rate or --count, or more memory",
+        "export": "a smaller --limit, or more memory",
+        "campaign": "fewer --workers, a smaller --cache-mb or --limit",
+        "train": "a smaller --batch-size",
+        "sharpness": "a smaller --batch-size or --samples",
+    }.get(command, "a smaller --batch-size or --limit")
+    if any(a.startswith(("--map-in", "--data", "--voltage-curve")) for a in args):
+        advice += " (and check that the input files are what they should be)"
+    return f"out of memory; try {advice}"
+
+
 def _fail(message: str) -> None:
-    click.echo(f"edgefault: error: {' '.join(message.split())}", err=True)  # always one line
+    line = printable(" ".join(message.split()))  # always one line, control characters from files made visible
+    click.echo(f"edgefault: error: {line}", err=True)
     sys.exit(2)
 
 

@@ -10,6 +10,7 @@ import click
 from edgefault.campaign.config import parse_kinds, parse_rates
 from edgefault.errors import EdgefaultError
 from edgefault.faults import parse_bits
+from edgefault.numbers import check_finite
 
 # Upper bounds on counts from the user, checked when the command line is parsed, before anything starts.
 MAX_PARALLEL = 256  # threads of a session, worker processes, Ray actors
@@ -110,6 +111,37 @@ class ListOf(click.ParamType):
 KINDS = ListOf(parse_kinds, "kinds")
 RATES = ListOf(parse_rates, "rates")
 BITS = ListOf(parse_bits, "bits")
+
+
+class Finite(click.ParamType):
+    """A finite number (within float32's range unless ``float32=False``): the one option type for real numbers.
+
+    ``low``/``high`` bound it further (inclusive); ``positive`` excludes 0.
+
+    Example:
+        >>> Finite().convert("1e39", click.Option(["--lr"]), None)
+        Traceback (most recent call last):
+        ...
+        click.exceptions.UsageError: --lr must be a finite number within float32's range (|x| <= 3.4e+38), got '1e39'
+    """
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, positive: bool = False,
+                 float32: bool = True) -> None:
+        self.low, self.high, self.positive, self.float32 = low, high, positive, float32
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        option = param.opts[0] if param is not None and getattr(param, "opts", None) else "the value"
+        try:
+            number = check_finite(value, option, float32=self.float32, positive=self.positive)
+        except EdgefaultError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+        if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
+            low = "-inf" if self.low is None else f"{self.low:g}"
+            high = "inf" if self.high is None else f"{self.high:g}"
+            raise click.UsageError(f"{option} must lie in [{low}, {high}], got {value}", ctx)
+        return number
 
 
 data_option = click.option(

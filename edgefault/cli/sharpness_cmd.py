@@ -7,7 +7,7 @@ import sys
 import click
 
 from edgefault.analysis import WEIGHT_SPACES, SharpnessConfig, SharpnessReport, analyze_sharpness
-from edgefault.cli.options import MAX_BATCH, MAX_IMAGES, MAX_STEPS, Count, json_option, seed_option
+from edgefault.cli.options import MAX_BATCH, MAX_IMAGES, MAX_STEPS, Count, Finite, json_option, seed_option
 from edgefault.fileio import to_json
 
 _defaults = SharpnessConfig()
@@ -50,14 +50,14 @@ def format_summary(report: SharpnessReport, out_dir: str) -> str:
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for metrics.json, landscape_1d.png and landscape_2d.png (new, empty or an earlier "
                    "sharpness output).")
-@click.option("--rho", default=_defaults.rho, show_default=True, type=float,
+@click.option("--rho", default=_defaults.rho, show_default=True, type=Finite(),
               help="SAM radius: the loss increase at w + rho g/|g| is the SAM sharpness.")
 @seed_option
 @click.option("--samples", default=_defaults.samples, show_default=True, type=Count(1, MAX_IMAGES),
               help="Training images (a seeded subset) that define the loss.")
 @click.option("--power-iterations", default=_defaults.power_iterations, show_default=True, type=Count(1, MAX_STEPS),
               help="Most Hessian-vector products for the top eigenvalue.")
-@click.option("--tolerance", default=_defaults.power_tolerance, show_default=True, type=float,
+@click.option("--tolerance", default=_defaults.power_tolerance, show_default=True, type=Finite(),
               help="Power iteration stops when the eigenvalue's relative change is below this.")
 @click.option("--probes", default=_defaults.hutchinson_probes, show_default=True, type=Count(1, MAX_STEPS),
               help="Rademacher probes for Hutchinson's trace estimate.")
@@ -65,7 +65,7 @@ def format_summary(report: SharpnessReport, out_dir: str) -> str:
               help="Points of the 1-D landscape (odd).")
 @click.option("--grid", "grid_size", default=_defaults.landscape_grid, show_default=True, type=Count(1, 201),
               help="Points per axis of the 2-D landscape (odd).")
-@click.option("--extent", default=_defaults.landscape_extent, show_default=True, type=float,
+@click.option("--extent", default=_defaults.landscape_extent, show_default=True, type=Finite(),
               help="Landscapes span [-extent, extent] times the filter-normalized directions.")
 @click.option("--space", default=_defaults.weight_space, show_default=True, type=click.Choice(WEIGHT_SPACES),
               help="quantized: the dequantized int weights the deployed model stores; latent: the float "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,13 @@ from edgefault.data.spec import DatasetSpec, parse_spec
 from edgefault.data.split import stratified_split
 from edgefault.errors import EdgefaultError
 from edgefault.fileio import atomic_path
+from edgefault.reading import check_input_file, read_bytes_bounded
+from edgefault.text import printable
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+MAX_IDX_BYTES = 1 << 30  # an IDX or CIFAR batch file, unpacked (MNIST's largest is 47 MB)
 
 
 def load_dataset(spec: str | DatasetSpec) -> Dataset:
@@ -91,7 +96,7 @@ def _load_mnist5k(spec: DatasetSpec) -> Dataset:
 def _cifar_batch(path: Path) -> dict:
     if not path.is_file():
         raise EdgefaultError(f"{path}: missing CIFAR batch file")
-    batch = safe_load(path.read_bytes(), str(path))
+    batch = safe_load(read_bytes_bounded(path, MAX_IDX_BYTES), str(path))
     if not isinstance(batch, dict):
         raise EdgefaultError(f"{path}: not a CIFAR batch (expected a dict)")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in batch.items()}
@@ -144,9 +149,15 @@ def read_idx(path: Path) -> np.ndarray:
         >>> read_idx(Path("t10k-labels-idx1-ubyte.gz")).shape  # doctest: +SKIP
         (10000,)
     """
-    raw = path.read_bytes()
+    raw = read_bytes_bounded(path, MAX_IDX_BYTES)
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as unpacked:
+                raw = unpacked.read(MAX_IDX_BYTES + 1)  # a gzip bomb stops at the bound
+        except (OSError, EOFError) as exc:
+            raise EdgefaultError(f"{printable(path)}: not a readable gzip file ({exc})") from None
+        if len(raw) > MAX_IDX_BYTES:
+            raise EdgefaultError(f"{printable(path)}: unpacks to more than {MAX_IDX_BYTES:,} bytes; not an IDX file")
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
         raise EdgefaultError(f"{path}: not an unsigned-byte IDX file")
     ndim = raw[3]
@@ -198,13 +209,20 @@ def _read_class_folders(root: Path, class_names: tuple[str, ...] | None = None):
         for file in sorted((root / name).iterdir()) if (root / name).is_dir() else []:
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
+            check_input_file(file)  # a FIFO named x.png would block the read
             try:
-                with Image.open(file) as image:
-                    mode = mode or ("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
-                    size = size or image.size  # every image takes the first one's size
-                    images.append(np.asarray(image.convert(mode).resize(size), np.float32) / 255.0)
+                with warnings.catch_warnings():
+                    # Over PIL's pixel limit is a warning, over twice an error: both refuse the file.
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(file) as image:
+                        mode = mode or ("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
+                        size = size or image.size  # every image takes the first one's size
+                        images.append(np.asarray(image.convert(mode).resize(size), np.float32) / 255.0)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise EdgefaultError(f"{printable(file)}: image larger than {Image.MAX_IMAGE_PIXELS:,} pixels "
+                                     "(a decompression bomb?); not read") from None
             except (UnidentifiedImageError, OSError) as exc:
-                raise EdgefaultError(f"{file}: unreadable image ({exc})") from None
+                raise EdgefaultError(f"{printable(file)}: unreadable image ({exc})") from None
             labels.append(label)
     if not images:
         raise EdgefaultError(f"{root}: no images in the class sub-folders")

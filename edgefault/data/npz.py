@@ -18,6 +18,7 @@ import numpy as np
 
 from edgefault.data.split import stratified_split
 from edgefault.errors import EdgefaultError, error_line
+from edgefault.reading import check_input_file
 
 # Labels are class indices; a class list longer than this is a mistake, not a dataset.
 MAX_CLASSES = 100_000
@@ -81,6 +82,7 @@ def read_npz(path: Path, test_share: float = 0.2) -> NpzSplits:
 
 
 def _open(path: Path):
+    check_input_file(path)  # /dev/zero or a FIFO: refused before any read
     try:
         with open(path, "rb") as handle:
             magic = handle.read(4)

@@ -16,7 +16,6 @@ tensors, through any chain of Identity nodes. Three things can happen to it:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -28,6 +27,7 @@ from edgefault.errors import EdgefaultError
 from edgefault.faults.coverage import Skipped, coverage_line, warning_lines
 from edgefault.faults.memory import TYPE_BITS, WeightMemory, WeightTensor
 from edgefault.onnxio import load_proto
+from edgefault.reading import parse_json
 
 # Parameter input positions of each quantized op (scales and zero points sit elsewhere).
 PARAMETER_INPUTS: dict[str, tuple[int, ...]] = {
@@ -324,16 +324,16 @@ def _declared_widths(proto: onnx.ModelProto, stored_bits: int | None) -> tuple[d
     props = {entry.key: entry.value for entry in proto.metadata_props}
     if STORED_BITS_KEY in props:
         try:
-            widths = json.loads(props[STORED_BITS_KEY])
-        except json.JSONDecodeError:
+            widths = parse_json(props[STORED_BITS_KEY], f"model metadata {STORED_BITS_KEY}")
+        except EdgefaultError:
             widths = None
         if not isinstance(widths, dict) or not all(isinstance(v, int) and 1 <= v <= 8 for v in widths.values()):
             raise EdgefaultError(f"model metadata {STORED_BITS_KEY} must map tensor names to bit widths 1..8")
         return dict(widths), f"metadata {STORED_BITS_KEY}"
     if WBITS_KEY in props:
         try:
-            wbits = json.loads(props[WBITS_KEY])
-        except json.JSONDecodeError:
+            wbits = parse_json(props[WBITS_KEY], f"model metadata {WBITS_KEY}")
+        except EdgefaultError:
             wbits = None
         if isinstance(wbits, int) and 1 <= wbits < 8:
             return {"*int8": wbits}, f"metadata {WBITS_KEY}"  # edgefault's weights are int8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 from typing import Any, Callable
 
 import numpy as np
@@ -15,6 +16,7 @@ from edgefault.faults.memory import WeightMemory
 from edgefault.faults.records import KIND_NAMES, FaultRecords
 from edgefault.fileio import read_json, write_bytes_atomic
 
+LINES_AT_ONCE = 1 << 16  # fault lines formatted at once when a map is written piece by piece
 FORMAT = "edgefault-faultmap"
 VERSION = 1
 
@@ -84,6 +86,16 @@ class FaultMap:
             >>> fault_map.summary()["per_tensor"][0]["faults"]  # doctest: +SKIP
             3
         """
+        kinds = np.bincount(self.records.kind, minlength=len(KIND_NAMES))
+        return summary_dict(self.memory, self.counts(), kinds, self.changed_bits, self.target_bits, self.coverage)
+
+    def counts(self) -> np.ndarray:
+        """Per tensor of the memory: faults, changed bits and changed weights (three rows of int64).
+
+        Example:
+            >>> fault_map.counts()[0].sum() == len(fault_map.records)  # doctest: +SKIP
+            True
+        """
         records = self.records
         count = len(self.memory.tensors)
         faults = np.bincount(records.tensor, minlength=count)
@@ -92,33 +104,7 @@ class FaultMap:
         first = np.ones(len(records), dtype=bool)
         first[1:] = (records.tensor[1:] != records.tensor[:-1]) | (records.index[1:] != records.index[:-1])
         changed_weights = np.bincount(records.tensor[first & (self.before != self.after)], minlength=count)
-        per_tensor = [
-            {
-                "tensor": tensor.name,
-                "dtype": tensor.dtype,
-                "storage": tensor.storage,
-                "source": tensor.source,
-                "shape": list(tensor.shape),
-                "consumer": tensor.consumer,
-                "bits": tensor.nbits,
-                "faults": int(faults[i]),
-                "changed_bits": int(changed_bits[i]),
-                "changed_weights": int(changed_weights[i]),
-            }
-            for i, tensor in enumerate(self.memory.tensors)
-        ]
-        kinds = np.bincount(records.kind, minlength=len(KIND_NAMES))
-        return {
-            "faults": len(records),
-            "changed_bits": self.changed_bits,
-            "changed_weights": int(changed_weights.sum()),
-            "memory_bits": self.memory.nbits,
-            "target_bits": self.target_bits,
-            "tensors_hit": int(np.count_nonzero(faults)),
-            "by_kind": {name: int(kinds[code]) for code, name in enumerate(KIND_NAMES) if kinds[code]},
-            **({} if self.coverage is None else {"coverage": self.coverage}),
-            "per_tensor": per_tensor,
-        }
+        return np.stack([faults, changed_bits, changed_weights]).astype(np.int64)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: format tag, chip, summary and one entry per fault.
@@ -156,20 +142,127 @@ class FaultMap:
         chip = None if self.chip is None else self.chip.to_dict()
         return {"format": FORMAT, "version": VERSION, "chip": chip, "summary": self.summary()}
 
-    def _fault_lines(self) -> list[str]:
+    def _fault_lines(self, start: int = 0, stop: int | None = None) -> list[str]:
         # Formatting strings directly is ~10x faster than json.dumps per fault, which matters at
         # 90,000 faults; names and kinds are JSON-encoded once.
-        records = self.records
+        records, rows = self.records, slice(start, stop)
         names = [json.dumps(name) for name in records.tensors]
         kinds = [json.dumps(kind) for kind in KIND_NAMES]
         return [
             f'{{"tensor": {names[t]}, "index": {i}, "bit": {b}, "kind": {kinds[k]}, "before": {x}, "after": {y}, '
             f'"address": {a}}}'
             for t, i, b, k, x, y, a in zip(
-                records.tensor.tolist(), records.index.tolist(), records.bit.tolist(), records.kind.tolist(),
-                self.before.tolist(), self.after.tolist(), records.address.tolist(),
+                records.tensor[rows].tolist(), records.index[rows].tolist(), records.bit[rows].tolist(),
+                records.kind[rows].tolist(), self.before[rows].tolist(), self.after[rows].tolist(),
+                records.address[rows].tolist(),
             )
         ]
+
+
+def summary_dict(memory: WeightMemory, counts: np.ndarray, kinds: np.ndarray, changed_bits: int,
+                 target_bits: int | None, coverage: dict[str, Any] | None) -> dict[str, Any]:
+    """The summary of :meth:`FaultMap.summary` from per-tensor counts (:meth:`FaultMap.counts`) and kind counts.
+
+    Example:
+        >>> memory = WeightMemory.from_tensors([("w", "int8", (4,), "t")])
+        >>> summary_dict(memory, np.array([[2], [1], [1]]), np.array([2, 0, 0, 0]), 1, 32, None)["by_kind"]
+        {'flip': 2}
+    """
+    faults, changed, weights = counts
+    per_tensor = [
+        {
+            "tensor": tensor.name,
+            "dtype": tensor.dtype,
+            "storage": tensor.storage,
+            "source": tensor.source,
+            "shape": list(tensor.shape),
+            "consumer": tensor.consumer,
+            "bits": tensor.nbits,
+            "faults": int(faults[i]),
+            "changed_bits": int(changed[i]),
+            "changed_weights": int(weights[i]),
+        }
+        for i, tensor in enumerate(memory.tensors)
+    ]
+    return {
+        "faults": int(faults.sum()),
+        "changed_bits": int(changed_bits),
+        "changed_weights": int(weights.sum()),
+        "memory_bits": memory.nbits,
+        "target_bits": target_bits,
+        "tensors_hit": int(np.count_nonzero(faults)),
+        "by_kind": {name: int(kinds[code]) for code, name in enumerate(KIND_NAMES) if kinds[code]},
+        **({} if coverage is None else {"coverage": coverage}),
+        "per_tensor": per_tensor,
+    }
+
+
+class MapSummary:
+    """The summary of a fault map built piece by piece (file-to-file injection), without keeping its records.
+
+    Each piece (a :class:`FaultMap` of some words) is counted by :meth:`add` and, when a map is
+    written, its fault lines go to ``spool``; :meth:`encode_to` then writes the whole map document.
+
+    Example:
+        >>> total = MapSummary(memory, chip, target_bits=1000, coverage=None)  # doctest: +SKIP
+        >>> total.add(piece)  # doctest: +SKIP
+        >>> total.summary()["faults"]  # doctest: +SKIP
+        12
+    """
+
+    def __init__(self, memory: WeightMemory, chip: Chip | None, target_bits: int | None,
+                 coverage: dict[str, Any] | None, spool=None):
+        self.memory, self.chip, self.target_bits, self.coverage = memory, chip, target_bits, coverage
+        self._counts = np.zeros((3, len(memory.tensors)), dtype=np.int64)
+        self._kinds = np.zeros(len(KIND_NAMES), dtype=np.int64)
+        self.changed_bits = 0
+        self._spool, self._lines = spool, 0
+
+    def add(self, piece: FaultMap) -> None:
+        """Count one piece (and spool its fault lines when a map is written).
+
+        Example:
+            >>> total.add(piece)  # doctest: +SKIP
+        """
+        self._counts += piece.counts()
+        self._kinds += np.bincount(piece.records.kind, minlength=len(KIND_NAMES))
+        self.changed_bits += piece.changed_bits
+        for start in range(0, len(piece.records) if self._spool is not None else 0, LINES_AT_ONCE):
+            text = ",\n    ".join(piece._fault_lines(start, start + LINES_AT_ONCE))
+            self._spool.write((",\n    " if self._lines else "").encode() + text.encode())
+            self._lines += 1
+
+    @property
+    def faults(self) -> int:
+        """How many faults the pieces counted so far hold."""
+        return int(self._counts[0].sum())
+
+    def summary(self) -> dict[str, Any]:
+        """The same dict as :meth:`FaultMap.summary` of the whole map.
+
+        Example:
+            >>> total.summary()["changed_bits"]  # doctest: +SKIP
+            11
+        """
+        return summary_dict(self.memory, self._counts, self._kinds, self.changed_bits, self.target_bits,
+                            self.coverage)
+
+    def encode_to(self, handle, model_sha256: str | None = None) -> None:
+        """Write the map document (as :meth:`FaultMap.encode` makes it) to a binary file, faults from the spool.
+
+        Example:
+            >>> with open("map.json", "wb") as handle:  # doctest: +SKIP
+            ...     total.encode_to(handle, digest)
+        """
+        head = {"format": FORMAT, "version": VERSION, "chip": None if self.chip is None else self.chip.to_dict(),
+                "summary": self.summary(), **({} if model_sha256 is None else {"model_sha256": model_sha256})}
+        if not self._lines:
+            handle.write((json.dumps(head, indent=2)[:-2] + ',\n  "faults": []\n}\n').encode())
+            return
+        handle.write((json.dumps(head, indent=2)[:-2] + ',\n  "faults": [\n    ').encode())
+        self._spool.seek(0)
+        shutil.copyfileobj(self._spool, handle, 1 << 20)
+        handle.write(b"\n  ]\n}\n")
 
 
 def read_fault_map(source: str | os.PathLike | dict) -> tuple[list[dict[str, Any]], Chip | None]:

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,12 @@ from onnx import numpy_helper
 
 from edgefault.errors import EdgefaultError
 from edgefault.faults.chip import Chip
-from edgefault.faults.faultmap import FaultMap, read_fault_map, records_from_entries
+from edgefault.faults.faultmap import FaultMap, MapSummary, read_fault_map, records_from_entries
 from edgefault.faults.codes import code_values, decode_tensor, patch_bytes, patch_values
 from edgefault.faults.discover import Discovery, constant_tensors, discover
 from edgefault.faults.memory import WeightMemory
 from edgefault.faults.records import FaultRecords
-from edgefault.faults.sampling import sample_faults, target_bits
+from edgefault.faults.sampling import sample_fault_windows, sample_faults, target_bits
 from edgefault.faults.wire import metadata_entry, raw_data_spans
 from edgefault.fileio import atomic_paths, check_outputs
 from edgefault.onnxio import external_tensors, load_model, parse_model
@@ -163,34 +164,38 @@ class Injector:
             >>> with injector.patched(records) as (parts, fault_map):  # doctest: +SKIP
             ...     size = sum(len(part) for part in parts)
         """
+        patch, fault_map = self._apply(records, chip, target)
+        try:
+            note = self._note(chip, len(records), patch.changed, fault_map.memory.nbits)
+            yield (self._buffer.data, note), fault_map
+        finally:
+            self._buffer[patch.where] = patch.old
+
+    def _apply(self, records: FaultRecords, chip: Chip | None, target: int | None):
+        """Patch the records into the cached copy; return the patch (to undo it) and their fault map."""
         memory = next((m for m in self._memories.values() if m.names == records.tensors), None)
         if memory is None:
             raise EdgefaultError("the fault records were not drawn on this model's weight memory")
         offsets = np.array([self._offsets[name] for name in memory.names], dtype=np.int64)
         patch = patch_bytes(self._buffer, records, memory, offsets)
         wide = [i for i, t in enumerate(memory.tensors) if t.container_bits > 8]  # int16/int32 codes span bytes
-        try:
-            if wide and np.isin(records.tensor, wide).any():
-                before = code_values(self._buffer, records, memory, offsets)
-                self._buffer[patch.where] = patch.new
-                values = before, code_values(self._buffer, records, memory, offsets)
-            else:  # the usual case: each code in one byte, its values computed only if asked for
-                self._buffer[patch.where] = patch.new
-                values = functools.partial(patch_values, patch, records, memory)
-            if memory.include_bias not in self._coverage:
-                self._coverage[memory.include_bias] = self.discovery.coverage(memory)
-            fault_map = FaultMap(records, memory, values, chip, target, patch.changed,
-                                 self._coverage[memory.include_bias])
-            note = {
-                "chip": None if chip is None else chip.to_dict(),
-                "faults": len(records),
-                "changed_bits": patch.changed,
-                "memory_bits": memory.nbits,
-                "sampling": SAMPLING,
-            }
-            yield (self._buffer.data, metadata_entry(self.metadata_key, json.dumps(note, sort_keys=True))), fault_map
-        finally:
-            self._buffer[patch.where] = patch.old
+        if wide and np.isin(records.tensor, wide).any():
+            before = code_values(self._buffer, records, memory, offsets)
+            self._buffer[patch.where] = patch.new
+            values = before, code_values(self._buffer, records, memory, offsets)
+        else:  # the usual case: each code in one byte, its values computed only if asked for
+            self._buffer[patch.where] = patch.new
+            values = functools.partial(patch_values, patch, records, memory)
+        if memory.include_bias not in self._coverage:
+            self._coverage[memory.include_bias] = self.discovery.coverage(memory)
+        return patch, FaultMap(records, memory, values, chip, target, patch.changed,
+                               self._coverage[memory.include_bias])
+
+    def _note(self, chip: Chip | None, faults: int, changed_bits: int, memory_bits: int) -> bytes:
+        """The metadata entry recording the chip and its counts, appended to the faulty model."""
+        note = {"chip": None if chip is None else chip.to_dict(), "faults": faults, "changed_bits": changed_bits,
+                "memory_bits": memory_bits, "sampling": SAMPLING}
+        return metadata_entry(self.metadata_key, json.dumps(note, sort_keys=True))
 
     def _chip_records(self, chip: Chip) -> tuple[FaultRecords, Chip, int]:
         memory = self.memory(chip.include_bias)
@@ -219,14 +224,17 @@ def inject_file(
     map_in: str | os.PathLike | None = None,
     map_out: str | os.PathLike | None = None,
     stored_bits: int | None = None,
-) -> FaultMap:
+) -> MapSummary:
     """Write a faulty copy of a model (and optionally its fault map); give a chip or a map to re-apply.
 
     ``stored_bits`` declares k-bit codes in the int8/uint8 weights of a model whose metadata does
     not record them (see :class:`Injector`).
 
-    Both outputs are built in memory first and renamed into place together; the map records the
-    faulty model's SHA-256 (``model_sha256``). No output may land on an input or its external data.
+    Both outputs are written to temporary files and renamed into place together; the map records
+    the faulty model's SHA-256 (``model_sha256``). No output may land on an input or its external
+    data. A chip is drawn and patched in pieces of whole words (:func:`sample_fault_windows`), and
+    a map's fault lines are spooled to an unnamed temporary file, so memory stays a few bytes per
+    fault at most whatever the rate; the result is the :class:`MapSummary` of the whole map.
 
     Example:
         >>> inject_file("model.onnx", "faulty.onnx", Chip("flip", rate=1e-3), map_out="map.json")  # doctest: +SKIP
@@ -236,17 +244,28 @@ def inject_file(
     source = Path(model_path)
     check_outputs({"--out": out_path, "--map": map_out}, [source, *([map_in] if map_in else [])])
     injector = Injector(source, stored_bits)
-    records = injector._chip_records(chip) if chip is not None else injector._map_records(map_in)
+    if chip is not None:  # drawn and patched in pieces of whole words: memory follows a piece, not the chip
+        memory = injector.memory(chip.include_bias)
+        pieces, target = sample_fault_windows(memory, chip), target_bits(memory, chip)
+    else:
+        records, chip, target = injector._map_records(map_in)
+        memory, pieces = next(m for m in injector._memories.values() if m.names == records.tensors), [records]
     targets = [out_path, *([map_out] if map_out is not None else [])]
-    with injector.patched(*records) as (parts, fault_map), atomic_paths(*targets) as temporaries:
+    with atomic_paths(*targets) as temporaries, \
+            (tempfile.TemporaryFile(dir=temporaries[1].parent) if map_out is not None else contextlib.nullcontext()) \
+            as spool:
+        total = MapSummary(memory, chip, target, injector.discovery.coverage(memory), spool)
+        for records in pieces:  # the cached copy is only this command's: the patches stay
+            total.add(injector._apply(records, chip, target)[1])
         digest = hashlib.sha256()
         with open(temporaries[0], "wb") as handle:
-            for part in parts:
+            for part in (injector._buffer.data, injector._note(chip, total.faults, total.changed_bits, memory.nbits)):
                 handle.write(part)
                 digest.update(part)
         if map_out is not None:  # renamed together with the model: the pair is both new or both old
-            temporaries[1].write_bytes(fault_map.encode(model_sha256=digest.hexdigest()))
-    return fault_map
+            with open(temporaries[1], "wb") as handle:
+                total.encode_to(handle, model_sha256=digest.hexdigest())
+    return total
 
 
 def _candidate_keys():

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Iterator
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from edgefault.faults.memory import WeightMemory
 from edgefault.faults.records import FLIP, MBU, SA0, SA1, FaultRecords
 
 _CHUNK_ROWS = 1 << 22  # uniforms drawn at once stay under 64 MB, whatever the rate
+WINDOW_CELLS = 1 << 20  # target cells per piece of a file-to-file injection (~100 MB of work at rate 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,14 @@ class _TargetCells:
     @property
     def size(self) -> int:
         return int(self.starts[-1])
+
+    def word_cuts(self, step: int) -> np.ndarray:
+        """Cell numbers about ``step`` apart, each the first cell of a stored word, from 0 to :attr:`size`."""
+        wanted = np.arange(0, self.size, max(int(step), 1), dtype=np.int64)
+        target = np.searchsorted(self.starts, wanted, side="right") - 1
+        local = wanted - self.starts[target]
+        cuts = self.starts[target] + local - local % self.per_element[target]
+        return np.unique(np.append(cuts, self.size))
 
     def place(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(memory tensor position, code index, bit, address) of each cell number."""
@@ -102,6 +112,23 @@ def sample_faults(memory: WeightMemory, chip: Chip) -> FaultRecords:
         >>> len(records), records.tensors
         (5, ('w',))
     """
+    return next(sample_fault_windows(memory, chip, window=None))
+
+
+def sample_fault_windows(memory: WeightMemory, chip: Chip, window: int | None = WINDOW_CELLS) -> Iterator[FaultRecords]:
+    """The chip's faults as :func:`sample_faults` draws them, in pieces of about ``window`` target cells.
+
+    The pieces, in address order, together are exactly :func:`sample_faults`'s records; each
+    holds whole stored words, so a word's faults are never split. A rate chip at rate 1.0 on a
+    400 M-bit memory thus never holds more than one piece's records (``count`` chips and
+    ``window=None``: one piece).
+
+    Example:
+        >>> memory = WeightMemory.from_tensors([("w", "int8", (1000,), "test")])
+        >>> pieces = list(sample_fault_windows(memory, Chip("flip", rate=0.5, seed=1), window=1000))
+        >>> len(pieces), sum(map(len, pieces)) == len(sample_faults(memory, Chip("flip", rate=0.5, seed=1)))
+        (8, True)
+    """
     if memory.include_bias != chip.include_bias:
         raise EdgefaultError(
             f"chip has include_bias={chip.include_bias} but the memory has include_bias={memory.include_bias}"
@@ -109,7 +136,15 @@ def sample_faults(memory: WeightMemory, chip: Chip) -> FaultRecords:
     cells = _target_cells(memory, chip)
     if chip.count is not None and chip.count > cells.size:
         raise EdgefaultError(f"count {chip.count} exceeds the {cells.size} target bits of the weight memory")
-    drawn = _draw_cells(chip.seed, cells.size, chip.rate, chip.count)
+    if chip.count is not None or window is None:
+        yield _records(memory, chip, cells, _draw_cells(chip.seed, cells.size, chip.rate, chip.count))
+        return
+    for drawn in _cell_windows(chip.seed, cells.size, chip.rate, cells.word_cuts(window)):
+        yield _records(memory, chip, cells, drawn)
+
+
+def _records(memory: WeightMemory, chip: Chip, cells: _TargetCells, drawn: np.ndarray) -> FaultRecords:
+    """The records of the drawn cell numbers: kinds, mbu bursts, and the protected or disallowed bits dropped."""
     position, index, bit, address = cells.place(drawn)
     if chip.kind == "mbu":
         address = _bursts(memory, address, bit, position, chip.burst)
@@ -227,7 +262,13 @@ def _least_thresholds(seed: int, cells: int, count: int) -> np.ndarray:
 
 
 def _band_cells(key: np.uint64, band: int, cells: int) -> np.ndarray:
-    """Band ``band``'s marked cells among 0..cells-1, increasing.
+    """Band ``band``'s marked cells among 0..cells-1, increasing."""
+    found = list(_band_cell_chunks(key, band, cells))
+    return np.zeros(0, dtype=np.int64) if not found else found[0] if len(found) == 1 else np.concatenate(found)
+
+
+def _band_cell_chunks(key: np.uint64, band: int, cells: int, rows: int = _CHUNK_ROWS) -> Iterator[np.ndarray]:
+    """Band ``band``'s marked cells among 0..cells-1, increasing, in chunks of at most ``rows``.
 
     Drawn as geometric gaps from the band's own stream; a chunk of any length gives the same
     uniforms, so the marks below any cell do not depend on ``cells``.
@@ -237,10 +278,10 @@ def _band_cells(key: np.uint64, band: int, cells: int) -> np.ndarray:
     rho = (high - low) / (1.0 - low)
     # Gap = 1 + floor(log(1 - u) / log(1 - rho)) has P(gap > k) = (1 - rho)^k; at rho = 1 every gap is 1.
     scale = 1.0 / np.log1p(-rho) if rho < 1.0 else 0.0
-    found, last = [], -1
+    last = -1
     while last < cells - 1:
         expected = rho * (cells - 1 - last)
-        gaps = rng.random(min(int(expected + 6.0 * np.sqrt(expected)) + 16, _CHUNK_ROWS))
+        gaps = rng.random(min(int(expected + 6.0 * np.sqrt(expected)) + 16, rows))
         # In place, to spare allocations; gaps are capped past the memory's end so that tiny
         # rates cannot overflow the sum.
         np.negative(gaps, out=gaps)
@@ -248,15 +289,48 @@ def _band_cells(key: np.uint64, band: int, cells: int) -> np.ndarray:
         gaps *= scale
         np.minimum(gaps, cells, out=gaps)
         cell = gaps.astype(np.int64)
+        del gaps
         cell += 1
         np.cumsum(cell, out=cell)
         cell += last
         inside = int(np.searchsorted(cell, cells))  # cells increase: the first ``inside`` fit
-        found.append(cell[:inside])
+        yield cell[:inside]
         if inside < cell.size:
-            break
+            return
         last = int(cell[-1])
-    return found[0] if len(found) == 1 else np.concatenate(found)
+
+
+def _cell_windows(seed: int, cells: int, rate: float, cuts: np.ndarray) -> Iterator[np.ndarray]:
+    """The faulty cell numbers of :func:`_draw_cells` at ``rate``, one increasing array per window between cuts.
+
+    Every band's stream is read once, in order, and only as far as the window needs: memory
+    follows the window, not the whole memory.
+    """
+    keys = _keys(seed)
+    bands = _bands_below(rate)
+    rows = max(int(np.diff(cuts).max(initial=1)), 1 << 16)  # draws as large as a window, no larger
+    chunks = [_band_cell_chunks(keys[2 * band], band, cells, rows) for band in bands]
+    # The band holding the rate keeps only marks of lesser value: its values stream is read alongside.
+    values = [np.random.Generator(np.random.PCG64(int(keys[2 * band + 1]))) if BAND_HIGH[band] > rate else None
+              for band in bands]
+    pending = [np.zeros(0, dtype=np.int64) for _ in bands]
+    for end in cuts[1:].tolist():
+        parts = []
+        for i, band in enumerate(bands):
+            while not pending[i].size or pending[i][-1] < end:
+                chunk = next(chunks[i], None)
+                if chunk is None:
+                    break
+                if values[i] is not None:
+                    drawn = values[i].random(chunk.size)
+                    drawn *= BAND_HIGH[band] - BAND_LOW[band]
+                    drawn += BAND_LOW[band]
+                    chunk = chunk[drawn < rate]
+                pending[i] = np.concatenate([pending[i], chunk]) if pending[i].size else chunk
+            inside = int(np.searchsorted(pending[i], end))
+            parts.append(pending[i][:inside])
+            pending[i] = pending[i][inside:]
+        yield _union(parts)
 
 
 def _band_values(key: np.uint64, band: int, marks: int) -> np.ndarray:

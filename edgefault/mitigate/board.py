@@ -1,13 +1,15 @@
 """The leaderboard's numbers, from campaign records: accuracy and robust error per rate, tolerable rates.
 
-* Accuracy per (kind, rate): mean over chips with a Student-t 95% interval (chips are the samples).
+* Accuracy per (kind, rate): mean over chips with a Student-t 95% interval (chips are the samples),
+  clipped to [0, 1] as campaign summaries are.
 * Robust error per chip: the share of test images wrong clean *or* wrong on that chip (Stutz et
   al.'s robust error), from the per-image error masks the campaign records.
 * Tolerable rate within d points: on each chip's curve (accuracy against rate, chip ``k`` at every
   rate), the first rate where accuracy falls below ``clean - d``, interpolated linearly in
   log(rate) from the last rate that held (linearly in rate from 0 when even the lowest fails);
   a chip that holds at every rate is censored at the highest. Across chips: the median with a
-  distribution-free 95% interval from order statistics, so censored and zero values are fine.
+  distribution-free 95% interval from order statistics, so censored and zero values are fine (below
+  6 chips the sample range, with its exact, lower coverage).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from edgefault.campaign.stats import estimate
+from edgefault.campaign.stats import ACCURACY, estimate
 from edgefault.campaign.worker import decode_mask
 from edgefault.errors import EdgefaultError
 
@@ -25,24 +27,34 @@ TOLERANCES = (0.01, 0.05)  # 1 and 5 accuracy points
 
 
 def median_interval(values: Iterable[float], confidence: float = 0.95) -> dict[str, float | None]:
-    """Median and a distribution-free interval ``[x_(j), x_(n+1-j)]`` covering it with >= ``confidence``.
+    """Median and the exact order-statistic interval ``[x_(j), x_(n+1-j)]`` covering it with >= ``confidence``.
+
+    ``confidence`` in the result is the interval's exact coverage, ``1 - 2 P(Bin(n, 1/2) <= j - 1)``.
+    Below 6 values no such interval reaches 95%: the widest one, the sample range, is returned
+    with its lower coverage (2 values: 50%, 5 values: 93.75%); one value has no interval.
 
     Example:
         >>> median_interval(range(1, 21))
-        {'median': 10.5, 'low': 6.0, 'high': 15.0}
+        {'median': 10.5, 'low': 6.0, 'high': 15.0, 'confidence': 0.9586}
+        >>> median_interval([1.0, 3.0])
+        {'median': 2.0, 'low': 1.0, 'high': 3.0, 'confidence': 0.5}
     """
     sample = np.sort(np.asarray(list(values), dtype=np.float64))
     n = sample.size
     if n == 0:
-        return {"median": None, "low": None, "high": None}
+        return {"median": None, "low": None, "high": None, "confidence": None}
+    if n == 1:
+        return {"median": float(sample[0]), "low": None, "high": None, "confidence": None}
     from scipy import stats as scipy_stats
 
-    # Largest j with P(Bin(n, 1/2) <= j - 1) <= (1 - confidence) / 2; below 6 chips none exists.
+    # Largest j with P(Bin(n, 1/2) <= j - 1) <= (1 - confidence) / 2; below 6 values none exists: j = 1 (the range).
     j = int(scipy_stats.binom.ppf((1 - confidence) / 2, n, 0.5))
     while j > 0 and scipy_stats.binom.cdf(j - 1, n, 0.5) > (1 - confidence) / 2:
         j -= 1
-    low, high = (sample[j - 1], sample[n - j]) if j >= 1 else (sample[0], sample[-1])
-    return {"median": float(np.median(sample)), "low": float(low), "high": float(high)}
+    j = max(j, 1)
+    coverage = 1 - 2 * float(scipy_stats.binom.cdf(j - 1, n, 0.5))
+    return {"median": float(np.median(sample)), "low": float(sample[j - 1]), "high": float(sample[n - j]),
+            "confidence": round(coverage, 4)}
 
 
 def tolerable_rate(rates: list[float], accuracies: list[float], clean: float, tolerance: float) -> tuple[float, bool]:
@@ -121,7 +133,7 @@ def method_scores(records: list[dict[str, Any]], model: str, kinds: tuple[str, .
             cells = [grid[kind, rate, k] for k in range(chips) if (kind, rate, k) in grid]
             robust = [float(np.mean(clean_wrong | decode_mask(c["wrong"], images))) for c in cells
                       if masks and c.get("wrong") is not None]
-            acc, err = estimate([c["accuracy"] for c in cells]), estimate(robust)
+            acc, err = estimate([c["accuracy"] for c in cells], bounds=ACCURACY), estimate(robust, bounds=ACCURACY)
             per_rate.append({"rate": rate, "chips": acc.n, "accuracy": acc.mean, "accuracy_low": acc.low,
                              "accuracy_high": acc.high, "robust_error": err.mean, "robust_error_low": err.low,
                              "robust_error_high": err.high})

@@ -11,8 +11,6 @@ model's clean accuracy. ``winner``: the method with the highest tolerable rate w
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from edgefault.fileio import read_json, write_bytes_atomic, write_json_atomic
 from edgefault.mitigate.board import lowest_voltage, method_scores
 from edgefault.mitigate.config import BASELINE, ECC_BITS, LABELS, MitigateConfig
 from edgefault.faults.ecc import ecc_overhead
+from edgefault.text import csv_bytes, md_table, printable
 
 BOARD_FORMAT = "edgefault-leaderboard-1"
 
@@ -88,21 +87,17 @@ def board_csv(board: dict[str, Any]) -> str:
         >>> board_csv(board).splitlines()[0].split(",")[:3]  # doctest: +SKIP
         ['method', 'clean_accuracy', 'train_time_relative']
     """
-    buffer = io.StringIO()
-    writer = None
+    lines = []
     for row in board["methods"]:
         for kind, scores in row["kinds"].items():
             tolerable = {f"tolerable_{d}pt{suffix}": scores["tolerable"][d][key]
                          for d in ("1", "5") for suffix, key in (("", "median"), ("_low", "low"), ("_high", "high"))}
             for point in scores["rates"]:
-                line = {"method": row["method"], "clean_accuracy": row["clean_accuracy"],
-                        "train_time_relative": row["train_time_relative"], "storage_overhead": row["storage_overhead"],
-                        **_energy_fields(row), "kind": kind, **tolerable, **point}
-                if writer is None:
-                    writer = csv.DictWriter(buffer, fieldnames=list(line), lineterminator="\n")
-                    writer.writeheader()
-                writer.writerow(line)
-    return buffer.getvalue()
+                lines.append({"method": row["method"], "clean_accuracy": row["clean_accuracy"],
+                              "train_time_relative": row["train_time_relative"],
+                              "storage_overhead": row["storage_overhead"], **_energy_fields(row), "kind": kind,
+                              **tolerable, **point})
+    return csv_bytes(list(lines[0]) if lines else [], lines).decode()
 
 
 def _rate(value: float | None) -> str:
@@ -119,9 +114,13 @@ def tolerable_text(entry: dict) -> str:
     Example:
         >>> tolerable_text({"median": 0.026, "low": 0.022, "high": 0.031, "censored_chips": 0})
         '0.026 [0.022, 0.031]'
+        >>> tolerable_text({"median": 0.026, "low": 0.022, "high": 0.031, "confidence": 0.5, "censored_chips": 0})
+        '0.026 [0.022, 0.031] (50% range)'
     """
     censored = " (>= on some chips)" if entry["censored_chips"] else ""
-    return f"{_rate(entry['median'])} [{_rate(entry['low'])}, {_rate(entry['high'])}]{censored}"
+    coverage = entry.get("confidence")
+    below = f" ({coverage:.0%} range)" if coverage is not None and coverage < 0.95 else ""  # fewer than 6 chips
+    return f"{_rate(entry['median'])} [{_rate(entry['low'])}, {_rate(entry['high'])}]{below}{censored}"
 
 
 def board_markdown(board: dict[str, Any]) -> str:
@@ -133,7 +132,7 @@ def board_markdown(board: dict[str, Any]) -> str:
     """
     kind = board["headline_kind"]
     energy = board["voltage_curve"] is not None
-    lines = [f"# Mitigations on {board['model']} / {board['data']}", "",
+    lines = [f"# Mitigations on {printable(board['model'])} / {printable(board['data'])}", "",
              f"{board['chips']} chips per (kind, rate), the same for every method; {board['epochs']} epochs each. "
              f"Tolerable rate: the {kind} bit error rate at which a chip's accuracy first falls more than 1 (5) "
              "points below the method's own clean accuracy; median over chips [95% interval]. "
@@ -141,7 +140,7 @@ def board_markdown(board: dict[str, Any]) -> str:
     header = ["method", "clean acc %", "tolerable BER, 1 pt", "tolerable BER, 5 pt", "train time x QAT", "storage"]
     if energy:
         header += ["lowest V (1 pt of QAT)", "energy saved"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for row in board["methods"]:
         tolerable = row["kinds"][kind]["tolerable"]
         cells = [row["label"], _percent(row["clean_accuracy"]), tolerable_text(tolerable["1"]), tolerable_text(tolerable["5"]),
@@ -150,15 +149,14 @@ def board_markdown(board: dict[str, Any]) -> str:
             fields = _energy_fields(row)
             cells += ["-" if fields["lowest_voltage"] is None else f"{fields['lowest_voltage']:g}",
                       "-" if fields["energy_saved"] is None else f"{100 * fields['energy_saved']:.0f}%"]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines.append(md_table(header, rows))
     for kind_name in board["kinds"]:
         lines += ["", f"## {kind_name}: accuracy % / robust error % per rate (mean [95% CI])", ""]
-        lines += ["| method | " + " | ".join(f"{r:g}" for r in board["rates"]) + " |",
-                  "|---|" + "---|" * len(board["rates"])]
-        for row in board["methods"]:
-            cells = [f"{_percent(p['accuracy'])} [{_percent(p['accuracy_low'])}, {_percent(p['accuracy_high'])}] / "
-                     f"{_percent(p['robust_error'])}" for p in row["kinds"][kind_name]["rates"]]
-            lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
+        rows = [[row["method"], *(f"{_percent(p['accuracy'])} [{_percent(p['accuracy_low'])}, "
+                                  f"{_percent(p['accuracy_high'])}] / {_percent(p['robust_error'])}"
+                                  for p in row["kinds"][kind_name]["rates"])] for row in board["methods"]]
+        lines.append(md_table(["method", *(f"{r:g}" for r in board["rates"])], rows))
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in board["seconds"].items())
     lines += ["", f"Stage times of this run: {seconds}. Storage notes: "
               + "; ".join(f"{r['method']}: {r['storage_note']}" for r in board["methods"] if r["storage_overhead"]), ""]

@@ -7,13 +7,12 @@ or strictly descending voltage. No curve is shipped: it belongs to the user's me
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 from pathlib import Path
 
 from edgefault.errors import EdgefaultError
+from edgefault.reading import parse_csv, read_text_bounded
 
 COLUMNS = ("voltage", "bit_error_rate", "relative_energy")
 
@@ -59,13 +58,13 @@ def parse_voltage_curve(text: str, source: str = "curve") -> VoltageCurve:
         ...
         edgefault.errors.EdgefaultError: curve: missing column(s) bit_error_rate, relative_energy (need voltage, bit_error_rate, relative_energy)
     """
-    reader = csv.DictReader(io.StringIO(text))
-    header = [name.strip() for name in (reader.fieldnames or [])]
+    fields, rows = parse_csv(text, source)
+    header = [name.strip() for name in fields]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise EdgefaultError(f"{source}: missing column(s) {', '.join(missing)} (need {', '.join(COLUMNS)})")
     points = []
-    for line, row in enumerate(reader, start=2):
+    for line, row in enumerate(rows, start=2):
         row = {(k or "").strip(): v for k, v in row.items()}
         try:
             values = [float(row[c]) for c in COLUMNS]
@@ -93,11 +92,4 @@ def read_voltage_curve(path: str | Path) -> VoltageCurve:
     Example:
         >>> read_voltage_curve("sram-curve.csv")  # doctest: +SKIP
     """
-    file = Path(path)
-    try:
-        text = file.read_text()
-    except FileNotFoundError:
-        raise EdgefaultError(f"{path}: no such file") from None
-    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
-        raise EdgefaultError(f"{path}: not a readable CSV ({type(exc).__name__})") from None
-    return parse_voltage_curve(text, str(path))
+    return parse_voltage_curve(read_text_bounded(path, "--voltage-curve"), str(path))

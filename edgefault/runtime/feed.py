@@ -51,15 +51,20 @@ def prepare_inputs(data: Samples | Dataset, spec: InputSpec, limit: int | None =
     else:
         pixels = samples.x.dtype == np.uint8 and (samples.images or spec.image)
         factor = scale if scale is not None else (1 / 255 if pixels else 1.0)
-        fed = _scaled(x, factor)
-        if factor != 1.0:
-            what = "uint8 images" if pixels else f"{samples.x.dtype} data"
-            notes.append(f"{what} scaled by {_factor(factor)}" + (" (--scale)" if scale is not None else ""))
-        if spec.mean:
-            fed = (fed - _along(spec, spec.mean, fed.ndim)) / _along(spec, spec.std, fed.ndim)
-            notes.append(f"normalized with mean {_values(spec.mean)}, std {_values(spec.std)} ({spec.source})")
-        else:
-            notes.append("not normalized")
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below, in one line
+            fed = _scaled(x, factor)
+            if factor != 1.0:
+                what = "uint8 images" if pixels else f"{samples.x.dtype} data"
+                notes.append(f"{what} scaled by {_factor(factor)}" + (" (--scale)" if scale is not None else ""))
+            if spec.mean:
+                fed = (fed - _along(spec, spec.mean, fed.ndim)) / _along(spec, spec.std, fed.ndim)
+                notes.append(f"normalized with mean {_values(spec.mean)}, std {_values(spec.std)} ({spec.source})")
+            else:
+                notes.append("not normalized")
+        if not np.isfinite(fed).all():
+            raise EdgefaultError(f"the input of {spec.name!r} is not finite in float32 after "
+                                 f"{', '.join(notes[-2:] if factor != 1.0 else notes[-1:])}; "
+                                 "give a smaller --scale/--mean or a larger --std (or data without inf/NaN)")
         fed = np.ascontiguousarray(fed, dtype=spec.dtype)
     if how is None and not any("scaled" in note for note in notes):
         notes.insert(0, "data fed as stored")
@@ -127,8 +132,9 @@ def _scaled(x: np.ndarray, factor: float) -> np.ndarray:
     """``x * factor`` as float32, computed in float64 (``p / 255.0`` exactly as the training loaders do)."""
     if factor == 1.0:
         return x.astype(np.float32)
-    divisor = 1.0 / factor
-    scaled = x / round(divisor) if abs(divisor - round(divisor)) < 1e-9 else x * factor
+    divisor = 1.0 / factor  # a whole divisor (1/255): divide, exactly as the loaders do; never by round(...) = 0
+    whole = round(divisor) >= 1 and abs(divisor - round(divisor)) < 1e-9
+    scaled = x / round(divisor) if whole else x * factor
     return scaled.astype(np.float32)
 
 

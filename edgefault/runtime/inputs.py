@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from edgefault.errors import EdgefaultError
+from edgefault.numbers import check_finite
 from edgefault.runtime.layout import IMAGE_LAYOUTS, channel_index, shape_layout
 from edgefault.runtime.modelio import ModelIO, model_io
 from edgefault.runtime.metadata import ModelMetadata
@@ -173,7 +174,7 @@ def parse_scale(text: str) -> float:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise EdgefaultError(f"--scale must be a positive number or fraction (e.g. 1/255), got {text!r}")
-    return value
+    return check_finite(value, "--scale", positive=True, reciprocal=True)
 
 
 def parse_float_list(text: str, option: str, channels: int | None) -> tuple[float, ...]:
@@ -189,8 +190,8 @@ def parse_float_list(text: str, option: str, channels: int | None) -> tuple[floa
         values = tuple(float(part) for part in text.replace(" ", "").split(","))
     except ValueError:
         raise EdgefaultError(f"{option} must be a comma-separated list of numbers, got {text!r}") from None
-    if not all(math.isfinite(v) for v in values):
-        raise EdgefaultError(f"{option} values must be finite, got {text!r}")
+    for value in values:  # std divides: its reciprocal must be finite in float32 too
+        check_finite(value, f"{option} values", positive=option == "--std", reciprocal=option == "--std")
     if len(values) == 1:
         return values * (channels or 1)
     if channels is None:

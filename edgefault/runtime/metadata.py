@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any
 
 import onnx
 
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
+from edgefault.numbers import check_finite
+from edgefault.reading import parse_json
 
 PREFIX = "edgefault."
 LAYOUTS = ("NCHW",)
 # 2..8 are the integer widths of the deployed contract; 32 marks a float reference model.
 ALLOWED_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+MAX_VALUE_CHARS = 1 << 20  # one metadata entry; a recipe is a few hundred characters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +73,10 @@ class ModelMetadata:
         channels = self.input_shape[0]
         if len(self.mean) != channels or len(self.std) != channels:
             raise EdgefaultError(f"metadata mean and std need one value per channel ({channels})")
-        if not all(math.isfinite(v) for v in self.mean) or not all(math.isfinite(v) and v > 0 for v in self.std):
-            raise EdgefaultError("metadata mean must be finite and std finite and positive")
+        for value in self.mean:
+            check_finite(value, "metadata mean")
+        for value in self.std:  # a divisor: positive, and its reciprocal finite in float32
+            check_finite(value, "metadata std", positive=True, reciprocal=True)
         if self.layout not in LAYOUTS:
             raise EdgefaultError(f"metadata layout must be one of {LAYOUTS}, got {self.layout!r}")
         if not _is_int(self.num_classes) or self.num_classes < 1:
@@ -139,10 +143,9 @@ class ModelMetadata:
             raise EdgefaultError(f"model metadata is incomplete: missing {', '.join(missing)}")
         values = {}
         for name, text in present.items():
-            try:
-                values[name] = json.loads(text)
-            except json.JSONDecodeError:
-                raise EdgefaultError(f"model metadata {PREFIX}{name} is not valid JSON: {text[:60]!r}") from None
+            if len(text) > MAX_VALUE_CHARS:
+                raise EdgefaultError(f"model metadata {PREFIX}{name} is longer than {MAX_VALUE_CHARS:,} characters")
+            values[name] = parse_json(text, f"model metadata {PREFIX}{name}")
         try:
             return cls(**values)
         except TypeError as exc:  # a value of the wrong kind, e.g. a list where a number belongs

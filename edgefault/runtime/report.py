@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from edgefault.runtime.evaluate import EvalReport
+from edgefault.text import printable
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    rows = [tuple(printable(cell) for cell in row) for row in rows]  # tensor and node names come from the file
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = []
     for row in [header, *rows]:
@@ -27,15 +29,16 @@ def format_report(report: EvalReport, show_graph: bool = False) -> str:
         ...
     """
     lines = [
-        f"model     {report.model}",
-        f"data      {report.dataset}: {report.images} test samples, {report.num_classes} model classes",
-        f"input     {report.feed}",
+        f"model     {printable(report.model)}",
+        f"data      {printable(report.dataset)}: {report.images} test samples, {report.num_classes} model classes",
+        f"input     {printable(report.feed)}",
         f"accuracy  {_percent(report.accuracy)} top-1 ({report.correct}/{report.images})",
     ]
     meta = report.metadata
     if meta is not None:
         clean = "unknown" if meta.clean_accuracy is None else _percent(meta.clean_accuracy)
-        lines.append(f"metadata  edgefault {meta.version}, w{meta.wbits}a{meta.abits}, trained on {meta.dataset}, "
+        lines.append(f"metadata  edgefault {printable(meta.version)}, w{meta.wbits}a{meta.abits}, trained on "
+                     f"{printable(meta.dataset)}, "
                      f"recorded clean accuracy {clean}")
     sparsity = report.sparsity
     if sparsity is not None:

@@ -11,6 +11,7 @@ from edgefault.errors import EdgefaultError
 from edgefault.fileio import read_json, write_bytes_atomic
 from edgefault.study.config import StudyConfig
 from edgefault.study.pipeline import STUDY_FILE, StudyResult, check_study_folder, claim_study_folder, run_study
+from edgefault.text import printable
 
 CLAIM_TITLES = {1: "sparse models lose more under faults", 2: "SAQ improves both",
                 3: "SAQ-sparse beats conventional standard", 4: "sparse minima are sharper and sharpness tracks drop"}
@@ -102,7 +103,7 @@ def cross_report_lines(configs: Sequence[StudyConfig], studies: dict[str, StudyR
     models = [c.model for c in configs]
     lines = [
         "# edgefault study across architectures", "",
-        f"The paper's four claims on {', '.join(models)} ({configs[0].data}"
+        f"The paper's four claims on {', '.join(models)} ({printable(configs[0].data)}"
         f"{', quick profile' if configs[0].quick else ''}). Each architecture's own report, with every interval, "
         "sits in its folder. Claim 1/3: paired drop or faulty-accuracy difference in points [95% CI over chips]; "
         "claim 2: the drop SAQ saved for the standard and the sparse model; claim 4: the Hessian trace difference "

@@ -11,6 +11,7 @@ from edgefault.fileio import read_json, write_bytes_atomic
 from edgefault.study.claims import Claim, drops, per_chip_accuracy
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig
 from edgefault.study.sweeps import SweepResult, sweep_lines
+from edgefault.text import printable
 
 PAPER = ("Malhotra and Gupta, \"Memory Faults in Activation-sparse Quantized Deep Neural Networks: Analysis and "
          "Mitigation using Sharpness-aware Training\", arXiv:2406.10528 (2024)")
@@ -64,7 +65,7 @@ def write_report(folder: Path, config: StudyConfig, exports: dict[str, dict], su
     lines = [
         "# edgefault study: memory faults in activation-sparse quantized networks",
         "",
-        f"Reproduces the experiment of {PAPER} with `edgefault reproduce --data {config.data}"
+        f"Reproduces the experiment of {PAPER} with `edgefault reproduce --data {printable(config.data)}"
         f"{' --quick' if config.quick else ''}` ({config.model}, {config.epochs} epochs, seed {config.seed}).",
         f"Activation-sparse recipe: FATReLU threshold {SPARSE_FAT_THRESHOLD}, L1 activation penalty {SPARSE_ACT_L1}. "
         f"SAQ radius rho = {config.rho}. Faults: {', '.join(config.kinds)} at bit error rates "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -141,6 +142,9 @@ def train(config: TrainConfig, out: str | Path | None = None, data: Dataset | No
                 else:
                     loss, logits = sam_step(model, closure, step_optimizer, config.rho,
                                             adaptive=config.sharpness == "asam", eta=config.asam_eta)
+                if not math.isfinite(float(loss)):  # diverged: stop here, and write nothing
+                    raise EdgefaultError(f"training diverged: the loss is {float(loss)} at epoch {epoch}, step "
+                                         f"{step + 1}; nothing written (try a smaller --lr)")
                 mitigations.after_step(loss)
                 schedule.step()
                 loss_sum += float(loss) * len(labels)

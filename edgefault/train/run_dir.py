@@ -14,6 +14,7 @@ from edgefault.errors import EdgefaultError
 from edgefault.fileio import check_output_folder, json_bytes, output_folder, read_json, write_files_atomic
 from edgefault.models import create_model
 from edgefault.train.config import TrainConfig
+from edgefault.text import printable
 
 CHECKPOINT_NAME = "model.pt"
 CHECKPOINT_FORMAT = "edgefault-checkpoint-1"
@@ -69,6 +70,11 @@ def load_model(checkpoint: str | Path) -> nn.Module:
     spec = dict(payload["model_spec"])
     model = create_model(spec.pop("name"), **spec)
     model.load_state_dict(payload["state_dict"])
+    bad = [f"{printable(name)} ({int((~torch.isfinite(value)).sum()):,} of {value.numel():,})"
+           for name, value in model.state_dict().items() if value.is_floating_point() and not value.isfinite().all()]
+    if bad:  # a diverged training: no command may go on with it
+        raise EdgefaultError(f"{checkpoint}: non-finite weights (NaN or inf) in {', '.join(bad[:4])}"
+                             f"{', ...' if len(bad) > 4 else ''}; the training diverged, retrain with a smaller --lr")
     return model.eval()
 
 
