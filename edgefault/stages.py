@@ -34,6 +34,7 @@ from edgefault.progress import say
 from edgefault.train import TrainConfig, train
 from edgefault.train.run_dir import CHECKPOINT_NAME, RUN_FILES, load_config
 
+MAX_SEEDS = 100  # training seeds per recipe a study or leaderboard may ask for
 EXPORT_FIELDS = ("agreement", "max_logit_gap_steps", "onnx_accuracy", "torch_accuracy", "integer_kernels",
                  "float_kernels", "weight_bytes")
 

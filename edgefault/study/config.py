@@ -8,6 +8,7 @@ import math
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
 from edgefault.models import available_models
+from edgefault.stages import MAX_SEEDS
 
 # The activation-sparse recipe: FATReLU threshold and L1 weight chosen on mnist5k (lenet5: ~79%
 # exact zeros at about the standard model's accuracy; see the README's foundation numbers).
@@ -62,7 +63,6 @@ QUICK = {"epochs": 15, "rates": (5e-3, 1e-2, 2e-2, 5e-2), "chips": 20, "sharpnes
          "sharpness_probes": 15, "landscape_grid": 11, "seeds": 2}
 FULL = {"epochs": 30, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1), "chips": 50, "sharpness_samples": 2000,
         "sharpness_probes": 30, "landscape_grid": 15, "seeds": 5}
-MAX_SEEDS = 100
 # Per architecture, what differs from the profile, so every architecture's stage takes minutes on 2 cores:
 # resnet20 reaches ~97% on mnist5k in 2 epochs (26 s each) but costs ~100x LeNet-5 per image, so its quick
 # campaign and Hessian estimates are smaller; vit_tiny needs ~15 epochs (4 s each) for 95%.

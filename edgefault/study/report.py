@@ -70,7 +70,7 @@ def scope_text(config: StudyConfig, folder: Path) -> str:
         True
     """
     if config.seeds == 1:
-        return (f"One training seed ({config.seed}): every verdict below is about these trained models, not about "
+        return (f"One training seed ({config.seed}): the verdicts are about these trained models, not about "
                 "the recipes (another training seed can move a drop by more than its chip interval). "
                 f"`{command_line(config, folder, seeds=5)}` trains 4 more seeds (reusing this one) and makes them "
                 "verdicts about the recipes.")
