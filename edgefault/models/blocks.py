@@ -18,7 +18,7 @@ class QuantizedClassifier(nn.Module):
     def __init__(self, input_shape: tuple[int, int, int], num_classes: int, settings: QuantSettings):
         super().__init__()
         self.input_shape, self.num_classes, self.quant = tuple(input_shape), num_classes, settings
-        self.input_quant = ActQuant(settings.abits, signed=True, role="input")
+        self.input_quant = signed_quant(settings, role="input")
 
 
 def relu_quant(settings: QuantSettings) -> ActQuant:
@@ -26,9 +26,25 @@ def relu_quant(settings: QuantSettings) -> ActQuant:
     return ActQuant(settings.abits, signed=False, threshold=settings.fat_threshold, role="activation")
 
 
+# Signed activations (zero point at mid-range) keep at most 7-bit codes, 0..127. ONNX Runtime's
+# u8 x s8 kernels on AVX2 CPUs without VNNI sum pairs of products in saturating int16
+# (vpmaddubsw): 255 * 127 * 2 overflows, 127 * 127 * 2 does not. A signed input has large codes
+# everywhere (its zero point is 128), so at 8 bits the first convolution saturated on such CPUs and
+# an exported model disagreed with PyTorch on 1.2% of images; at 7 bits no pair can saturate.
+# (ONNX Runtime's and OpenVINO's advice for these CPUs is the same "reduce range".) Unsigned
+# post-ReLU codes keep all 8 bits: they are mostly small, and large pairs are rare.
+SIGNED_ACTIVATION_MAX_BITS = 7
+
+
 def signed_quant(settings: QuantSettings, role: str) -> ActQuant:
-    """A signed activation quantizer (residual branches, logits)."""
-    return ActQuant(settings.abits, signed=True, role=role)
+    """A signed activation quantizer (the input, residual branches, logits), at most 7-bit codes.
+
+    Example:
+        >>> q = signed_quant(QuantSettings(abits=8), "input")
+        >>> q.max_code, q.zero_point
+        (127, 64)
+    """
+    return ActQuant(min(settings.abits, SIGNED_ACTIVATION_MAX_BITS), signed=True, role=role)
 
 
 def pool_quant(settings: QuantSettings) -> ActQuant:
