@@ -23,6 +23,7 @@ from edgefault.campaign.stats import Estimate, estimate
 from edgefault.study.pooled import Pooled, pool, pool_values
 
 PerChip = dict[str, dict[int, float]]  # model -> chip -> value
+COLLAPSE = 0.10  # clean accuracy this far below the standard model's (same seed): the model collapsed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +41,16 @@ class Comparison:
     second: str
     difference: Estimate
     seeds: Pooled | None = None
+    left_out: tuple[int, ...] = ()  # training seeds whose model of either recipe collapsed
+
+    @property
+    def one_seed_left(self) -> bool:
+        """Whether collapsed models left a single training seed: no verdict about the recipes then."""
+        return bool(self.left_out) and (self.seeds is None or len(self.seeds.seeds) < 2)
 
     def verdict(self, positive: bool) -> str:
         low, high = self.difference.low, self.difference.high
-        if low is None:
+        if low is None or self.one_seed_left:
             return "inconclusive"
         if (low > 0) if positive else (high < 0):
             return "held"
@@ -54,11 +61,15 @@ class Comparison:
     def text(self) -> str:
         d = self.difference
         if d.mean is None:
-            return f"{self.quantity}({self.first}) - {self.quantity}({self.second}): no data"
+            left = "" if not self.left_out else " (every seed left out: a model collapsed)"
+            return f"{self.quantity}({self.first}) - {self.quantity}({self.second}): no data{left}"
         interval = "" if d.low is None else f" [95% CI {100 * d.low:+.2f}, {100 * d.high:+.2f}]"
         over = "" if self.seeds is None or len(self.seeds.seeds) < 2 else f" ({self.seeds.seed_text()})"
+        left = "" if not self.left_out else (f" (left out, collapsed: seed {', '.join(map(str, self.left_out))}"
+                                             + ("; one seed left: no verdict about the recipes)" if self.one_seed_left
+                                                else ")"))
         return (f"{self.quantity}({self.first}) - {self.quantity}({self.second}) = {100 * d.mean:+.2f} pts"
-                f"{interval}{over}")
+                f"{interval}{over}{left}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +145,11 @@ def compare(quantity: str, values: PerChip, first: str, second: str) -> Comparis
     return Comparison(quantity, first, second, estimate(values[first][k] - values[second][k] for k in chips))
 
 
-def compare_seeds(quantity: str, by_seed: Mapping[int, PerChip], first: str, second: str) -> Comparison:
+def compare_seeds(quantity: str, by_seed: Mapping[int, PerChip], first: str, second: str,
+                  collapsed: frozenset[tuple[int, str]] = frozenset()) -> Comparison:
     """Paired difference of two recipes over training seeds and chips, pooled (one seed: :func:`compare`).
+
+    A seed whose model of either recipe is in ``collapsed`` (seed, name) is left out, and said so.
 
     Example:
         >>> c = compare_seeds("drop", {0: {"a": {0: 0.3, 1: 0.4}, "b": {0: 0.1, 1: 0.1}},
@@ -143,12 +157,28 @@ def compare_seeds(quantity: str, by_seed: Mapping[int, PerChip], first: str, sec
         >>> round(c.difference.mean, 3), c.seeds.agreeing()
         (0.15, 2)
     """
-    if len(by_seed) == 1:
-        only = next(iter(by_seed.values()))
+    left_out = tuple(s for s in by_seed if (s, first) in collapsed or (s, second) in collapsed)
+    kept = {s: values for s, values in by_seed.items() if s not in left_out}
+    if not kept:
+        return Comparison(quantity, first, second, estimate([]), None, left_out)
+    if len(kept) == 1:
+        only = next(iter(kept.values()))
         single = compare(quantity, only, first, second)
-        return dataclasses.replace(single, seeds=pool({next(iter(by_seed)): _differences(only, first, second)}))
-    pooled = pool({s: _differences(values, first, second) for s, values in by_seed.items()})
-    return Comparison(quantity, first, second, pooled.pooled, pooled)
+        return dataclasses.replace(single, seeds=pool({next(iter(kept)): _differences(only, first, second)}),
+                                   left_out=left_out)
+    pooled = pool({s: _differences(values, first, second) for s, values in kept.items()})
+    return Comparison(quantity, first, second, pooled.pooled, pooled, left_out)
+
+
+def collapsed_models(clean: Mapping[int, Mapping[str, float]], reference: str = "standard") -> frozenset[tuple[int, str]]:
+    """(seed, model) pairs whose clean accuracy lies more than :data:`COLLAPSE` below ``reference``'s (same seed).
+
+    Example:
+        >>> sorted(collapsed_models({0: {"standard": 0.98, "sparse_saq": 0.97}, 1: {"standard": 0.98, "sparse_saq": 0.1}}))
+        [(1, 'sparse_saq')]
+    """
+    return frozenset((s, name) for s, models in clean.items() if reference in models
+                     for name, accuracy in models.items() if accuracy < models[reference] - COLLAPSE)
 
 
 def _differences(values: PerChip, first: str, second: str) -> dict[int, float]:
@@ -196,13 +226,14 @@ def judge_claims(measurements: Sequence[SeedMeasurements], names: list[str]) -> 
     """
     from scipy import stats as scipy_stats
 
-    drop, accuracy, _ = seed_tables(measurements)
-    c1 = compare_seeds("drop", drop, "sparse", "standard")
-    c1b = compare_seeds("drop", drop, "sparse_saq", "standard_saq")
-    c2a = compare_seeds("drop", drop, "standard", "standard_saq")
-    c2b = compare_seeds("drop", drop, "sparse", "sparse_saq")
-    c3 = compare_seeds("faulty accuracy", accuracy, "sparse_saq", "standard")
-    c3b = compare_seeds("drop", drop, "standard", "sparse_saq")
+    drop, accuracy, clean = seed_tables(measurements)
+    collapsed = collapsed_models(clean)
+    c1 = compare_seeds("drop", drop, "sparse", "standard", collapsed)
+    c1b = compare_seeds("drop", drop, "sparse_saq", "standard_saq", collapsed)
+    c2a = compare_seeds("drop", drop, "standard", "standard_saq", collapsed)
+    c2b = compare_seeds("drop", drop, "sparse", "sparse_saq", collapsed)
+    c3 = compare_seeds("faulty accuracy", accuracy, "sparse_saq", "standard", collapsed)
+    c3b = compare_seeds("drop", drop, "standard", "sparse_saq", collapsed)
     claim2 = [c2a.verdict(True), c2b.verdict(True)]
     claims = [
         Claim(1, "Activation-sparse models lose more accuracy under memory faults than standard ones.",
@@ -213,10 +244,12 @@ def judge_claims(measurements: Sequence[SeedMeasurements], names: list[str]) -> 
         Claim(3, "SAQ-trained activation-sparse models beat conventionally trained standard ones under faults.",
               (c3.text(), c3b.text()), c3.verdict(True)),
     ]
-    trace = trace_difference(measurements, "sparse", "standard")
+    kept = [m for m in measurements if (m.seed, "sparse") not in collapsed] or list(measurements)
+    trace = trace_difference(kept, "sparse", "standard")
     diff, low, high = trace.pooled.mean, trace.pooled.low, trace.pooled.high
     sharper = "inconclusive" if low is None else "held" if low > 0 else "did not hold" if high < 0 else "inconclusive"
-    points = [(n, m) for m in measurements for n in names if n in m.sharpness and n in drop[m.seed]]
+    points = [(n, m) for m in measurements for n in names
+              if n in m.sharpness and n in drop[m.seed] and (m.seed, n) not in collapsed]
     traces = [m.sharpness[n].hessian_trace for n, m in points]
     mean_drops = [float(np.mean(list(drop[m.seed][n].values()))) for n, m in points]
     varied = len(points) > 2 and len(set(traces)) > 1 and len(set(mean_drops)) > 1  # else rho is undefined
@@ -226,10 +259,10 @@ def judge_claims(measurements: Sequence[SeedMeasurements], names: list[str]) -> 
     tracks = "held" if rho > 0 and p_value < 0.05 else "did not hold" if rho < 0 and p_value < 0.05 else "inconclusive"
     verdict4 = sharper if sharper == tracks else ("did not hold" if "did not hold" in (sharper, tracks) else "inconclusive")
     several = len(measurements) > 1
-    interval = "" if low is None else f" [95% CI {low:+.1f}, {high:+.1f}]"
+    interval = "" if diff is None or low is None else f" [95% CI {low:+.1f}, {high:+.1f}]"
     per_seed = "" if not several else " (" + trace.seed_text(scale=1.0, digits=1) + ")"
-    over = (f"{len(points)} (model, seed) points ({len(names)} models x {len(measurements)} seeds)" if several
-            else f"{len(points)} models")
+    over = (f"{len(points)} (model, seed) points ({len(names)} models x {len(measurements)} seeds"
+            + (f", {len(collapsed)} collapsed left out)" if collapsed else ")") if several else f"{len(points)} models")
     claims.append(Claim(
         4, "Activation-sparse minima are sharper, and sharpness tracks the fault-induced drop.",
         (f"Hessian trace(sparse) - trace(standard) = {diff:+.1f}{interval}{per_seed}: {sharper}",
@@ -239,4 +272,10 @@ def judge_claims(measurements: Sequence[SeedMeasurements], names: list[str]) -> 
          f"Spearman rank correlation of Hessian trace and mean drop over {over}: "
          f"rho = {rho:+.2f} (p = {p_value:.2f}): {tracks}"),
         verdict4))
+    if collapsed:
+        note = ("Collapsed models (clean accuracy more than 10 points below the same seed's standard model), left "
+                "out of every comparison with them: " + ", ".join(
+                    f"{n} seed {s} ({100 * clean[s][n]:.1f}% clean)" for s, n in sorted(collapsed)) + ".")
+        claims = [dataclasses.replace(c, evidence=c.evidence + (note,)) if "left out" in " ".join(c.evidence) else c
+                  for c in claims]
     return claims

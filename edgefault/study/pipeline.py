@@ -20,7 +20,7 @@ from edgefault.campaign.results import CampaignRecord
 from edgefault.campaign.run import ExecutionSettings
 from edgefault.data import Dataset, load_dataset
 from edgefault.fileio import check_output_folder
-from edgefault.stages import FaultGrid, Stages, TrainJob
+from edgefault.stages import CampaignStage, FaultGrid, Stages, TrainJob
 from edgefault.study.claims import Claim, SeedMeasurements, judge_claims
 from edgefault.study.folders import SettingsFolder
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig, Variant
@@ -131,7 +131,8 @@ def train_export_campaign(config: StudyConfig, variants: Sequence[Variant], fold
     for seed, place in places.items():
         runs = {v.name: place / "runs" / v.name for v in own}
         exports = {v.name: stages.export(runs[v.name], place / "models" / f"{v.name}.onnx") for v in own}
-        campaign = stages.campaign([place / "models" / f"{v.name}.onnx" for v in own], grid, place / "campaign")
+        campaign = (stages.campaign([place / "models" / f"{v.name}.onnx" for v in own], grid, place / "campaign")
+                    if own else CampaignStage({}, []))
         records = list(campaign.records)
         for name, (theirs, models) in shared.items():
             source = models[seed]

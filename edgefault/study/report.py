@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from edgefault.campaign.stats import ACCURACY
 from edgefault.fileio import read_json, write_bytes_atomic
-from edgefault.study.claims import Claim, SeedMeasurements, seed_tables
+from edgefault.study.claims import Claim, SeedMeasurements, collapsed_models, seed_tables
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig
 from edgefault.study.pooled import METHOD, pool
 from edgefault.study.sweeps import SweepResult, sweep_lines
@@ -112,7 +112,8 @@ def _claims(inputs: ReportInputs) -> list[str]:
 
 
 def _models(inputs: ReportInputs) -> list[str]:
-    drop, _, _ = seed_tables(inputs.measurements)
+    drop, _, clean = seed_tables(inputs.measurements)
+    collapsed = collapsed_models(clean)
     several = len(inputs.seeds) > 1
     seed_column = " seed |" if several else ""
     lines = ["## The models", "",
@@ -126,8 +127,9 @@ def _models(inputs: ReportInputs) -> list[str]:
             e, s, x = pool({m.seed: drop[m.seed][n]}).pooled, m.sharpness[n], trained.exports[n]
             interval = "" if e.low is None else f" [{100 * e.low:.2f}, {100 * e.high:.2f}]"
             seed = f" {m.seed} |" if several else ""
+            shown = f"{n} (collapsed)" if (m.seed, n) in collapsed else n
             lines.append(
-                f"| {n} |{seed} {variant.label} | {_pct(metrics['test_accuracy'])} | {_pct(x['onnx_accuracy'])} | "
+                f"| {shown} |{seed} {variant.label} | {_pct(metrics['test_accuracy'])} | {_pct(x['onnx_accuracy'])} | "
                 f"{_pct(x['agreement'])} | {x['integer_kernels']}/{x['float_kernels']} | "
                 f"{_pct(metrics['activation_sparsity']['overall'])} | {100 * e.mean:.2f}{interval} | "
                 f"{s.sam_sharpness:.4f} | {s.top_eigenvalue:.2f} | {s.hessian_trace:.1f} ± {s.hessian_trace_stderr:.1f} |"

@@ -20,11 +20,10 @@ from typing import Any
 
 from edgefault.campaign.stats import Estimate
 from edgefault.fileio import read_json, write_bytes_atomic
-from edgefault.study.claims import Comparison, SeedMeasurements, compare_seeds, seed_tables
+from edgefault.study.claims import COLLAPSE, Comparison, SeedMeasurements, compare_seeds, seed_tables
 from edgefault.study.pooled import pool
 from edgefault.study.config import SPARSE_ACT_L1, STRONG_ACT_L1, StudyConfig, Variant
 
-COLLAPSE = 0.10  # clean accuracy this far below the baseline's: the model collapsed
 
 
 @dataclasses.dataclass(frozen=True)
