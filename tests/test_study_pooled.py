@@ -94,3 +94,19 @@ def test_compare_seeds_pools_only_what_both_models_met():
     comparison = compare_seeds("drop", by_seed, "a", "b")
     assert comparison.seeds.seeds == (0, 4) and comparison.difference.mean == pytest.approx(0.15)
     assert comparison.verdict(positive=True) == "inconclusive"  # 2 seeds: wide, honest interval
+
+
+def test_a_collapsed_model_is_left_out_of_its_comparisons_and_said_so():
+    base = {"standard": 0.05, "sparse": 0.06, "standard_saq": 0.03, "sparse_saq": 0.035}
+    trace = {"standard": 50.0, "sparse": 40.0, "standard_saq": 30.0, "sparse_saq": 25.0}
+    seeds = [_seed(s, base, trace) for s in range(3)]
+    # seed 1's sparse_saq at chance, clean and faulty: a collapsed training run
+    broken = [dataclasses.replace(r, accuracy=0.1) if r.model == "sparse_saq" else r for r in seeds[1].records]
+    seeds[1] = dataclasses.replace(seeds[1], records=broken)
+    claims = judge_claims(seeds, NAMES)
+    claim3 = claims[2].evidence[0]
+    assert "(left out, collapsed: seed 1)" in claim3 and "per seed: seed 0 +1.50, seed 2 +1.50" in claim3
+    assert "sparse_saq seed 1 (10.0% clean)" in claims[2].evidence[-1]
+    assert "seeds agree" in claims[0].evidence[0] and "left out" not in claims[0].evidence[0]
+    two = judge_claims(seeds[:2], NAMES)  # one usable seed left: no verdict about the recipe
+    assert "one seed left" in two[2].evidence[0] and two[2].verdict == "inconclusive"
