@@ -11,7 +11,8 @@ from edgefault.mitigate.pipeline import run_mitigate
 from edgefault.mitigate.voltage import read_voltage_curve
 from cli_helpers import assert_one_error_line, run
 
-TINY = dict(methods=("qat", "clip", "ecc"), epochs=1, kinds=("flip",), rates=(1e-2, 1e-1), chips=3)
+# 2 epochs: a 1-epoch clip model of training seed 1 (86% clean) failed the export's 99.5% parity check
+TINY = dict(methods=("qat", "clip", "ecc"), epochs=2, kinds=("flip",), rates=(1e-2, 1e-1), chips=3)
 CURVE = "voltage,bit_error_rate,relative_energy\n1.0,0,1.0\n0.9,1e-4,0.81\n0.8,1e-3,0.64\n0.7,1e-2,0.49\n0.6,0.5,0.36\n"
 
 

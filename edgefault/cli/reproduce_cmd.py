@@ -10,6 +10,7 @@ from edgefault.cli.options import MAX_STEPS, Count, data_option, seed_option, se
 from edgefault.errors import EdgefaultError
 from edgefault.study import StudyConfig, run_studies, run_study
 from edgefault.study.config import SWEEPS
+from edgefault.study.multi import cross_scope
 from edgefault.study.report import scope_text
 
 
@@ -44,5 +45,5 @@ def command(data_spec, out, quick, model_name, model_list, sweeps, with_sam, epo
         result = run_studies(configs, out)
         for model, study in result.studies.items():
             click.echo(f"{model}: " + ", ".join(f"claim {n} {v}" for n, v in study.verdicts.items()))
-    click.echo(scope_text(configs[0], Path(out)))
+    click.echo(scope_text(configs[0], Path(out)) if model_list is None else cross_scope(configs))
     click.echo(f"report: {result.report}")

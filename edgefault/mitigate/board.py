@@ -57,7 +57,8 @@ def tolerable_rate(rates: list[float], accuracies: list[float], clean: float, to
     """The highest rate one chip's curve stays within ``tolerance`` of ``clean``; (rate, censored).
 
     Example:
-        >>> tolerable_rate([1e-3, 1e-2, 1e-1], [0.98, 0.97, 0.5], clean=0.98, tolerance=0.01)
+        >>> rate, censored = tolerable_rate([1e-3, 1e-2, 1e-1], [0.98, 0.97, 0.5], clean=0.98, tolerance=0.01)
+        >>> round(rate, 6), censored
         (0.01, False)
         >>> tolerable_rate([1e-3, 1e-2], [0.98, 0.98], clean=0.98, tolerance=0.01)
         (0.01, True)

@@ -58,7 +58,7 @@ SAM_VARIANTS = (Variant("standard_sam", False, "sam"), Variant("sparse_sam", Tru
 # LeNet-5 at int8 keeps ~92% accuracy at a bit error rate of 1e-2 (its clipped activations bound the damage),
 # so the sweep reaches up to 5e-2 / 1e-1, where the models part ways.
 # seeds: training seeds per recipe. Claims about recipes need several; make demo's 6 minutes on 2 cores hold
-# one (each further lenet5 seed costs ~3.5 minutes there), so the quick profile's verdicts are about its
+# one (each further lenet5 seed costs ~4 minutes there), so the quick profile's verdicts are about its
 # trained models, and its report names the --seeds command that makes them recipe verdicts (docs/study.md).
 QUICK = {"epochs": 15, "rates": (5e-3, 1e-2, 2e-2, 5e-2), "chips": 20, "sharpness_samples": 500,
          "sharpness_probes": 15, "landscape_grid": 11, "seeds": 1}

@@ -93,7 +93,13 @@ def _headline(result: StudyResult, number: int) -> str:
     return f"**{claim.verdict}** ({evidence})"
 
 
-def _scope(configs: Sequence[StudyConfig]) -> str:
+def cross_scope(configs: Sequence[StudyConfig]) -> str:
+    """What the cross-architecture verdicts are about (one seed: the trained models; several: the recipes).
+
+    Example:
+        >>> cross_scope([StudyConfig(quick=True)]).startswith("One training seed")
+        True
+    """
     seeds = configs[0].seeds
     if seeds == 1:
         return ("One training seed per recipe: the verdicts are about these trained models, not the recipes "
@@ -113,7 +119,7 @@ def cross_report_lines(configs: Sequence[StudyConfig], studies: dict[str, StudyR
         "# edgefault study across architectures", "",
         f"The paper's four claims on {', '.join(models)} ({configs[0].data}"
         f"{', quick profile' if configs[0].quick else ''}). Each architecture's own report, with every interval, "
-        f"sits in its folder. {_scope(configs)} Claim 1/3: paired drop or faulty-accuracy difference in points [95% CI]; "
+        f"sits in its folder. {cross_scope(configs)} Claim 1/3: paired drop or faulty-accuracy difference in points [95% CI]; "
         "claim 2: the drop SAQ saved for the standard and the sparse model; claim 4: the Hessian trace difference "
         "(sparse - standard) [95% CI].", "",
         "| claim | " + " | ".join(models) + " |", "|---|" + "---|" * len(models),

@@ -74,7 +74,7 @@ def sweep_variants(config: StudyConfig, sweep: str) -> tuple[Variant, ...]:
 
     Example:
         >>> [v.name for v in sweep_variants(StudyConfig(quick=True), "sparsity")]
-        ['T0', 'T0.5', 'T1', 'T1.25', 'T1.5', 'T1.75', 'T2']
+        ['T0', 'T0.5', 'T1', 'T1.25', 'T1.5', 'T1.75', 'T2', 'T0.5_L1_0.1', 'T0.75_L1_0.1']
     """
     if sweep == "sparsity":
         return (tuple(Variant(f"T{t:g}", sparse=t > 0, sharpness="none", fat_threshold=t) for t in config.thresholds)
