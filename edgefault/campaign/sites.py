@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgefault.errors import EdgefaultError
-from edgefault.faults.formats import FORMATS
+from edgefault.faults.formats import ACT_FORMATS
 
 SITES = ("weights", "activations")
 WEIGHTS = "weights"
@@ -32,7 +32,7 @@ def check_sites(sites: Any, formats: Any, transient: Any) -> tuple[tuple[str, ..
         ...
         edgefault.errors.EdgefaultError: --transient applies to activation faults; add activations to --sites
     """
-    sites, formats = _names("sites", sites, SITES), _names("act_formats", formats, FORMATS)
+    sites, formats = _names("sites", sites, SITES), _names("act_formats", formats, ACT_FORMATS)
     if not isinstance(transient, bool):
         raise EdgefaultError(f"transient must be true or false, got {transient!r}")
     if "activations" not in sites:
@@ -62,7 +62,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
         >>> parse_formats("bitmap, dense")
         ('bitmap', 'dense')
     """
-    return _names("--act-format", _split(text), FORMATS)
+    return _names("--act-format", _split(text), ACT_FORMATS)
 
 
 def memory_label(site: str, act_format: str | None = None, transient: bool = False) -> str:
@@ -75,6 +75,17 @@ def memory_label(site: str, act_format: str | None = None, transient: bool = Fal
     if site == WEIGHTS:
         return WEIGHTS
     return f"{site}/{act_format}" + ("/transient" if transient else "")
+
+
+def memory_fields(label: str) -> dict[str, Any]:
+    """The ``site``, ``act_format`` and ``transient`` of a memory label (the inverse of :func:`memory_label`).
+
+    Example:
+        >>> memory_fields("activations/bitmap/transient")
+        {'site': 'activations', 'act_format': 'bitmap', 'transient': True}
+    """
+    site, *rest = label.split("/")
+    return {"site": site, "act_format": rest[0] if rest else None, "transient": rest[1:] == ["transient"]}
 
 
 def memories(config) -> list[tuple[str, str | None, bool]]:
