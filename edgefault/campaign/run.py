@@ -141,7 +141,7 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
             log = ResultsLog(folder / RESULTS_FILE)
             try:
                 records = log.read()
-                cells = plan_cells(config, prepared.tensors, prepared.bit_widths)
+                cells = plan_cells(config, prepared.tensors, prepared.bit_widths, prepared.act_tensors)
                 done, tries = finished_keys(records)
                 hashes = config.model_hashes
                 targets = None
