@@ -162,6 +162,7 @@ class AddressedMemory:
 
     tensors: tuple
     label = "weight"
+    site = "weights"
     seed_stream: tuple[int, ...] = ()
     include_bias = False
 
