@@ -156,8 +156,8 @@ def _first_images(value: np.ndarray, count: int, batch: int) -> np.ndarray:
     return value[: count * rows]
 
 
-def probe_model(model: onnx.ModelProto, tensors: list[QuantizedTensor]) -> onnx.ModelProto:
-    """A copy of ``model`` that also outputs the given tensors.
+def probe_model(model: onnx.ModelProto, tensors: list[QuantizedTensor | str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the given tensors (or tensor names).
 
     Example:
         >>> [o.name for o in probe_model(model, tensors).graph.output][1:]  # doctest: +SKIP
@@ -166,10 +166,10 @@ def probe_model(model: onnx.ModelProto, tensors: list[QuantizedTensor]) -> onnx.
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     existing = {output.name for output in probe.graph.output}
-    for tensor in tensors:
-        if tensor.name not in existing:
+    for name in (tensor if isinstance(tensor, str) else tensor.name for tensor in tensors):
+        if name not in existing:
             # No type is given: ONNX Runtime infers the element type and shape of an output.
-            probe.graph.output.append(onnx.ValueInfoProto(name=tensor.name))
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
     return probe
 
 
