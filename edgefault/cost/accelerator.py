@@ -43,7 +43,7 @@ class Accelerator:
         >>> dataclasses.replace(accelerator, lanes=-1)
         Traceback (most recent call last):
         ...
-        edgefault.errors.EdgefaultError: accelerator: lanes must be a positive integer, got -1
+        edgefault.errors.EdgefaultError: default accelerator (default_accelerator.toml): lanes must be a positive integer, got -1
     """
 
     name: str

@@ -88,8 +88,8 @@ def model_cost(model_path: str | os.PathLike, data_spec: str = "mnist5k", accele
 
     Example:
         >>> report = model_cost("sparse.onnx", "mnist5k", options=CostOptions(limit=200))  # doctest: +SKIP
-        >>> round(report.total["speedup"]["skipping_imbalanced"], 2), report.total["energy_saving"]["gating"]
-        (1.9, 0.41)
+        >>> round(report.total["speedup"]["skipping_imbalanced"], 2)  # doctest: +SKIP
+        1.25
     """
     accelerator = accelerator or load_accelerator()
     model = load_model(model_path)

@@ -91,9 +91,12 @@ class LayerTally:
     """Sums over images of one layer's costs (mutable, filled batch by batch by :meth:`add`).
 
     Example:
-        >>> tally = LayerTally(layer, tensor, accelerator)  # doctest: +SKIP
-        >>> tally.add(codes); tally.images
-        256
+        >>> tally = LayerTally(MacLayer("fc", "Gemm", "x", "linear", out_features=2, in_features=4),
+        ...                    QuantizedTensor("x", "QuantizeLinear", (0,)), lanes=2, groups=1, activation_bits=8,
+        ...                    run_bits=5, buffer_bits=1e6)
+        >>> tally.add(np.array([[0, 3, 0, 0]], np.uint8), 1)
+        >>> tally.images, tally.zero_macs, tally.imbalanced_cycles, tally.encoded["bitmap"]
+        (1, 6, 2, 12)
     """
 
     layer: MacLayer
@@ -121,7 +124,7 @@ class LayerTally:
         """Add a batch: ``codes``, the layer's input for ``images`` images (images first; or images x tokens rows).
 
         Example:
-            >>> tally.add(np.zeros((2, 1, 4, 4), np.uint8), 2)  # doctest: +SKIP
+            >>> tally.add(np.zeros((2, 1, 4), np.uint8), 2)  # doctest: +SKIP
         """
         if len(self.tensor.zero_point) > 1:
             raise EdgefaultError(f"{self.layer.node}: per-channel activation zero points ({self.tensor.name}) "
