@@ -37,7 +37,6 @@ from edgefault.runtime import resolve_model_input
 from edgefault.train import LoadedRun, load_run
 
 FORMAT = "edgefault-attack"
-OUTPUT_NAMES = frozenset({"flips.json", "attacked.onnx", "clean.onnx", "accuracy_vs_flips.png", "attack.json"})
 CONTRAST_POINTS = 12  # flip counts at which random chips are measured
 MAX_MODEL_BYTES = 2**31
 
@@ -231,7 +230,7 @@ def summary_line(result: AttackResult) -> str:
 
 
 def check_attack_folder(out_dir: str | Path, inputs: list) -> Path:
-    """Accept a new or empty folder, or one holding only an earlier attack's outputs; refuse anything else.
+    """Accept a new or empty folder (a rerun into an earlier attack's folder could leave a stale clean.onnx).
 
     Example:
         >>> check_attack_folder("/tmp/a-new-attack-folder", [])
@@ -239,10 +238,9 @@ def check_attack_folder(out_dir: str | Path, inputs: list) -> Path:
     """
     out_dir = check_output_folder(out_dir, inputs)
     if out_dir.is_dir():
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_NAMES and not p.name.startswith("."))
-        if foreign:
-            raise EdgefaultError(f"--out {out_dir}: holds other files ({', '.join(foreign[:3])}); "
-                                 "give a new or empty folder")
+        present = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
+        if present:
+            raise EdgefaultError(f"--out {out_dir}: holds files ({', '.join(present[:3])}); give a new or empty folder")
     return out_dir
 
 
