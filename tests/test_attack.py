@@ -139,3 +139,13 @@ def test_bad_input_one_line_exit_2_nothing_written(case, attacked, lenet_run, tm
     code, stdout, err = run([*argv, *([] if "--out" in argv else ["--out", str(target)]), "--limit", "50"], capsys)
     assert_one_error_line(code, stdout, err, fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == before and not target.exists()
+
+
+def test_a_model_already_at_the_target_needs_no_flip(attacked, lenet_run, tmp_path):
+    out, _ = attacked
+    settings = AttackSettings(until=1.0, chips=2, limit=50, batch=16)
+    result = attack_run(lenet_run, None, tmp_path / "zero", settings, model_path=out / "clean.onnx")
+    assert result.flips == () and result.reached and result.summary.startswith("0 flips to reach")
+    assert json.loads((tmp_path / "zero" / "flips.json").read_text())["faults"] == []
+    assert sorted(p.name for p in (tmp_path / "zero").iterdir()) == [
+        "accuracy_vs_flips.png", "attack.json", "attacked.onnx", "flips.json"]
