@@ -149,3 +149,28 @@ def test_a_model_already_at_the_target_needs_no_flip(attacked, lenet_run, tmp_pa
     assert json.loads((tmp_path / "zero" / "flips.json").read_text())["faults"] == []
     assert sorted(p.name for p in (tmp_path / "zero").iterdir()) == [
         "accuracy_vs_flips.png", "attack.json", "attacked.onnx", "flips.json"]
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20"])
+def test_a_trial_on_the_cached_prefix_equals_a_whole_forward_pass(name):
+    import torch
+
+    from edgefault.attack import CodeTwin
+    from edgefault.export import build_onnx
+    from edgefault.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name)
+    model.train()
+    model(torch.randn(8, *model.input_shape))  # initializes the activation quantizers
+    model.eval()
+    injector = Injector(build_onnx(model).SerializeToString())
+    images, labels = torch.randn(8, *model.input_shape), torch.randint(0, 10, (8,))
+    twin = CodeTwin(model, injector.memory(), injector.arrays())
+    twin.cache(images)
+    for layer in twin.names:
+        value = int(twin.flat_codes(layer)[1]) ^ 0x40
+        with twin.trial(layer, 1, value):
+            whole = twin.loss(images, labels)
+        assert twin.trial_loss(labels, layer, 1, value) == whole
+    twin.close()

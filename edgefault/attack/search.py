@@ -103,14 +103,14 @@ def progressive_bit_search(twin: CodeTwin, images: torch.Tensor, labels: torch.T
         ranked = {name: bit_candidates(twin.flat_codes(name), grads[name], twin.bits[name], topk,
                                        frozenset(taken[name]))
                   for name in twin.names}
+        twin.cache(images)
         best = None
         for rank in range(tries):
             for name in twin.names:
                 if rank >= len(ranked[name]):
                     continue
                 gain, index, bit, after = ranked[name][rank]
-                with twin.trial(name, index, after):
-                    trial_loss = twin.loss(images, labels)
+                trial_loss = twin.trial_loss(labels, name, index, after)
                 if trial_loss > loss and (best is None or trial_loss > best[0]):
                     best = (trial_loss, name, index, bit, after, gain)
             if best is not None:
