@@ -15,7 +15,7 @@ from edgefault.errors import EdgefaultError, os_error_line
 
 # Each subcommand lives in ``edgefault/cli/<name>_cmd.py`` as a click command called ``command``;
 # listed here once, in the data-flow order that ``edgefault --help`` shows.
-SUBCOMMAND_MODULES = ("train", "export", "eval", "cost", "inject", "campaign", "sharpness", "reproduce", "mitigate")
+SUBCOMMAND_MODULES = ("train", "export", "eval", "cost", "inject", "campaign", "sharpness", "attack", "reproduce", "mitigate")
 
 
 class _LazyGroup(click.Group):
