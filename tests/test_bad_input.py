@@ -30,7 +30,7 @@ from edgefault.fileio import check_outputs
 from edgefault.progress import Progress
 from edgefault.train.run_dir import checkpoint_bytes, load_model
 
-SUBCOMMANDS = ("train", "export", "eval", "inject", "campaign", "sharpness", "reproduce", "mitigate")
+SUBCOMMANDS = ("train", "export", "eval", "inject", "campaign", "sharpness", "attack", "reproduce", "mitigate")
 SHARPNESS_FAST = ["--samples", "32", "--batch-size", "32", "--power-iterations", "2", "--probes", "2", "--points",
                   "3", "--grid", "3", "--device", "cpu"]
 CAMPAIGN_FAST = ["--data", "mnist5k", "--limit", "20", "--kinds", "flip", "--rates", "0.01", "--chips", "1",
@@ -127,6 +127,9 @@ CASES = {
     "sharpness --samples 0": (["sharpness", "RUN", "--out", "TMP/s", "--samples", "0"], "--samples must be"),
     "sharpness --grid 9999": (["sharpness", "RUN", "--out", "TMP/s", "--grid", "9999"], "--grid must be"),
     "sharpness --out the run": (["sharpness", "RUN", "--out", "RUN", *SHARPNESS_FAST], "holds other files"),
+    "attack --flips 0": (["attack", "RUN", "--out", "TMP/a", "--flips", "0"], "--flips must be a positive integer"),
+    "attack --out the run": (["attack", "RUN", "--out", "RUN"], "holds the"),
+    "attack a model file": (["attack", "ONNX", "--out", "TMP/a"], "attack needs a run directory"),
     "reproduce --epochs 0": (["reproduce", "--out", "TMP/st", "--epochs", "0"], "--epochs must be a positive"),
     "reproduce --chips 10^9": (["reproduce", "--out", "TMP/st", "--chips", "1000000000"], "--chips must be"),
     "reproduce --out a foreign folder": (["reproduce", "--out", "ONNXDIR", "--quick"], "holds other files"),

@@ -7,7 +7,8 @@ import pytest
 from edgefault.study import StudyConfig, run_study
 from cli_helpers import run_subprocess
 
-TINY = dict(quick=True, epochs=1, chips=3, rates=(2e-2, 5e-2), sharpness_samples=100, sharpness_probes=4, landscape_grid=5)
+TINY = dict(quick=True, seeds=1, epochs=1, chips=3, rates=(2e-2, 5e-2), sharpness_samples=100, sharpness_probes=4,
+            landscape_grid=5)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,57 @@ def test_the_study_writes_a_report_with_all_four_claims_and_intervals(tiny_study
     assert (out / "drop_vs_sharpness.png").stat().st_size > 0
     for name in ("standard", "sparse", "standard_saq", "sparse_saq"):
         assert (out / "models" / f"{name}.onnx").exists() and (out / "sharpness" / name / "metrics.json").exists()
+
+
+def test_one_seed_says_its_verdicts_are_about_the_trained_models(tiny_study):
+    _, result = tiny_study
+    text = result.report.read_text()
+    assert "the verdicts are about these trained models, not about the recipes" in text
+    assert "--seeds 5` trains 4 more seeds" in text and result.seeds == (0,)
+
+
+def test_more_seeds_train_only_the_new_seeds_on_the_same_chips_and_pool_the_claims(tiny_study, tmp_path):
+    import re
+    import shutil
+
+    out, first = tiny_study
+    folder = tmp_path / "more"
+    shutil.copytree(out, folder)
+    kept = [folder / "runs" / "standard" / "model.pt", folder / "models" / "sparse.onnx",
+            folder / "sharpness" / "standard" / "metrics.json"]
+    stamps = [p.stat().st_mtime_ns for p in kept]
+    results = (folder / "campaign" / "results.jsonl").read_bytes()
+    result = run_study(StudyConfig(**{**TINY, "seeds": 2}), folder, progress=False)
+    assert [p.stat().st_mtime_ns for p in kept] == stamps  # seed 0 reused, not retrained
+    assert (folder / "campaign" / "results.jsonl").read_bytes() == results
+    second = folder / "seeds" / "1"
+    assert json.loads((second / "runs" / "sparse" / "config.json").read_text())["seed"] == 1
+    chips = {json.loads(line)["chip"] for line in (second / "campaign" / "results.jsonl").read_text().splitlines()}
+    assert chips == {None, 0, 1, 2} and result.seeds == (0, 1)
+    text = result.report.read_text()
+    assert "2 training seeds per recipe (0, 1)" in text and "of 2 seeds agree in sign; per seed: seed 0" in text
+    # seed 0's own value is exactly the one-seed study's estimate
+    one_seed = re.search(r"= ([+-]\d+\.\d+) pts", first.claims[0].evidence[0]).group(1)
+    assert f"per seed: seed 0 {one_seed}, seed 1 " in result.claims[0].evidence[0]
+    assert "over 8 (model, seed) points (4 models x 2 seeds)" in text
+
+
+def test_the_sparsity_sweep_reuses_the_study_models_and_their_cells(tiny_study, tmp_path):
+    import shutil
+
+    out, _ = tiny_study
+    folder = tmp_path / "sweep"
+    shutil.copytree(out, folder)
+    config = StudyConfig(**TINY, sweeps=("sparsity",), thresholds=(0.0, 0.5, 1.0), strong_thresholds=())
+    result = run_study(config, folder, progress=False)
+    sweep = folder / "sweeps" / "sparsity"
+    assert sorted(p.name for p in (sweep / "runs").iterdir()) == ["T1"]  # T0 and T0.5 are the study's models
+    campaign = json.loads((sweep / "campaign" / "campaign.json").read_text())
+    assert [m.rsplit("/", 1)[-1] for m in campaign["config"]["models"]] == ["T1.onnx"]
+    points = {p.variant.name: p for p in result.sweeps[0].points}
+    standard = json.loads((folder / "runs" / "standard" / "metrics.json").read_text())
+    assert points["T0"].sparsity == standard["activation_sparsity"]["overall"]
+    assert points["T0.5"].versus_baseline.difference.n == 3 and points["T1"].drop.n == 3
 
 
 def test_a_rerun_reuses_every_stage(tiny_study):

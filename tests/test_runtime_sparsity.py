@@ -82,13 +82,15 @@ def test_sparsity_and_mac_skip_match_hand_counts():
     report = measure_sparsity(tiny_model(), tiny_inputs(), "input")
     shares = {a.tensor: a.zero_share for a in report.activations}
     assert shares == {"q_in": pytest.approx(2 / 32), "q_c": 0.5, "q_f": 0.5}
-    # Conv, stride 2, pad 1, 3 taps on a length-4 axis: coverage [1, 2, 1, 1]; 2 output channels.
-    # MACs per image = 2 * 5 * 5 = 50. Zeros of image 0 at (0,0) and (1,1) skip 2*1*1 + 2*2*2 = 10.
+    # Conv, stride 2, pad 1, 3 taps on a length-4 axis: 2 outputs per axis, coverage [1, 2, 1, 1].
+    # Dense MACs per image (a dense array's, padding taps included) = 2 out x 1 in x 9 taps x 4 positions = 72;
+    # 2 * 5 * 5 = 50 of them read stored values, the other 22 fall on padding and are zero inputs.
+    # Zeros of image 0 at (0,0) and (1,1) skip 2*1*1 + 2*2*2 = 10 more.
     conv, fc = report.layers
-    assert conv.macs_per_image == 50 and conv.skip_share == pytest.approx(10 / 100)
+    assert conv.macs_per_image == 72 and conv.skip_share == pytest.approx((22 + 10 + 22) / 144)
     assert fc.macs_per_image == 24 and fc.skip_share == pytest.approx(0.5)
-    assert report.macs_per_image == 74
-    assert report.mac_skip_share == pytest.approx((10 + 2 * 12) / (100 + 48))
+    assert report.macs_per_image == 96
+    assert report.mac_skip_share == pytest.approx((54 + 2 * 12) / (144 + 48))
 
 
 def test_coverage_of_a_padded_axis():

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from edgefault.study.claims import compare, drops, judge_claims, per_chip_accuracy
+from edgefault.study.claims import SeedMeasurements, compare, drops, judge_claims, per_chip_accuracy
 from edgefault.study.config import StudyConfig
 from edgefault.errors import EdgefaultError
 
@@ -37,7 +37,7 @@ def test_paired_drops_and_verdicts_follow_the_numbers():
     drop = {"standard": 0.05, "sparse": 0.10, "standard_saq": 0.03, "sparse_saq": 0.04}
     sharp = {"standard": _Sharpness(100, 5, 10, 0.01), "sparse": _Sharpness(200, 5, 20, 0.02),
              "standard_saq": _Sharpness(60, 5, 6, 0.005), "sparse_saq": _Sharpness(80, 5, 8, 0.008)}
-    claims = judge_claims(_records(clean, drop), sharp, NAMES)
+    claims = judge_claims([SeedMeasurements(0, _records(clean, drop), sharp)], NAMES)
     assert [c.verdict for c in claims] == ["held", "held", "held", "held"]
     assert "+5.00 pts" in claims[0].evidence[0]
 
@@ -46,7 +46,7 @@ def test_a_claim_that_goes_the_other_way_does_not_hold():
     clean = dict.fromkeys(NAMES, 0.98)
     drop = {"standard": 0.10, "sparse": 0.05, "standard_saq": 0.12, "sparse_saq": 0.04}
     sharp = {n: _Sharpness(100, 50, 10, 0.01) for n in NAMES}
-    claims = judge_claims(_records(clean, drop), sharp, NAMES)
+    claims = judge_claims([SeedMeasurements(0, _records(clean, drop), sharp)], NAMES)
     assert claims[0].verdict == "did not hold"  # sparse lost less here
     assert claims[1].verdict == "did not hold"  # SAQ hurt the standard model
     assert claims[3].verdict == "inconclusive"  # equal sharpness within wide errors

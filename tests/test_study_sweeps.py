@@ -10,14 +10,21 @@ from edgefault.export.graph import build_onnx
 from edgefault.models import create_model
 from edgefault.runtime import optimized_kernel_counts
 from edgefault.study.config import StudyConfig
+from edgefault.study.claims import SeedMeasurements
 from edgefault.study.sweeps import analyze_sweep, sweep_lines, sweep_variants
 
 
 def _write_runs(folder, sparsity):
+    runs = {}
     for name, value in sparsity.items():
-        run = folder / "runs" / name
+        run = runs[name] = folder / "runs" / name
         run.mkdir(parents=True)
         (run / "metrics.json").write_text(json.dumps({"activation_sparsity": {"overall": value}}))
+    return {0: runs}
+
+
+def _one_seed(records):
+    return [SeedMeasurements(0, records)]
 
 
 def _records(clean, drop, chips=6):
@@ -38,10 +45,10 @@ def test_the_sparsity_sweep_names_the_level_from_which_sparse_models_lose_more(t
     variants = sweep_variants(CONFIG, "sparsity")
     names = [v.name for v in variants]
     assert names == ["T0", "T0.5", "T1", "T2", "T4"] and not variants[0].sparse and variants[4].sparse
-    _write_runs(tmp_path, dict(zip(names, (0.60, 0.78, 0.85, 0.91, 0.97))))
+    runs = _write_runs(tmp_path, dict(zip(names, (0.60, 0.78, 0.85, 0.91, 0.97))))
     clean = {"T0": 0.98, "T0.5": 0.98, "T1": 0.975, "T2": 0.97, "T4": 0.60}  # T4 collapsed
     drop = {"T0": 0.05, "T0.5": 0.04, "T1": 0.05, "T2": 0.08, "T4": 0.01}
-    result = analyze_sweep("sparsity", variants, _records(clean, drop), tmp_path, {"train": 1.0})
+    result = analyze_sweep("sparsity", variants, _one_seed(_records(clean, drop)), runs, tmp_path, {"train": 1.0})
     assert result.conclusion.startswith("Sparse models lose significantly more than plain ReLU from 91.0% exact zeros")
     assert "T = 4, L1 0.01 (97.0% zeros)" in result.conclusion  # left out as collapsed, and said so
     by_name = {p.variant.name: p for p in result.points}
@@ -56,11 +63,11 @@ def test_a_sparsity_sweep_where_nothing_loses_more_says_so(tmp_path):
     config = StudyConfig(quick=True, thresholds=(0.0, 1.0, 3.0), strong_thresholds=(0.5,))
     variants = sweep_variants(config, "sparsity")
     assert [v.name for v in variants] == ["T0", "T1", "T3", "T0.5_L1_0.1"] and variants[3].act_l1 == 0.1
-    _write_runs(tmp_path, {"T0": 0.6, "T1": 0.8, "T3": 0.93, "T0.5_L1_0.1": 0.9})
+    runs = _write_runs(tmp_path, {"T0": 0.6, "T1": 0.8, "T3": 0.93, "T0.5_L1_0.1": 0.9})
     result = analyze_sweep("sparsity", variants,
-                           _records({"T0": 0.98, "T1": 0.98, "T3": 0.97, "T0.5_L1_0.1": 0.975},
-                                    {"T0": 0.06, "T1": 0.04, "T3": 0.03, "T0.5_L1_0.1": 0.05}),
-                           tmp_path, {})
+                           _one_seed(_records({"T0": 0.98, "T1": 0.98, "T3": 0.97, "T0.5_L1_0.1": 0.975},
+                                              {"T0": 0.06, "T1": 0.04, "T3": 0.03, "T0.5_L1_0.1": 0.05})),
+                           runs, tmp_path, {})
     assert "| T0.5_L1_0.1 | 0.5 | 0.1 | 90.0% |" in "\n".join(sweep_lines(result))
     assert result.conclusion.startswith("No swept sparsity level lost significantly more than plain ReLU (up to 93.0%")
 
@@ -70,12 +77,12 @@ def test_the_rho_sweep_compares_each_radius_with_conventional_training_of_its_re
     variants = sweep_variants(config, "rho")
     names = [v.name for v in variants]
     assert names == ["standard", "standard_rho0.05", "standard_rho0.5", "sparse", "sparse_rho0.05", "sparse_rho0.5"]
-    _write_runs(tmp_path, dict.fromkeys(names, 0.7))
+    runs = _write_runs(tmp_path, dict.fromkeys(names, 0.7))
     clean = {"standard": 0.98, "standard_rho0.05": 0.98, "standard_rho0.5": 0.95,
              "sparse": 0.97, "sparse_rho0.05": 0.97, "sparse_rho0.5": 0.5}
     drop = {"standard": 0.06, "standard_rho0.05": 0.03, "standard_rho0.5": 0.06,
             "sparse": 0.07, "sparse_rho0.05": 0.04, "sparse_rho0.5": 0.0}
-    result = analyze_sweep("rho", variants, _records(clean, drop), tmp_path, {})
+    result = analyze_sweep("rho", variants, _one_seed(_records(clean, drop)), runs, tmp_path, {})
     assert result.conclusion == ("standard: SAQ cut the drop significantly at rho = 0.05 of 2 radii, least drop at "
                                  "rho = 0.05; activation-sparse: SAQ cut the drop significantly at rho = 0.05 of 2 "
                                  "radii, least drop at rho = 0.05 (collapsed, clean accuracy > 10 points below "

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import re
 
+from edgefault.campaign.sites import WEIGHTS, memories, memory_label
 from edgefault.errors import EdgefaultError
 from edgefault.faults import Chip
 
@@ -42,8 +43,10 @@ class Cell:
     """One measurement of a campaign.
 
     ``model`` indexes the campaign's models; ``mode`` is ``clean`` (no faults), ``grid``
-    (the chip over the whole weight memory), ``layer`` (only the tensor named ``target``)
-    or ``bit`` (only bit position ``target`` of every weight).
+    (the chip over the whole memory), ``layer`` (only the tensor named ``target``)
+    or ``bit`` (only bit position ``target`` of every weight). ``site`` is the memory the
+    chip sits in (``weights`` or ``activations``); activation cells also name the storage
+    format (``act_format``) and whether faults are drawn afresh for every image (``transient``).
 
     Example:
         >>> cell = Cell(model=0, mode="bit", kind="flip", rate=1e-3, chip=2, seed=11, target=7)
@@ -51,6 +54,8 @@ class Cell:
         (7,)
         >>> cell.key("ab" * 32)
         'abababababababab/bit/7/flip/0x1.0624dd2f1a9fcp-10/2'
+        >>> Cell(0, "grid", "flip", 1e-3, 2, 11, site="activations", act_format="bitmap").key("ab" * 32)
+        'abababababababab/activations/bitmap/grid//flip/0x1.0624dd2f1a9fcp-10/2'
     """
 
     model: int
@@ -62,9 +67,24 @@ class Cell:
     target: str | int | None = None
     protect_bits: tuple[int, ...] = ()
     include_bias: bool = False
+    site: str = WEIGHTS
+    act_format: str | None = None
+    transient: bool = False
+
+    @property
+    def memory(self) -> str:
+        """The label of the memory this cell faults (see :func:`edgefault.campaign.sites.memory_label`).
+
+        Example:
+            >>> Cell(model=0, mode="grid", site="activations", act_format="rle", transient=True).memory
+            'activations/rle/transient'
+        """
+        return memory_label(self.site, self.act_format, self.transient)
 
     def key(self, model_hash: str) -> str:
-        """A stable identity across runs: model content, mode, target, kind, exact rate, chip number.
+        """A stable identity across runs: model content, memory, mode, target, kind, exact rate, chip number.
+
+        Weight cells keep the keys they had before activation cells existed, so older campaigns resume.
 
         Example:
             >>> Cell(model=0, mode="clean").key("0" * 64)
@@ -72,7 +92,8 @@ class Cell:
         """
         if self.mode == "clean":
             return f"{model_hash[:16]}/clean"
-        return f"{model_hash[:16]}/{self.mode}/{'' if self.target is None else self.target}/{self.kind}/" \
+        memory = "" if self.site == WEIGHTS else f"{self.memory}/"
+        return f"{model_hash[:16]}/{memory}{self.mode}/{'' if self.target is None else self.target}/{self.kind}/" \
                f"{float(self.rate).hex()}/{self.chip}"
 
     def to_chip(self) -> Chip:
@@ -93,13 +114,17 @@ class Cell:
         return Chip(self.kind, **common)
 
 
-def plan_cells(config, tensors: list[tuple[str, ...]], bit_widths: list[int] | None = None) -> list[Cell]:
+def plan_cells(config, tensors: list[tuple[str, ...]], bit_widths: list[int] | None = None,
+               act_tensors: list[tuple[str, ...]] | None = None) -> list[Cell]:
     """Every cell of a campaign in run order: clean cells, the grid, then per-layer and per-bit cells.
 
     ``tensors[m]`` lists model ``m``'s weight tensors (the per-layer targets); ``bit_widths[m]``
     is the widest stored weight code of model ``m`` (the per-bit targets are its bits 0..w-1;
-    8 when not given), so a 4-bit model gets no cells for bits its device does not have. Within a block,
-    chips vary fastest, so an interrupted campaign has whole (kind, rate) groups done early.
+    8 when not given), so a 4-bit model gets no cells for bits its device does not have.
+    ``act_tensors[m]`` lists its activation tensors (the per-layer targets of activation cells;
+    per-bit cells are weight cells only). Each block runs memory by memory (weights, then each
+    activation format), and within a memory chips vary fastest, so an interrupted campaign has
+    whole (kind, rate) groups done early. Every memory uses the same chip seeds.
 
     Example:
         >>> from edgefault.campaign.config import CampaignConfig
@@ -112,18 +137,24 @@ def plan_cells(config, tensors: list[tuple[str, ...]], bit_widths: list[int] | N
     seeds = {(kind, k): chip_seed(config.seed, kind, k) for kind in config.kinds for k in range(config.chips)}
     cells = [Cell(model=m, mode="clean") for m in range(len(config.models))]
 
-    def block(mode: str, targets_of) -> None:
-        for m in range(len(config.models)):
-            for target in targets_of(m):
-                for kind in config.kinds:
-                    for rate in config.rates:
-                        for k in range(config.chips):
-                            cells.append(Cell(m, mode, kind, rate, k, seeds[kind, k], target,
-                                              config.protect_bits, config.include_bias))
+    sites = memories(config)
 
-    block("grid", lambda m: (None,))
+    def block(mode: str, targets_of, only_weights: bool = False) -> None:
+        for site, act_format, transient in sites:
+            if only_weights and site != WEIGHTS:
+                continue
+            bias = config.include_bias and site == WEIGHTS
+            for m in range(len(config.models)):
+                for target in targets_of(m, site):
+                    for kind in config.kinds:
+                        for rate in config.rates:
+                            for k in range(config.chips):
+                                cells.append(Cell(m, mode, kind, rate, k, seeds[kind, k], target, config.protect_bits,
+                                                  bias, site, act_format, transient))
+
+    block("grid", lambda m, site: (None,))
     if config.per_layer:
-        block("layer", lambda m: tensors[m])
+        block("layer", lambda m, site: tensors[m] if site == WEIGHTS else act_tensors[m])
     if config.per_bit:
-        block("bit", lambda m: BIT_POSITIONS if bit_widths is None else tuple(range(bit_widths[m])))
+        block("bit", lambda m, site: BIT_POSITIONS if bit_widths is None else tuple(range(bit_widths[m])), True)
     return cells

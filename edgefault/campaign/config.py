@@ -17,6 +17,7 @@ from typing import Any
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
 from edgefault.campaign.cells import CHIP_SEEDING
+from edgefault.campaign.sites import check_sites
 from edgefault.faults import KINDS, Chip
 from edgefault.runtime.inputs import InputOptions
 
@@ -28,7 +29,7 @@ FORMAT = "edgefault-campaign"
 IDENTITY_FIELDS = (
     "model_hashes", "data", "kinds", "rates", "chips", "seed", "per_layer", "per_bit", "limit",
     "input_size", "mean", "std", "version", "protect_bits", "layout", "scale", "normalize",
-    "stored_bits", "include_bias", "chip_seeding",
+    "stored_bits", "include_bias", "chip_seeding", "sites", "act_formats", "transient",
 )
 
 
@@ -75,6 +76,9 @@ class CampaignConfig:
     stored_bits: int | None = None  # --stored-bits: k-bit codes in int8/uint8 weights of foreign models
     include_bias: bool = False  # --include-bias: int32 biases join the weight memory
     chip_seeding: str = CHIP_SEEDING  # "per-rate" only in campaign.json files made before chips were nested
+    sites: tuple[str, ...] = ("weights",)  # --sites: the memories faulted (weights, activations)
+    act_formats: tuple[str, ...] = ("dense",)  # --act-format: how activation buffers store a tensor
+    transient: bool = False  # --transient: activation faults drawn afresh for every image
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
@@ -115,6 +119,9 @@ class CampaignConfig:
             raise EdgefaultError(f"include_bias must be true or false, got {self.include_bias!r}")
         if self.chip_seeding not in (CHIP_SEEDING, "per-rate"):
             raise EdgefaultError(f"unknown chip_seeding {self.chip_seeding!r}")
+        for name, value in zip(("sites", "act_formats", "transient"),
+                               check_sites(self.sites, self.act_formats, self.transient)):
+            set_field(self, name, value)
         set_field(self, "layout", self.input_options().layout)  # validated, and "NHWC" whatever the case given
 
     def input_options(self) -> InputOptions:
@@ -142,13 +149,19 @@ class CampaignConfig:
 
     @property
     def cells_per_model(self) -> int:
-        """Grid cells of one model (kinds x rates x chips), without the clean and per-layer/per-bit cells.
+        """Grid cells of one model (memories x kinds x rates x chips), without the clean and per-layer/per-bit cells.
+
+        Each activation format is a memory of its own.
 
         Example:
             >>> CampaignConfig(models=("a",), model_hashes=("0" * 64,), chips=5).cells_per_model
             60
+            >>> CampaignConfig(models=("a",), model_hashes=("0" * 64,), chips=5, sites=("weights", "activations"),
+            ...                act_formats=("dense", "bitmap")).cells_per_model
+            180
         """
-        return len(self.kinds) * len(self.rates) * self.chips
+        memories = ("weights" in self.sites) + ("activations" in self.sites) * len(self.act_formats)
+        return memories * len(self.kinds) * len(self.rates) * self.chips
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the results, JSON-ready.

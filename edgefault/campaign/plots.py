@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
+from edgefault.campaign.sites import WEIGHTS
 from edgefault.fileio import write_bytes_atomic
 from edgefault.text import printable
 
@@ -26,16 +27,24 @@ COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:b
 def write_plots(folder: str | os.PathLike, summary: dict[str, Any], kinds: tuple[str, ...]) -> list[Path]:
     """Write ``accuracy_vs_rate.png`` and, when those modes ran, ``heatmap_layers.png`` / ``heatmap_bits.png``.
 
+    Each memory gets its own files: the weight memory's keep these names, an activation
+    memory's add its label (``accuracy_vs_rate_activations_bitmap.png``, and a
+    ``heatmap_layers_...`` with one row per activation buffer).
+
     Example:
         >>> write_plots("runs/campaign", summary, ("flip", "sa0"))  # doctest: +SKIP
         [PosixPath('runs/campaign/accuracy_vs_rate.png')]
     """
     folder = Path(folder)
     written = []
-    figures = [("accuracy_vs_rate.png", accuracy_figure(summary, kinds))]
-    for mode, name in (("layer", "heatmap_layers.png"), ("bit", "heatmap_bits.png")):
-        if any(g["mode"] == mode for g in summary["groups"]):
-            figures.append((name, heatmap_figure(summary, kinds, mode)))
+    figures = []
+    for memory in list(dict.fromkeys(g.get("memory", WEIGHTS) for g in summary["groups"])) or [WEIGHTS]:
+        only = {**summary, "groups": [g for g in summary["groups"] if g.get("memory", WEIGHTS) == memory]}
+        suffix = "" if memory == WEIGHTS else "_" + memory.replace("/", "_")
+        figures.append((f"accuracy_vs_rate{suffix}.png", accuracy_figure(only, kinds, memory)))
+        for mode, name in (("layer", "heatmap_layers"), ("bit", "heatmap_bits")):
+            if any(g["mode"] == mode for g in only["groups"]):
+                figures.append((f"{name}{suffix}.png", heatmap_figure(only, kinds, mode, memory)))
     for name, figure in figures:
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=120)
@@ -48,7 +57,16 @@ def _models(summary) -> list[str]:
     return [c["model"] for c in summary["clean"]]
 
 
-def accuracy_figure(summary: dict[str, Any], kinds: tuple[str, ...]) -> Figure:
+def _in_words(memory: str) -> tuple[str, str]:
+    """(what is faulty, what a stored bit is) for titles and labels: the weight memory or an activation memory."""
+    if memory == WEIGHTS:
+        return "weight-memory", "weight bit"
+    _, act_format, *transient = memory.split("/")
+    timing = "transient" if transient else "permanent"
+    return f"activation-memory ({act_format}, {timing})", "stored activation bit"
+
+
+def accuracy_figure(summary: dict[str, Any], kinds: tuple[str, ...], memory: str = WEIGHTS) -> Figure:
     """Mean accuracy against fault rate (log axis) with the 95% CI band, one line per model, one panel per kind.
 
     Rate 0 cannot sit on a log axis; the dashed line at each model's clean accuracy stands for it.
@@ -85,7 +103,7 @@ def accuracy_figure(summary: dict[str, Any], kinds: tuple[str, ...]) -> Figure:
         if swept:  # label the swept rates only: log-axis minor labels collide on a short range
             axis.set_xticks(swept, [f"{rate:g}" for rate in swept])
             axis.xaxis.set_minor_formatter(NullFormatter())
-        axis.set_xlabel("fault rate p (probability per weight bit)")
+        axis.set_xlabel(f"fault rate p (probability per {_in_words(memory)[1]})")
         axis.set_ylabel("top-1 accuracy")
         axis.set_title(KIND_TITLES.get(kind, kind))
         axis.grid(True, which="both", alpha=0.3)
@@ -95,11 +113,12 @@ def accuracy_figure(summary: dict[str, Any], kinds: tuple[str, ...]) -> Figure:
         axes[0].set_ylim(max(0.0, low - pad), min(1.02, high + pad))
     axes[0].legend(loc="lower left", fontsize=8)
     chips = max((g["chips"] for g in summary["groups"] if g["mode"] == "grid"), default=0)
-    figure.suptitle(f"Accuracy under weight-memory faults ({chips} chips per point, same chips for every model)")
+    figure.suptitle(f"Accuracy under {_in_words(memory)[0]} faults ({chips} chips per point, same chips for every "
+                    "model)")
     return figure
 
 
-def heatmap_figure(summary: dict[str, Any], kinds: tuple[str, ...], mode: str) -> Figure:
+def heatmap_figure(summary: dict[str, Any], kinds: tuple[str, ...], mode: str, memory: str = WEIGHTS) -> Figure:
     """Accuracy drop from clean per target (layer or bit) and rate: one heatmap per model (rows) and kind (columns).
 
     The colour scale runs from no drop to the largest drop in the figure, so the vulnerable
@@ -144,12 +163,14 @@ def heatmap_figure(summary: dict[str, Any], kinds: tuple[str, ...], mode: str) -
                       else [_label(t) for t in targets])
             axis.set_yticks(range(len(targets)), labels, fontsize=7 if mode == "layer" else 8)
             axis.set_xlabel("fault rate p")
-            axis.set_ylabel("bit position" if mode == "bit" else "weight tensor")
+            axis.set_ylabel("bit position" if mode == "bit" else
+                            "weight tensor" if memory == WEIGHTS else "activation buffer")
             suffix = "" if clean is None else f" (clean {clean:.3f})"
             axis.set_title(f"{_label(model)}: {KIND_TITLES.get(kind, kind)}{suffix}", fontsize=9)
     if image is not None:
         figure.colorbar(image, ax=axes, label="accuracy drop (clean minus mean over chips)", shrink=0.8)
-    what = "one weight tensor at a time" if mode == "layer" else "one bit position at a time"
+    what = "one bit position at a time" if mode == "bit" else \
+        "one weight tensor at a time" if memory == WEIGHTS else f"one {_in_words(memory)[0]} buffer at a time"
     figure.suptitle(f"{'Per-layer' if mode == 'layer' else 'Per-bit'} vulnerability: faults in {what}")
     return figure
 

@@ -1,6 +1,6 @@
 """Precision-targeted chips (``campaign --target-ci W``): as many chips per cell as its interval needs.
 
-A *group* is what one interval describes: a (mode, target, kind, rate) of the grid or per-bit
+A *group* is what one interval describes: a (mode, target, kind, rate, memory) of the grid or per-bit
 modes across all models (their paired differences use the same chips, so the models move
 together), or one model's (layer, kind, rate) in per-layer mode. Chips are added in order,
 0, 1, 2, ... until the 95% interval of every model's mean accuracy, and of every paired
@@ -26,6 +26,7 @@ import itertools
 from typing import Any, Iterable
 
 from edgefault.campaign.cells import Cell
+from edgefault.campaign.sites import WEIGHTS
 from edgefault.campaign.stats import estimate
 
 MIN_CHIPS = 5  # the fewest chips whose spread is trusted to judge an interval
@@ -37,8 +38,12 @@ def group_key(cell: Cell) -> tuple:
     Example:
         >>> group_key(Cell(model=1, mode="grid", kind="flip", rate=0.01, chip=3, seed=5))
         ('grid', None, 'flip', 0.01, None)
+        >>> group_key(Cell(model=1, mode="grid", kind="flip", rate=0.01, chip=3, seed=5, site="activations",
+        ...                act_format="dense"))[-1]
+        'activations/dense'
     """
-    return cell.mode, cell.target, cell.kind, cell.rate, cell.model if cell.mode == "layer" else None
+    key = (cell.mode, cell.target, cell.kind, cell.rate, cell.model if cell.mode == "layer" else None)
+    return key if cell.site == WEIGHTS else (*key, cell.memory)  # weight groups keep their keys of old
 
 
 def within(values: Iterable[float], width: float) -> bool:

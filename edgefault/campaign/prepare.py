@@ -21,8 +21,10 @@ from edgefault.campaign.worker import WorkerModel, WorkerPayload
 from edgefault.data import load_samples
 from edgefault.errors import about_model
 from edgefault.faults import Injector
+from edgefault.faults.activations import ActivationMemory
 from edgefault.onnxio import load_model
 from edgefault.runtime import InputSpec, check_classes, prepare_inputs, resolve_model_input
+from edgefault.runtime.actprobe import activation_memory
 from edgefault.runtime.feed import model_classes
 from edgefault.runtime.inputs import format_shape
 
@@ -32,7 +34,8 @@ class PreparedCampaign:
     """The checked models and the test split, ready to hand to workers.
 
     ``tensors[m]`` lists model ``m``'s weight tensors in memory order and ``bit_widths[m]`` its
-    widest stored weight code (the per-bit targets); ``info`` is what ``campaign.json`` records
+    widest stored weight code (the per-bit targets); ``act_tensors[m]`` its activation buffers
+    (empty unless the campaign faults activations); ``info`` is what ``campaign.json`` records
     about models and data.
 
     Example:
@@ -47,6 +50,7 @@ class PreparedCampaign:
     images: int
     info: dict[str, Any]
     bit_widths: list[int] = dataclasses.field(default_factory=list)
+    act_tensors: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
 
     def payload(self, threads: int) -> WorkerPayload:
         """What every worker receives, with its ONNX Runtime thread count.
@@ -88,7 +92,7 @@ def prepare_campaign(config: CampaignConfig) -> PreparedCampaign:
     samples = load_samples(config.data)
     options = config.input_options()
     count = len(samples.labels) if config.limit is None else min(config.limit, len(samples.labels))
-    models, inputs, tensors, bit_widths, described = [], {}, [], [], []
+    models, inputs, tensors, bit_widths, described, act_tensors = [], {}, [], [], [], []
     for path, digest, name in zip(config.models, config.model_hashes, model_names(config.models)):
         proto = load_model(path)
         with about_model(path):  # the checks and messages of eval, in the same order
@@ -101,16 +105,34 @@ def prepare_campaign(config: CampaignConfig) -> PreparedCampaign:
             model_classes(data, io, inputs[key], samples)
             injector = Injector(data, config.stored_bits)
             memory = injector.memory(config.include_bias)
+            activations = activation_memories(proto, config)
+        act_tensors.append(activations[0].names if activations else ())
         models.append(WorkerModel(name, digest, data, io.input_name, io.output_name, key, config.stored_bits))
         tensors.append(memory.names)
         bit_widths.append(max(t.bits for t in memory.tensors if not t.is_bias))
         described.append({"name": name, "path": str(path), "sha256": digest, "input": dataclasses.asdict(spec),
                           "feed": inputs[key].description, "weight_tensors": list(memory.names),
-                          "weight_bits": memory.nbits, "coverage": injector.discovery.coverage(memory)})
+                          "weight_bits": memory.nbits, "coverage": injector.discovery.coverage(memory),
+                          **({"activations": {"tensors": list(activations[0].names),
+                                              "bits": {m.format: m.nbits for m in activations},
+                                              "coverage": activations[0].coverage_line()}} if activations else {})})
     fingerprint = hashlib.sha256(np.ascontiguousarray(samples.x[:count]).tobytes()
                                  + np.ascontiguousarray(samples.labels[:count]).tobytes()).hexdigest()
     info = {"models": described, "data": {"spec": samples.spec, "images": count, "fingerprint": fingerprint}}
-    return PreparedCampaign(tuple(models), inputs, tensors, count, info, bit_widths)
+    return PreparedCampaign(tuple(models), inputs, tensors, count, info, bit_widths, act_tensors)
+
+
+def activation_memories(proto, config: CampaignConfig) -> list[ActivationMemory]:
+    """The model's activation memory in each format the campaign uses (none when it faults only weights).
+
+    Example:
+        >>> [m.format for m in activation_memories(load_model("lenet.onnx"), config)]  # doctest: +SKIP
+        ['dense', 'bitmap']
+    """
+    if "activations" not in config.sites:
+        return []
+    dense = activation_memory(proto)
+    return [dense.with_format(name) for name in config.act_formats]
 
 
 def _spec_key(spec: InputSpec, scale: float | None) -> str:

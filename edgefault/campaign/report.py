@@ -10,13 +10,16 @@ from edgefault.fileio import json_bytes, write_files_atomic
 from edgefault.text import csv_bytes, md_cell, md_table, printable
 
 GROUP_COLUMNS = ("model", "mode", "target", "kind", "rate", "chips", "n", "mean", "std", "ci_low", "ci_high",
-                 "clean", "drop", "failed", "mean_faulty_bits")
+                 "clean", "drop", "failed", "mean_faulty_bits", "memory")
 PAIRED_COLUMNS = ("model_a", "model_b", "mode", "target", "kind", "rate", "n", "mean_diff", "std", "ci_low",
-                  "ci_high", "significant", "drop_diff", "drop_ci_low", "drop_ci_high")
+                  "ci_high", "significant", "drop_diff", "drop_ci_low", "drop_ci_high", "memory")
+MEMORY_COLUMNS = ("model", "memory_a", "memory_b", "mode", "kind", "rate", "n", "mean_diff", "std", "ci_low", "ci_high",
+                  "significant", "drop_diff", "drop_ci_low", "drop_ci_high")
 
 
 def write_summary(folder: str | os.PathLike, summary: dict[str, Any], settings: dict[str, Any]) -> list[Path]:
-    """Write ``summary.json``, ``summary.csv``, ``paired.csv`` and ``summary.md``, all or none; return their paths.
+    """Write ``summary.json``, ``summary.csv``, ``paired.csv`` and ``summary.md`` (and ``memory_paired.csv`` when
+    the campaign faults more than one memory), all or none; return their paths.
 
     Example:
         >>> write_summary("runs/campaign", summary, config.to_dict())  # doctest: +SKIP
@@ -27,6 +30,9 @@ def write_summary(folder: str | os.PathLike, summary: dict[str, Any], settings: 
     contents = (json_bytes(summary), csv_bytes(GROUP_COLUMNS, summary["groups"]),
                 csv_bytes(PAIRED_COLUMNS, summary["paired"]),
                 markdown(summary, settings).encode())
+    if "memory_paired" in summary:
+        paths.append(folder / "memory_paired.csv")
+        contents += (csv_bytes(MEMORY_COLUMNS, summary["memory_paired"]),)
     write_files_atomic(dict(zip(paths, contents)))  # never a new summary.json beside an old summary.md
     return paths
 
@@ -55,6 +61,15 @@ def _from_cut(summary) -> str:
     return f", {count} of them run from cached activations at a cut" if count else ""
 
 
+def _memories(settings) -> str:
+    sites = settings.get("sites", ["weights"])
+    if list(sites) == ["weights"]:
+        return ""
+    formats = ", ".join(settings.get("act_formats", ["dense"]))
+    timing = "transient (fresh faults for every image)" if settings.get("transient") else "permanent"
+    return f", memories {' and '.join(sites)} (activation formats {formats}; {timing} activation faults)"
+
+
 def _chips(summary, settings) -> str:
     if summary.get("target_ci") is None:
         return f"{settings['chips']} chips per cell"
@@ -81,14 +96,16 @@ def group_rows(summary, mode: str = "grid") -> tuple[list[str], list[list[str]]]
         ['model', 'kind', 'rate']
     """
     target = {"layer": ["layer"], "bit": ["bit"]}.get(mode, [])
-    header = ["model", *target, "kind", "rate", "chips", "mean", "95% CI", "std", "drop", "faulty bits"]
+    memory = ["memory"] if _several_memories(summary) else []
+    header = ["model", *memory, *target, "kind", "rate", "chips", "mean", "95% CI", "std", "drop", "faulty bits"]
     rows = []
     for g in summary["groups"]:
         if g["mode"] != mode:
             continue
         bits = "-" if g["mean_faulty_bits"] is None else f"{g['mean_faulty_bits']:.1f}"
         chips = f"{g['n']}/{g['chips']}" + ("*" if g.get("target_met") is False else "")
-        rows.append([g["model"], *([str(g["target"])] if mode != "grid" else []), g["kind"], _rate(g["rate"]), chips,
+        rows.append([g["model"], *([g.get("memory", "weights")] if memory else []),
+                     *([str(g["target"])] if mode != "grid" else []), g["kind"], _rate(g["rate"]), chips,
                      _acc(g["mean"]), _interval(g["ci_low"], g["ci_high"]), _acc(g["std"]), _signed(g["drop"]),
                      bits])
     return header, rows
@@ -101,18 +118,42 @@ def paired_rows(summary, mode: str = "grid") -> tuple[list[str], list[list[str]]
         >>> paired_rows({"paired": []})[0][0]
         'models (a - b)'
     """
-    header = ["models (a - b)", *(["bit"] if mode != "grid" else []), "kind", "rate", "chips", "accuracy diff",
-              "95% CI", "significant", "drop diff", "95% CI"]
+    memory = ["memory"] if _several_memories(summary) else []
+    header = ["models (a - b)", *memory, *(["bit"] if mode != "grid" else []), "kind", "rate", "chips",
+              "accuracy diff", "95% CI", "significant", "drop diff", "95% CI"]
     rows = []
     for p in summary["paired"]:
         if p["mode"] != mode:
             continue
-        significant = "-" if p["significant"] is None else ("yes" if p["significant"] else "no")
-        rows.append([f"{p['model_a']} - {p['model_b']}", *([str(p["target"])] if mode != "grid" else []), p["kind"],
-                     _rate(p["rate"]), str(p["n"]), _signed(p["mean_diff"]),
-                     _interval(p["ci_low"], p["ci_high"], signed=True), significant, _signed(p["drop_diff"]),
-                     _interval(p["drop_ci_low"], p["drop_ci_high"], signed=True)])
+        rows.append([f"{p['model_a']} - {p['model_b']}", *([p.get("memory", "weights")] if memory else []),
+                     *([str(p["target"])] if mode != "grid" else []), p["kind"], _rate(p["rate"]), *_difference(p)])
     return header, rows
+
+
+def memory_rows(summary) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the paired differences between the memories of one model (empty with one memory).
+
+    Example:
+        >>> memory_rows({"memory_paired": [{"model": "a", "memory_a": "weights", "memory_b": "activations/dense",
+        ...     "kind": "flip", "rate": 0.01, "n": 2, "mean_diff": 0.1, "ci_low": 0.05, "ci_high": 0.15,
+        ...     "significant": True, "drop_diff": -0.1, "drop_ci_low": -0.15, "drop_ci_high": -0.05}]})[1][0][:3]
+        ['a', 'weights - activations/dense', 'flip']
+    """
+    header = ["model", "memories (a - b)", "kind", "rate", "chips", "accuracy diff", "95% CI", "significant",
+              "drop diff", "95% CI"]
+    rows = [[p["model"], f"{p['memory_a']} - {p['memory_b']}", p["kind"], _rate(p["rate"]), *_difference(p)]
+            for p in summary.get("memory_paired", [])]
+    return header, rows
+
+
+def _difference(p) -> list[str]:
+    significant = "-" if p["significant"] is None else ("yes" if p["significant"] else "no")
+    return [str(p["n"]), _signed(p["mean_diff"]), _interval(p["ci_low"], p["ci_high"], signed=True), significant,
+            _signed(p["drop_diff"]), _interval(p["drop_ci_low"], p["drop_ci_high"], signed=True)]
+
+
+def _several_memories(summary) -> bool:
+    return any(g.get("memory", "weights") != "weights" for g in summary["groups"])
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
@@ -140,7 +181,7 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     parts = [
         "# Fault campaign",
         "",
-        f"Data `{printable(settings['data'])}`, kinds {', '.join(settings['kinds'])}, rates "
+        f"Data `{printable(settings['data'])}`{_memories(settings)}, kinds {', '.join(settings['kinds'])}, rates "
         f"{', '.join(_rate(r) for r in settings['rates'])}, {_chips(summary, settings)}, seed {settings['seed']}. "
         f"Cells done {cells['done']} of {cells['planned']}, failed {cells['failed']}"
         f"{_from_cut(summary)}. Intervals: "
@@ -159,6 +200,11 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
         header, rows = paired_rows(summary, mode)
         if rows:
             parts += ["", f"### Paired differences ({mode}, same chips)", "", md_table(header, rows)]
+    header, rows = memory_rows(summary)
+    if rows:
+        parts += ["", "## Paired differences between memories (same model, same chips)", "",
+                  "Accuracy of the first memory minus the second at the same bit error rate: positive when the "
+                  "second loses more.", "", md_table(header, rows)]
     if summary["failures"]:
         parts += ["", "## Failed cells", ""]
         parts += [f"- `{md_cell(f['key'])}`: {md_cell(f['error'])}" for f in summary["failures"]]
@@ -175,6 +221,9 @@ def final_text(summary: dict[str, Any]) -> str:
     header, rows = paired_rows(summary, "grid")
     if rows:
         parts += ["", "paired differences (same chips):", text_table(header, rows)]
+    header, rows = memory_rows(summary)
+    if rows:
+        parts += ["", "paired differences between memories (same model, same chips):", text_table(header, rows)]
     if summary["failures"]:
         parts += ["", f"{len(summary['failures'])} cell(s) failed twice; see summary.md"]
     return "\n".join(parts)

@@ -9,10 +9,11 @@ is not a kill's doing, and is refused rather than silently dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from edgefault.errors import EdgefaultError
 from edgefault.reading import MAX_JSON_BYTES, parse_json, read_bytes_bounded
@@ -116,6 +117,55 @@ def successes(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if record.get("error") is None:
             found.setdefault(record["key"], record)
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignRecord:
+    """One results line, typed: what the study, the leaderboard and other readers of a campaign use.
+
+    ``site`` and the other optional fields stay None where a campaign does not record them.
+
+    Example:
+        >>> r = CampaignRecord.from_dict({"model": "a", "mode": "grid", "kind": "flip", "rate": 0.01, "chip": 3,
+        ...                               "accuracy": 0.9, "error": None})
+        >>> r.measured, r.chip, r.site
+        (True, 3, None)
+    """
+
+    model: str
+    mode: str
+    accuracy: float | None
+    key: str = ""
+    kind: str | None = None
+    rate: float | None = None
+    chip: int | None = None
+    target: str | None = None
+    images: int | None = None
+    wrong: str | None = None
+    error: str | None = None
+    site: str | None = None
+
+    @property
+    def measured(self) -> bool:
+        """Whether the cell succeeded (an accuracy and no error)."""
+        return self.accuracy is not None and self.error is None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "CampaignRecord":
+        """The record of one parsed line (fields it lacks are None; fields this type lacks are ignored)."""
+        return cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls) if f.name in raw})
+
+
+def measured_records(raw: Iterable[dict[str, Any] | CampaignRecord]) -> list[CampaignRecord]:
+    """The successful cells of a campaign as typed records (raw lines or records in, failures left out).
+
+    Example:
+        >>> [r.model for r in measured_records([{"model": "a", "mode": "clean", "accuracy": 0.9},
+        ...                                     {"model": "b", "mode": "clean", "accuracy": None, "error": "x"}])]
+        ['a']
+    """
+    records = (r if isinstance(r, CampaignRecord) else CampaignRecord.from_dict(r) for r in raw)
+    return [r for r in records if r.measured]
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

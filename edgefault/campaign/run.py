@@ -24,6 +24,7 @@ from edgefault.campaign.precision import ChipTargets, group_key
 from edgefault.campaign.prepare import PreparedCampaign, prepare_campaign
 from edgefault.campaign.report import write_summary
 from edgefault.campaign.results import MAX_ATTEMPTS, ResultsLog, finished_keys, successes
+from edgefault.campaign.sites import memory_fields
 from edgefault.campaign.stats import summarize
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
 from edgefault.campaign.worker import failed_record
@@ -145,7 +146,7 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
             log = ResultsLog(folder / RESULTS_FILE)
             try:
                 records = log.read()
-                cells = plan_cells(config, prepared.tensors, prepared.bit_widths)
+                cells = plan_cells(config, prepared.tensors, prepared.bit_widths, prepared.act_tensors)
                 done, tries = finished_keys(records)
                 hashes = config.model_hashes
                 targets = None
@@ -237,8 +238,8 @@ def _summary(prepared: PreparedCampaign, cells: list[Cell], records: list[dict[s
     if targets is not None:
         cells = [c for c in cells if targets.wanted(c)]  # each group's first n chips: what --chips n reports
     models = [{"name": m.name, "sha256": m.sha256} for m in prepared.models]
-    planned = [{"key": c.key(prepared.models[c.model].sha256), "model": c.model, "mode": c.mode, "target": c.target,
-                "kind": c.kind, "rate": c.rate, "chip": c.chip} for c in cells]
+    planned = [{"key": c.key(prepared.models[c.model].sha256), "model": c.model, "memory": c.memory, "mode": c.mode,
+                "target": c.target, "kind": c.kind, "rate": c.rate, "chip": c.chip} for c in cells]
     keys = {p["key"] for p in planned}
     done, _ = finished_keys(records)
     found = successes(records)
@@ -249,7 +250,8 @@ def _summary(prepared: PreparedCampaign, cells: list[Cell], records: list[dict[s
     if targets is not None:
         index = {m.name: i for i, m in enumerate(prepared.models)}
         for row in summary["groups"]:
-            group = group_key(Cell(index[row["model"]], row["mode"], row["kind"], row["rate"], 0, None, row["target"]))
+            group = group_key(Cell(index[row["model"]], row["mode"], row["kind"], row["rate"], 0, None, row["target"],
+                                   **memory_fields(row["memory"])))
             row["target_met"] = targets.met.get(group)
         summary["target_ci"] = targets.width
     return summary

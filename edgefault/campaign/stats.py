@@ -78,8 +78,11 @@ def summarize(models: list[dict[str, Any]], cells: list[dict[str, Any]], results
     """The summary document from planned cells and their successful records.
 
     ``models`` holds ``name`` and ``sha256`` per model in campaign order; ``cells`` the planned
-    cells as ``{"key", "model", "mode", "target", "kind", "rate", "chip"}``; ``results`` the
-    successful record per key; ``failures`` the last error of each cell that failed for good.
+    cells as ``{"key", "model", "mode", "target", "kind", "rate", "chip"}`` with the
+    ``memory`` they fault (``weights`` when absent); ``results`` the successful record per
+    key; ``failures`` the last error of each cell that failed for good. Groups and paired
+    differences are per memory; ``memory_paired`` compares the memories of one model on the
+    same chips (present when a campaign faults more than one memory).
 
     Example:
         >>> models = [{"name": "a", "sha256": "0" * 64}]
@@ -96,19 +99,20 @@ def summarize(models: list[dict[str, Any]], cells: list[dict[str, Any]], results
         if cell["mode"] != "clean":
             groups.setdefault(_group_key(cell), []).append(cell)
     rows = []
-    for (model, mode, target, kind, rate), members in groups.items():
+    for (model, memory, mode, target, kind, rate), members in groups.items():
         done = [results[c["key"]] for c in members if c["key"] in results]
         e = estimate((r["accuracy"] for r in done), bounds=ACCURACY)
         base = clean.get(model)
         bits = [r["faulty_bits"] for r in done if r.get("faulty_bits") is not None]
         rows.append({
-            "model": models[model]["name"], "mode": mode, "target": target, "kind": kind, "rate": rate,
+            "model": models[model]["name"], "memory": memory, "mode": mode, "target": target, "kind": kind,
+            "rate": rate,
             "chips": len(members), "n": e.n, "mean": e.mean, "std": e.std, "ci_low": e.low, "ci_high": e.high,
             "clean": base, "drop": None if base is None or e.mean is None else base - e.mean,
             "failed": sum(c["key"] in failures for c in members),
             "mean_faulty_bits": float(np.mean(bits)) if bits else None,
         })
-    return {
+    summary = {
         "confidence": CONFIDENCE,
         "interval": "Student-t over chips, clipped to [0, 1] for accuracies and [-1, 1] for paired differences",
         "clean": [
@@ -121,6 +125,9 @@ def summarize(models: list[dict[str, Any]], cells: list[dict[str, Any]], results
         "cells": {"planned": len(cells), "done": sum(c["key"] in results for c in cells), "failed": len(failures)},
         "failures": [{"key": key, "error": error} for key, error in sorted(failures.items())],
     }
+    if len({memory for (_, memory, *_) in groups}) > 1:
+        summary["memory_paired"] = _memory_paired(models, groups, results, clean)
+    return summary
 
 
 def _clean_cells(cells):
@@ -128,7 +135,42 @@ def _clean_cells(cells):
 
 
 def _group_key(cell: dict[str, Any]) -> tuple:
-    return cell["model"], cell["mode"], cell["target"], cell["kind"], cell["rate"]
+    return cell["model"], cell.get("memory", "weights"), cell["mode"], cell["target"], cell["kind"], cell["rate"]
+
+
+def _chip_accuracies(members, results) -> dict[int, float]:
+    return {cell["chip"]: results[cell["key"]]["accuracy"] for cell in members if cell["key"] in results}
+
+
+def _difference_row(first: dict[int, float], second: dict[int, float], gap: float | None) -> dict[str, Any]:
+    """The paired t interval of ``first - second`` over the chips both have; ``gap`` is the difference of the
+    clean accuracies (None: no drop difference), so the drop difference is ``gap - accuracy difference``."""
+    chips = sorted(set(first) & set(second))
+    e = estimate((first[k] - second[k] for k in chips), bounds=DIFFERENCE)
+    shifted = (lambda v: None if v is None or gap is None else gap - v)
+    return {"n": e.n, "mean_diff": e.mean, "std": e.std, "ci_low": e.low, "ci_high": e.high,
+            "significant": None if e.low is None else bool(e.low > 0 or e.high < 0),
+            "drop_diff": shifted(e.mean), "drop_ci_low": shifted(e.high), "drop_ci_high": shifted(e.low)}
+
+
+def _memory_paired(models, groups, results, clean) -> list[dict[str, Any]]:
+    """Per model and grid (kind, rate), the per-chip accuracy difference between two memories (first minus
+    second, in campaign order): the same chip seeds, the same images, the same clean model, so a positive
+    difference means the second memory loses more at this fault rate. The drop difference equals minus the
+    accuracy difference (one clean accuracy)."""
+    rows = []
+    order = list(dict.fromkeys(memory for (_, memory, *_) in groups))
+    for model, memory, mode, target, kind, rate in groups:
+        if mode != "grid" or memory != order[0]:
+            continue  # visit each (model, kind, rate) once, from the first memory's group
+        accuracy = {m: _chip_accuracies(groups.get((model, m, mode, target, kind, rate), []), results)
+                    for m in order}
+        for a, first in enumerate(order):
+            for second in order[a + 1:]:
+                rows.append({"model": models[model]["name"], "memory_a": first, "memory_b": second, "mode": mode,
+                             "kind": kind, "rate": rate,
+                             **_difference_row(accuracy[first], accuracy[second], 0.0 if model in clean else None)})
+    return rows
 
 
 def _paired(models, groups, results, clean) -> list[dict[str, Any]]:
@@ -141,25 +183,15 @@ def _paired(models, groups, results, clean) -> list[dict[str, Any]]:
     """
     rows = []
     count = len(models)
-    for model, mode, target, kind, rate in groups:
+    for model, memory, mode, target, kind, rate in groups:
         if mode not in ("grid", "bit") or model != 0:
-            continue  # visit each (mode, target, kind, rate) once, from the first model's group
-        accuracy = {}
-        for m in range(count):
-            for cell in groups.get((m, mode, target, kind, rate), []):
-                if cell["key"] in results:
-                    accuracy[m, cell["chip"]] = results[cell["key"]]["accuracy"]
+            continue  # visit each (memory, mode, target, kind, rate) once, from the first model's group
+        accuracy = [_chip_accuracies(groups.get((m, memory, mode, target, kind, rate), []), results)
+                    for m in range(count)]
         for a in range(count):
             for b in range(a + 1, count):
-                chips = sorted(k for (m, k) in accuracy if m == a and (b, k) in accuracy)
-                e = estimate((accuracy[a, k] - accuracy[b, k] for k in chips), bounds=DIFFERENCE)
                 gap = clean[a] - clean[b] if a in clean and b in clean else None
-                shifted = (lambda v: None if v is None or gap is None else gap - v)
-                rows.append({
-                    "model_a": models[a]["name"], "model_b": models[b]["name"], "mode": mode, "target": target,
-                    "kind": kind, "rate": rate, "n": e.n, "mean_diff": e.mean, "std": e.std,
-                    "ci_low": e.low, "ci_high": e.high,
-                    "significant": None if e.low is None else bool(e.low > 0 or e.high < 0),
-                    "drop_diff": shifted(e.mean), "drop_ci_low": shifted(e.high), "drop_ci_high": shifted(e.low),
-                })
+                rows.append({"model_a": models[a]["name"], "model_b": models[b]["name"], "memory": memory,
+                             "mode": mode, "target": target, "kind": kind, "rate": rate,
+                             **_difference_row(accuracy[a], accuracy[b], gap)})
     return rows

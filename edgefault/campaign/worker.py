@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from edgefault.campaign.activations import ActivationCells
 from edgefault.campaign.cells import Cell
+from edgefault.campaign.sites import WEIGHTS
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB, SuffixCache, remap
 from edgefault.faults import Injector, sample_faults
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
@@ -80,6 +82,7 @@ class CellRunner:
         self.settings = SessionSettings(intra_op_threads=payload.threads)
         self._injectors: dict[int, Injector] = {}
         self._suffixes: dict[int, SuffixCache] = {}
+        self._activation_cells: dict[int, ActivationCells] = {}
 
     def run(self, cell: Cell, attempt: int = 1) -> dict[str, Any]:
         """Measure one cell and return its results line (see ``notes/readme_campaign.md`` for the fields).
@@ -99,6 +102,9 @@ class CellRunner:
         return record
 
     def _measure(self, cell: Cell, model: WorkerModel) -> dict[str, Any]:
+        if cell.site != WEIGHTS:
+            measured = self._activations(cell.model, model).measure(cell)
+            return self._scored(model, measured.pop("predictions"), {**measured, "cut": None})
         inputs, cut = self.payload.inputs[model.inputs], None
         if cell.mode == "clean":
             data, faults, faulty_bits = model.data, 0, 0
@@ -116,13 +122,27 @@ class CellRunner:
             data, fault_map = injector.apply(records, chip)
             faults, faulty_bits = len(fault_map.records), fault_map.changed_bits
         evaluator = Evaluator(data, self.settings, input_name=cut or model.input_name, output_name=model.output_name)
-        score = evaluator.score(inputs, CAMPAIGN_BATCH)
+        predictions = evaluator.score(inputs, CAMPAIGN_BATCH).predictions
+        return self._scored(model, predictions, {"faults": faults, "faulty_bits": faulty_bits, "cut": cut})
+
+    def _scored(self, model: WorkerModel, predictions: np.ndarray, measured: dict[str, Any]) -> dict[str, Any]:
+        """The record's measurements: accuracy, and the predictions as a digest and a mask of errors."""
+        labels = self.payload.inputs[model.inputs].labels
+        wrong = np.asarray(predictions) != labels
+        correct = int(len(labels) - np.count_nonzero(wrong))
         # A digest of every prediction lets two runs (or two engines) be compared beyond the accuracy.
-        digest = hashlib.sha256(np.asarray(score.predictions, dtype=np.int64).tobytes()).hexdigest()[:16]
-        wrong = np.asarray(score.predictions) != self.payload.inputs[model.inputs].labels
-        return {"faults": faults, "faulty_bits": faulty_bits, "accuracy": score.accuracy,
-                "correct": score.correct, "images": score.total, "predictions": digest, "wrong": encode_mask(wrong),
-                "cut": cut}
+        digest = hashlib.sha256(np.asarray(predictions, dtype=np.int64).tobytes()).hexdigest()[:16]
+        return {"faults": measured["faults"], "faulty_bits": measured["faulty_bits"],
+                "accuracy": correct / len(labels) if len(labels) else 0.0, "correct": correct, "images": len(labels),
+                "predictions": digest, "wrong": encode_mask(wrong), "cut": measured["cut"]}
+
+    def _activations(self, index: int, model: WorkerModel) -> ActivationCells:
+        cells = self._activation_cells.get(index)
+        if cells is None:
+            budget = self.payload.cache_bytes // len(self.payload.models)
+            cells = self._activation_cells[index] = ActivationCells(model, self.payload.inputs[model.inputs],
+                                                                    self.settings, budget)
+        return cells
 
     def _suffix(self, index: int, model: WorkerModel, inputs: PreparedInputs) -> SuffixCache:
         cache = self._suffixes.get(index)
@@ -161,9 +181,9 @@ def cell_fields(cell: Cell, model_hash: str, model_name: str, attempt: int) -> d
         '0000000000000000/clean'
     """
     return {
-        "key": cell.key(model_hash), "model": model_name, "model_hash": model_hash, "mode": cell.mode,
-        "target": cell.target, "kind": cell.kind, "rate": cell.rate, "chip": cell.chip, "seed": cell.seed,
-        "attempt": attempt,
+        "key": cell.key(model_hash), "model": model_name, "model_hash": model_hash, "site": cell.site,
+        "format": cell.act_format, "transient": cell.transient, "mode": cell.mode, "target": cell.target,
+        "kind": cell.kind, "rate": cell.rate, "chip": cell.chip, "seed": cell.seed, "attempt": attempt,
     }
 
 

@@ -9,6 +9,7 @@ import click
 from edgefault.campaign.config import DEFAULT_CHIPS, DEFAULT_KINDS, DEFAULT_RATES, CampaignConfig
 from edgefault.campaign.report import final_text
 from edgefault.campaign.run import ExecutionSettings, run_campaign
+from edgefault.campaign.sites import parse_formats, parse_sites
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
 from edgefault.cli.options import (BITS, KINDS, MAX_PARALLEL, MAX_SEED, MAX_STEPS, RATES, Count, Finite, data_option,
                                    include_bias_option, json_option, limit_option, option_errors,
@@ -43,18 +44,24 @@ from edgefault.text import printable
               help="Per worker: clean activations cached at cuts for suffix evaluation (0: whole model every cell).")
 @click.option("--protect-bits", type=BITS, default=None, metavar="LIST",
               help="ECC: drop every fault on these bit positions (e.g. 7, the sign); its SEC-DED cost is reported.")
+@click.option("--sites", default="weights", show_default=True, metavar="LIST",
+              help="Memories to fault: weights, activations (or all); activation cells use the same chips.")
+@click.option("--act-format", "act_formats", default="dense", show_default=True, metavar="LIST",
+              help="How activation buffers store a tensor: dense, bitmap, rle (several: one set of cells each).")
+@click.option("--transient", is_flag=True,
+              help="Activation faults drawn afresh for every image (default: permanent cells, the same for all).")
 @include_bias_option
 @stored_bits_option
 @limit_option
 @preprocessing_options
 @json_option
 def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_address, per_layer, per_bit, target_ci,
-            cache_mb, protect_bits, include_bias, stored_bits, limit, input_size, layout, mean, std, scale, no_normalize,
-            as_json):
-    """Measure accuracy of MODEL.onnx... on the test split of --data under weight-memory faults.
+            cache_mb, protect_bits, sites, act_formats, transient, include_bias, stored_bits, limit, input_size, layout,
+            mean, std, scale, no_normalize, as_json):
+    """Measure accuracy of MODEL.onnx... on the test split of --data under memory faults.
 
     Every model meets the same chips (fault addresses), so differences between models are
-    paired. Results stream to DIR/results.jsonl; rerunning the same command resumes. At the
+    paired; with --sites weights,activations the activation buffers meet the same chips too. Results stream to DIR/results.jsonl; rerunning the same command resumes. At the
     end DIR holds summary.json/.csv/.md (mean, std, 95% CI, drop from clean, paired
     differences) and plots.
 
@@ -65,7 +72,8 @@ def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_addr
         per_layer=per_layer, per_bit=per_bit, limit=limit, input_size=input_size, mean=mean, std=std,
         layout=layout, scale=scale, normalize=not no_normalize,
         protect_bits=protect_bits or (),
-        include_bias=include_bias, stored_bits=stored_bits, target_ci=target_ci,
+        include_bias=include_bias, stored_bits=stored_bits, target_ci=target_ci, sites=parse_sites(sites),
+        act_formats=parse_formats(act_formats), transient=transient,
     )
     with option_errors({"workers": "--workers", "ray": "--ray", "cache_mb": "--cache-mb"}):
         execution = ExecutionSettings(workers=workers, ray=ray_address, progress=not as_json, cache_mb=cache_mb)

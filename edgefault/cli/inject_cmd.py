@@ -1,4 +1,5 @@
-"""``edgefault inject``: write a copy of a quantized ONNX model with memory faults in its integer weights."""
+"""``edgefault inject``: write a copy of a quantized ONNX model with memory faults in its integer weights or activation
+buffers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from click.core import ParameterSource
 
 from edgefault.cli.options import BITS, Count, Finite, include_bias_option, json_option, seed_option, stored_bits_option
 from edgefault.errors import EdgefaultError
-from edgefault.faults import KINDS, Chip, inject_file
+from edgefault.faults import KINDS, Chip
+from edgefault.faults.actinject import SITES, inject_sites_file
 from edgefault.faults.discover import coverage_line, warning_lines
+from edgefault.faults.formats import ACT_FORMATS
+from edgefault.runtime.actprobe import activation_memory
 from edgefault.text import printable
 
 # Options that describe a chip; --map-in brings its own faults, so it takes none of them.
@@ -28,7 +32,13 @@ _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layer
 @seed_option
 @click.option("--bits", type=BITS, default=None, metavar="LIST", help="Only these bit positions can be faulty, e.g. 7 or 0-3,7.")
 @click.option("--protect-bits", type=BITS, default=None, metavar="LIST", help="Drop faults on these bit positions (as ECC would).")
-@click.option("--layers", default=None, metavar="REGEX", help="Only weight tensors whose name matches this regex.")
+@click.option("--layers", default=None, metavar="REGEX", help="Only tensors whose name matches this regex.")
+@click.option("--site", type=click.Choice(SITES), default="weights", show_default=True,
+              help="Which memory: the weights, the activation buffers between layers, or both (one chip seed).")
+@click.option("--act-format", "act_format", type=click.Choice(ACT_FORMATS), default=None,
+              help="Activation storage format; a file holds dense (permanent) activation faults only.")
+@click.option("--transient", is_flag=True, default=False,
+              help="Refused here: per-image faults need campaign --transient.")
 @click.option("--map", "map_out", default=None, metavar="MAP.json", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the fault map: every fault and a per-tensor summary.")
 @click.option("--map-in", "map_in", default=None, metavar="MAP.json",
@@ -38,9 +48,9 @@ _CHIP_OPTIONS = ("kind", "rate", "count", "seed", "bits", "protect_bits", "layer
 @stored_bits_option
 @click.option("--burst", type=int, default=None, help="mbu only: adjacent bits per upset (default 2, at most 8).")
 @json_option
-def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map_out, map_in, include_bias, stored_bits,
-            burst, as_json):
-    """Write FAULTY.onnx: MODEL.onnx with faults in the stored bits of its integer weights.
+def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, site, act_format, transient, map_out, map_in,
+            include_bias, stored_bits, burst, as_json):
+    """Write FAULTY.onnx: MODEL.onnx with faults in the stored bits of its integer weights or activations.
 
     The weight memory is every constant integer parameter at its stored width (int8/uint8,
     int4/uint4, int16/uint16, MatMulNBits codes; k bits for a k-bit model), from initializers
@@ -50,10 +60,24 @@ def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map
     rate. The output differs from the input only in the faulted weight bytes and one metadata
     entry recording the chip. The first line printed says what the memory covered.
 
+    --site activations faults the activation memory instead: every integer tensor an integer
+    kernel reads (and the quantized output), one image's worth, dense; the chip's cells are
+    permanent, so the faulty model masks those tensors in the graph (BitwiseAnd/Or/Xor, opset
+    18) and every image meets the same faulty bits. --site all faults both memories.
+
     \b
     Example:
       edgefault inject model.onnx --kind flip --rate 1e-3 --seed 1 --out faulty.onnx --map map.json
+      edgefault inject model.onnx --site activations --kind flip --rate 0.01 --seed 1 --out f.onnx --map f.json
     """
+    if transient:
+        raise EdgefaultError("--transient faults change with every image, and a model file can hold only permanent "
+                             "faults; use campaign --transient")
+    if act_format is not None and site == "weights":
+        raise EdgefaultError("--act-format applies to --site activations or all")
+    if act_format not in (None, "dense"):
+        raise EdgefaultError(f"a faulty model file holds dense activation faults only; faults in a {act_format} buffer "
+                             f"depend on each image's data (use campaign --act-format {act_format})")
     context = click.get_current_context()
     if map_in is not None:
         given = [name for name in _CHIP_OPTIONS if context.get_parameter_source(name) == ParameterSource.COMMANDLINE]
@@ -63,7 +87,12 @@ def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map
         chip = None
     else:
         chip = _chip(kind, rate, count, seed, bits, protect_bits, layers, burst, include_bias)
-    fault_map = inject_file(model, out, chip=chip, map_in=map_in, map_out=map_out, stored_bits=stored_bits)
+    done = inject_sites_file(model, out, site, chip=chip, map_in=map_in, map_out=map_out, stored_bits=stored_bits,
+                             memory_of=activation_memory)
+    if done.weights is None:
+        _report_activations(done, model, out, map_out, map_in, chip, as_json)
+        return
+    fault_map = done.weights
     summary = {key: value for key, value in fault_map.summary().items() if key != "per_tensor"}
     for line in warning_lines(summary["coverage"]):
         click.echo(line, err=True)
@@ -75,6 +104,8 @@ def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map
         "chip": None if fault_map.chip is None else fault_map.chip.to_dict(),
         **summary,
     }
+    if done.activation_summary is not None:
+        report["activations"] = {k: v for k, v in done.activation_summary.items() if k != "per_tensor"}
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -86,6 +117,30 @@ def command(model, kind, rate, count, out, seed, bits, protect_bits, layers, map
         f"({summary['memory_bits']:,} stored bits): {summary['changed_bits']:,} stored bits changed in "
         f"{summary['changed_weights']:,} weights"
     )
+    if done.activation_summary is not None:
+        click.echo(_activation_lines(done, map_in, chip))
+    click.echo(f"wrote {printable(out)}")
+    if map_out is not None:
+        click.echo(f"wrote {printable(map_out)}")
+
+
+def _activation_lines(done, map_in, chip) -> str:
+    summary = done.activation_summary
+    faults = f"{summary['faults']:,}"
+    what = f"re-applied {faults} activation faults from {printable(map_in)}" if map_in else f"{faults} {chip.kind} faults"
+    return (f"{done.memory.coverage_line()}\n{what} in {summary['tensors_hit']} of {len(done.memory.tensors)} "
+            f"activation tensors ({summary['memory_bits']:,} stored bits per image), the same cells for every image")
+
+
+def _report_activations(done, model, out, map_out, map_in, chip, as_json) -> None:
+    if as_json:
+        click.echo(json.dumps({
+            "model": str(model), "out": str(out), "map": None if map_out is None else str(map_out),
+            "map_in": None if map_in is None else str(map_in), "chip": None if chip is None else chip.to_dict(),
+            "activations": {k: v for k, v in done.activation_summary.items() if k != "per_tensor"},
+        }))
+        return
+    click.echo(_activation_lines(done, map_in, chip))
     click.echo(f"wrote {printable(out)}")
     if map_out is not None:
         click.echo(f"wrote {printable(map_out)}")

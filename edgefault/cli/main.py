@@ -23,7 +23,8 @@ from edgefault.text import printable
 # listed here once, in the data-flow order that ``edgefault --help`` shows.
 # click >= 8.2 raises this for a bare group; older clicks print the help themselves and exit 0.
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
-SUBCOMMAND_MODULES = ("train", "export", "eval", "inject", "campaign", "sharpness", "reproduce", "mitigate")
+SUBCOMMAND_MODULES = ("train", "export", "eval", "cost", "inject", "campaign", "sharpness", "attack", "reproduce",
+                      "mitigate")
 
 
 class _LazyGroup(click.Group):

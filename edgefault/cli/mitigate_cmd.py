@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from edgefault.campaign.run import ExecutionSettings
-from edgefault.cli.options import MAX_PARALLEL, MAX_STEPS, Count, data_option, option_errors, seed_option
+from edgefault.cli.options import MAX_PARALLEL, MAX_STEPS, Count, data_option, option_errors, seed_option, seeds_option
 from edgefault.mitigate.config import METHODS, MitigateConfig
 from edgefault.mitigate.pipeline import run_mitigate
-from edgefault.mitigate.report import tolerable_text
+from edgefault.mitigate.report import scope_line, tolerable_text
 from edgefault.mitigate.voltage import read_voltage_curve
 
 
@@ -30,8 +30,11 @@ from edgefault.mitigate.voltage import read_voltage_curve
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run trainings and campaign cells as Ray tasks: auto or HOST:PORT.")
 @seed_option
-def command(data_spec, out, model_name, methods, quick, epochs, chips, voltage_curve, workers, ray_address, seed):
-    config = MitigateConfig(data=data_spec, model=model_name, quick=quick, seed=seed, epochs=epochs, chips=chips,
+@seeds_option
+def command(data_spec, out, model_name, methods, quick, epochs, chips, voltage_curve, workers, ray_address, seed,
+            seeds):
+    config = MitigateConfig(data=data_spec, model=model_name, quick=quick, seed=seed, seeds=seeds or 1, epochs=epochs,
+                            chips=chips,
                             methods=tuple(m.strip() for m in methods.split(",") if m.strip()))
     curve = None if voltage_curve is None else read_voltage_curve(voltage_curve)  # checked before any work
     with option_errors({"workers": "--workers", "ray": "--ray"}):
@@ -43,4 +46,5 @@ def command(data_spec, out, model_name, methods, quick, epochs, chips, voltage_c
         click.echo(f"{row['method']:<13} clean {100 * row['clean_accuracy']:5.1f}%  tolerable {kind} BER (1 pt) "
                    f"{tolerable_text(row['kinds'][kind]['tolerable']['1'])}  "
                    f"train x{row['train_time_relative']:.2f}  storage +{100 * row['storage_overhead']:.1f}%")
+    click.echo(scope_line(config.seeds))
     click.echo(f"winner: {board['winner']}; leaderboard: {out}/leaderboard.md")

@@ -153,6 +153,10 @@ data_option = click.option(
     help="Dataset: mnist5k (built in), cifar10:PATH, cifar100:PATH, mnist:PATH, folder:PATH or npz:PATH.",
 )
 seed_option = click.option("--seed", default=0, show_default=True, type=Count(0, MAX_SEED), help="Random seed.")
+seeds_option = click.option(
+    "--seeds", type=Count(1, 100), default=None, metavar="N",
+    help="Training seeds per recipe (--seed, --seed + 1, ...), every model on the same chips; verdicts pool over "
+         "them. A rerun with more seeds trains only the new ones. [default: the profile's]")
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object on stdout and nothing else there."
 )

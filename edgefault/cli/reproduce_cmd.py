@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from edgefault.cli.options import MAX_STEPS, Count, data_option, seed_option
+from edgefault.cli.options import MAX_STEPS, Count, data_option, seed_option, seeds_option
 from edgefault.errors import EdgefaultError
 from edgefault.study import StudyConfig, run_studies, run_study
 from edgefault.study.config import SWEEPS
+from edgefault.study.multi import cross_scope
+from edgefault.study.report import scope_text
 
 
 @click.command(help="Train standard and activation-sparse models (conventional and SAQ), export them, run a "
@@ -24,12 +28,13 @@ from edgefault.study.config import SWEEPS
 @click.option("--epochs", type=Count(1, MAX_STEPS), default=None, help="Override the profile's epochs.")
 @click.option("--chips", type=Count(1, MAX_STEPS), default=None, help="Override the profile's chips per (kind, rate).")
 @seed_option
-def command(data_spec, out, quick, model_name, model_list, sweeps, with_sam, epochs, chips, seed):
+@seeds_option
+def command(data_spec, out, quick, model_name, model_list, sweeps, with_sam, epochs, chips, seed, seeds):
     models = [model_name] if model_list is None else [m.strip() for m in model_list.split(",")]
     if not all(models):
         raise EdgefaultError(f"--models takes a comma-separated list of architectures, got {model_list!r}")
-    configs = [StudyConfig(data=data_spec, model=m, quick=quick, with_sam=with_sam, seed=seed, epochs=epochs,
-                           chips=chips, sweeps=sweeps) for m in models]
+    configs = [StudyConfig(data=data_spec, model=m, quick=quick, with_sam=with_sam, seed=seed, seeds=seeds,
+                           epochs=epochs, chips=chips, sweeps=sweeps) for m in models]
     if model_list is None:
         result = run_study(configs[0], out)
         for number, verdict in result.verdicts.items():
@@ -40,4 +45,5 @@ def command(data_spec, out, quick, model_name, model_list, sweeps, with_sam, epo
         result = run_studies(configs, out)
         for model, study in result.studies.items():
             click.echo(f"{model}: " + ", ".join(f"claim {n} {v}" for n, v in study.verdicts.items()))
+    click.echo(scope_text(configs[0], Path(out)) if model_list is None else cross_scope(configs))
     click.echo(f"report: {result.report}")

@@ -168,7 +168,7 @@ def discover(model: onnx.ModelProto | str | os.PathLike, stored_bits: int | None
     graph = proto.graph
     constants = constant_tensors(graph)
     alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input and n.output}
-    derived = _constant_derived(graph, constants)
+    derived = constant_derived(graph, constants)
     first_use = _first_compute_use(graph)
     widths, width_source = _declared_widths(proto, stored_bits)
     candidates: dict[str, tuple[tuple[int, int], str, TensorProto, str, int | None]] = {}
@@ -292,8 +292,13 @@ def _resolve(name: str, alias: dict[str, str]) -> str:
     return name
 
 
-def _constant_derived(graph: onnx.GraphProto, constants) -> dict[str, str]:
-    """Outputs computed from constants only (not Identity), each with the op that made it."""
+def constant_derived(graph: onnx.GraphProto, constants) -> dict[str, str]:
+    """Outputs computed from constants only (not Identity), each with the op that made it.
+
+    Example:
+        >>> constant_derived(onnx.GraphProto(), {})
+        {}
+    """
     derived: dict[str, str] = {}
     known = set(constants)
     for node in graph.node:

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgefault.errors import EdgefaultError
 from edgefault.faults.chip import Chip
-from edgefault.faults.memory import WeightMemory
+from edgefault.faults.memory import AddressedMemory, WeightMemory
 from edgefault.faults.records import KIND_NAMES, FaultRecords
 from edgefault.fileio import read_json, write_bytes_atomic
 
@@ -280,8 +280,11 @@ def read_fault_map(source: str | os.PathLike | dict) -> tuple[list[dict[str, Any
     return document["faults"], chip
 
 
-def records_from_entries(entries: list[dict[str, Any]], memory: WeightMemory) -> FaultRecords:
+def records_from_entries(entries: list[dict[str, Any]], memory: AddressedMemory) -> FaultRecords:
     """Turn fault-map entries (tensor, index, bit, kind) into records on ``memory``, checking each one.
+
+    Only the entries of the memory's site are taken: an entry's ``site`` (``weights`` when
+    absent, ``activations``) must be ``memory.site``.
 
     Example:
         >>> memory = WeightMemory.from_tensors([("w", "int8", (4,), "t")])
@@ -292,12 +295,14 @@ def records_from_entries(entries: list[dict[str, Any]], memory: WeightMemory) ->
     codes = {name: code for code, name in enumerate(KIND_NAMES)}
     columns: list[tuple[int, int, int, int]] = []
     for number, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("site", "weights") != memory.site:
+            continue
         try:
             position = positions[entry["tensor"]]
             index, bit, kind = entry["index"], entry["bit"], codes[entry["kind"]]
         except (KeyError, TypeError):
             raise EdgefaultError(
-                f"fault {number}: needs tensor (a weight tensor of the model), index, bit and kind "
+                f"fault {number}: needs tensor (a {memory.label} tensor of the model), index, bit and kind "
                 f"({', '.join(KIND_NAMES)}); got {json.dumps(entry)[:120]}"
             ) from None
         tensor = memory.tensors[position]

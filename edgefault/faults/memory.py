@@ -144,8 +144,74 @@ class WeightTensor:
         return self.dtype
 
 
+class AddressedMemory:
+    """What every memory shares: tensors laid out back to back, each code ``width`` cells, one address per cell.
+
+    A subclass holds ``tensors`` in canonical order, each with ``name``, ``start`` (address of
+    its first cell), ``size`` (codes) and ``bits`` (cells per code). ``label`` names the memory
+    in messages; ``seed_stream`` keeps the fault streams of two memories independent under one
+    chip seed (the weight memory's is empty, the seed's own stream).
+
+    Example:
+        >>> WeightMemory.from_tensors([("a", "int8", (2,), "t")]).locate([9])[1].tolist()
+        [1]
+    """
+
+    tensors: tuple
+    label = "weight"
+    site = "weights"
+    seed_stream: tuple[int, ...] = ()
+    include_bias = False
+
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tensors)
+
+    @functools.cached_property
+    def bit_starts(self) -> np.ndarray:
+        """The address of each tensor's first cell (read-only)."""
+        return _frozen([t.start for t in self.tensors])
+
+    @functools.cached_property
+    def widths(self) -> np.ndarray:
+        """Stored cells per code of each tensor (read-only)."""
+        return _frozen([t.bits for t in self.tensors])
+
+    @functools.cached_property
+    def nbits(self) -> int:
+        """Stored cells in all: the number of addresses."""
+        return sum(t.nbits for t in self.tensors)
+
+    def locate(self, addresses) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Map addresses to (tensor position, code index, bit within the code).
+
+        Example:
+            >>> memory = WeightMemory.from_tensors([("a", "int4", (4,), "t"), ("b", "int32", (2,), "t")], True)
+            >>> [x.tolist() for x in memory.locate([9, 16 + 40])]
+            [[0, 1], [2, 1], [1, 8]]
+        """
+        addresses = np.asarray(addresses, dtype=np.int64)
+        if addresses.size and (addresses.min() < 0 or addresses.max() >= self.nbits):
+            raise EdgefaultError(f"bit address outside the {self.label} memory of {self.nbits} bits")
+        position = np.searchsorted(self.bit_starts, addresses, side="right") - 1
+        index, bit = np.divmod(addresses - self.bit_starts[position], self.widths[position])
+        return position, index, bit
+
+    def addresses(self, positions, indices, bits) -> np.ndarray:
+        """Addresses of (tensor position, code index, bit within the code) triples.
+
+        Example:
+            >>> memory = WeightMemory.from_tensors([("a", "int8", (4,), "t"), ("b", "int32", (2,), "t")], True)
+            >>> memory.addresses([1], [1], [8]).tolist()
+            [72]
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        indices, bits = np.asarray(indices, np.int64), np.asarray(bits, np.int64)
+        return self.bit_starts[positions] + indices * self.widths[positions] + bits
+
+
 @dataclasses.dataclass(frozen=True)
-class WeightMemory:
+class WeightMemory(AddressedMemory):
     """The integer weight tensors of a model in canonical order, with an address for each stored cell.
 
     Only the layout is kept (names, types, shapes, widths, starts), never the values, so a
@@ -197,55 +263,9 @@ class WeightMemory:
         return cls(tuple(tensors), include_bias)
 
     @functools.cached_property
-    def names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.tensors)
-
-    @functools.cached_property
     def nbytes(self) -> int:
         """Raw bytes of the tensors in the model file."""
         return sum(t.nbytes for t in self.tensors)
-
-    @functools.cached_property
-    def bit_starts(self) -> np.ndarray:
-        """The address of each tensor's first cell (read-only)."""
-        return _frozen([t.start for t in self.tensors])
-
-    @functools.cached_property
-    def widths(self) -> np.ndarray:
-        """Stored cells per code of each tensor (read-only)."""
-        return _frozen([t.bits for t in self.tensors])
-
-    @functools.cached_property
-    def nbits(self) -> int:
-        """Stored cells in all: the number of addresses."""
-        return sum(t.nbits for t in self.tensors)
-
-    def locate(self, addresses) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Map addresses to (tensor position, code index, bit within the code).
-
-        Example:
-            >>> memory = WeightMemory.from_tensors([("a", "int4", (4,), "t"), ("b", "int32", (2,), "t")], True)
-            >>> [x.tolist() for x in memory.locate([9, 16 + 40])]
-            [[0, 1], [2, 1], [1, 8]]
-        """
-        addresses = np.asarray(addresses, dtype=np.int64)
-        if addresses.size and (addresses.min() < 0 or addresses.max() >= self.nbits):
-            raise EdgefaultError(f"bit address outside the weight memory of {self.nbits} bits")
-        position = np.searchsorted(self.bit_starts, addresses, side="right") - 1
-        index, bit = np.divmod(addresses - self.bit_starts[position], self.widths[position])
-        return position, index, bit
-
-    def addresses(self, positions, indices, bits) -> np.ndarray:
-        """Addresses of (tensor position, code index, bit within the code) triples.
-
-        Example:
-            >>> memory = WeightMemory.from_tensors([("a", "int8", (4,), "t"), ("b", "int32", (2,), "t")], True)
-            >>> memory.addresses([1], [1], [8]).tolist()
-            [72]
-        """
-        positions = np.asarray(positions, dtype=np.int64)
-        indices, bits = np.asarray(indices, np.int64), np.asarray(bits, np.int64)
-        return self.bit_starts[positions] + indices * self.widths[positions] + bits
 
     def code_widths(self) -> dict[str, tuple[int, bool]]:
         """(stored bits, signed) of each tensor's codes, for :func:`~edgefault.faults.records.apply_faults`.

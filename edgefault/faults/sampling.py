@@ -9,7 +9,8 @@ faulty cells at ``p`` are a subset of those at any ``p' > p``: one device gettin
 thresholds are never drawn cell by cell. The rates are cut into bands ``(a_j, b_j] =
 (2^-(j+1), 2^-j]`` for j = 0..29 and ``(0, 2^-30]``; band j has its own stream of *marks*:
 cells chosen independently with probability ``rho_j = (b_j - a_j) / (1 - a_j)`` (geometric
-gaps from a PCG64 generator seeded by word 2j of ``SeedSequence(seed).generate_state``), the
+gaps from a PCG64 generator seeded by word 2j of ``SeedSequence(seed, spawn_key=stream).generate_state``,
+the stream being the memory's ``seed_stream``: empty for weights, (1,) for activations), the
 m-th with a value uniform in the band (the m-th uniform of a second generator, word 2j + 1).
 ``u_c`` is the least value of the marks on ``c`` (1 without one), and it is exactly uniform:
 P(u_c >= p) = prod over bands of P(no mark below p) = 1 - p. At rate ``p`` only the bands
@@ -41,7 +42,7 @@ import numpy as np
 
 from edgefault.errors import EdgefaultError
 from edgefault.faults.chip import MAX_BIT, Chip
-from edgefault.faults.memory import WeightMemory
+from edgefault.faults.memory import AddressedMemory, WeightMemory
 from edgefault.faults.records import FLIP, MBU, SA0, SA1, FaultRecords
 
 _CHUNK_ROWS = 1 << 22  # uniforms drawn at once stay under 64 MB, whatever the rate
@@ -87,7 +88,7 @@ class _TargetCells:
         return self.positions[target], index, bit, self.bit_starts[target] + index * self.widths[target] + bit
 
 
-def target_bits(memory: WeightMemory, chip: Chip) -> int:
+def target_bits(memory: AddressedMemory, chip: Chip) -> int:
     """How many cells the chip may hit: bits of the tensors matching ``layers`` allowed by ``bits``.
 
     Example:
@@ -98,8 +99,11 @@ def target_bits(memory: WeightMemory, chip: Chip) -> int:
     return _target_cells(memory, chip).size
 
 
-def sample_faults(memory: WeightMemory, chip: Chip) -> FaultRecords:
-    """Draw the chip's faults on a weight memory, in address order.
+def sample_faults(memory: AddressedMemory, chip: Chip) -> FaultRecords:
+    """Draw the chip's faults on a memory (weights or activations), in address order.
+
+    Each memory draws from its own streams of the seed (``memory.seed_stream``), so one chip
+    seed faults the weight and the activation memory independently.
 
     ``stuck`` cells become ``sa0`` or ``sa1`` records; an ``mbu`` cell becomes a burst of
     ``chip.burst`` adjacent bits of its word (shifted down at the word's top bit, merged
@@ -115,7 +119,7 @@ def sample_faults(memory: WeightMemory, chip: Chip) -> FaultRecords:
     return next(sample_fault_windows(memory, chip, window=None))
 
 
-def sample_fault_windows(memory: WeightMemory, chip: Chip, window: int | None = WINDOW_CELLS) -> Iterator[FaultRecords]:
+def sample_fault_windows(memory: AddressedMemory, chip: Chip, window: int | None = WINDOW_CELLS) -> Iterator[FaultRecords]:
     """The chip's faults as :func:`sample_faults` draws them, in pieces of about ``window`` target cells.
 
     The pieces, in address order, together are exactly :func:`sample_faults`'s records; each
@@ -135,15 +139,17 @@ def sample_fault_windows(memory: WeightMemory, chip: Chip, window: int | None = 
         )
     cells = _target_cells(memory, chip)
     if chip.count is not None and chip.count > cells.size:
-        raise EdgefaultError(f"count {chip.count} exceeds the {cells.size} target bits of the weight memory")
+        raise EdgefaultError(f"count {chip.count} exceeds the {cells.size} target bits of the {memory.label} memory")
+    keys = _keys(chip.seed, memory.seed_stream)
     if chip.count is not None or window is None:
-        yield _records(memory, chip, cells, _draw_cells(chip.seed, cells.size, chip.rate, chip.count))
+        yield _records(memory, chip, cells, _draw_cells(chip.seed, cells.size, chip.rate, chip.count, keys), keys)
         return
-    for drawn in _cell_windows(chip.seed, cells.size, chip.rate, cells.word_cuts(window)):
-        yield _records(memory, chip, cells, drawn)
+    for drawn in _cell_windows(keys, cells.size, chip.rate, cells.word_cuts(window)):
+        yield _records(memory, chip, cells, drawn, keys)
 
 
-def _records(memory: WeightMemory, chip: Chip, cells: _TargetCells, drawn: np.ndarray) -> FaultRecords:
+def _records(memory: AddressedMemory, chip: Chip, cells: _TargetCells, drawn: np.ndarray,
+             keys: np.ndarray) -> FaultRecords:
     """The records of the drawn cell numbers: kinds, mbu bursts, and the protected or disallowed bits dropped."""
     position, index, bit, address = cells.place(drawn)
     if chip.kind == "mbu":
@@ -151,7 +157,7 @@ def _records(memory: WeightMemory, chip: Chip, cells: _TargetCells, drawn: np.nd
         position, index, bit = memory.locate(address)
         kind = np.full(address.size, MBU, dtype=np.uint8)
     elif chip.kind == "stuck":
-        kind = np.where(_stuck_at_one(chip.seed, drawn), SA1, SA0).astype(np.uint8)
+        kind = np.where(_stuck_at_one(keys, drawn), SA1, SA0).astype(np.uint8)
     else:
         kind = np.full(address.size, {"flip": FLIP, "sa0": SA0, "sa1": SA1}[chip.kind], dtype=np.uint8)
     records = FaultRecords(memory.names, position, index, bit, kind, address)
@@ -162,12 +168,12 @@ def _records(memory: WeightMemory, chip: Chip, cells: _TargetCells, drawn: np.nd
     return records.take(~forbidden[records.bit]) if forbidden.any() else records
 
 
-def _target_cells(memory: WeightMemory, chip: Chip) -> _TargetCells:
+def _target_cells(memory: AddressedMemory, chip: Chip) -> _TargetCells:
     pattern = re.compile(chip.layers) if chip.layers is not None else None
     targeted = [i for i, name in enumerate(memory.names) if pattern is None or pattern.search(name)]
     if not targeted:
         shown = ", ".join(memory.names[:5]) + (", ..." if len(memory.names) > 5 else "")
-        raise EdgefaultError(f"--layers {chip.layers!r} matches no weight tensor (tensors: {shown})")
+        raise EdgefaultError(f"--layers {chip.layers!r} matches no {memory.label} tensor (tensors: {shown})")
     allowed = np.array(chip.bits if chip.bits is not None else range(MAX_BIT + 1), dtype=np.int64)
     widths = memory.widths[targeted]
     beyond = allowed[allowed >= widths.max()].tolist()
@@ -193,11 +199,13 @@ BAND_HIGH = 2.0 ** -np.arange(BANDS)
 BAND_LOW = np.append(BAND_HIGH[1:], 0.0)
 
 
-def _draw_cells(seed: int, cells: int, rate: float | None, count: int | None) -> np.ndarray:
-    """Faulty cell numbers in increasing order."""
+def _draw_cells(seed: int, cells: int, rate: float | None, count: int | None,
+                keys: np.ndarray | None = None) -> np.ndarray:
+    """Faulty cell numbers in increasing order; ``keys`` (default: the seed's own) pick the memory's streams."""
+    keys = _keys(seed) if keys is None else keys
     if count is not None:
-        return _least_thresholds(seed, cells, count)
-    keys, parts = _keys(seed), []
+        return _least_thresholds(keys, cells, count)
+    parts = []
     for band in _bands_below(rate):
         marked = _band_cells(keys[2 * band], band, cells)
         if BAND_HIGH[band] > rate:  # the band holding the rate: only its marks of lesser value
@@ -211,9 +219,9 @@ def _bands_below(rate: float) -> list[int]:
     return [band for band in reversed(range(BANDS)) if BAND_LOW[band] < rate]
 
 
-def _keys(seed: int) -> np.ndarray:
+def _keys(seed: int, stream: tuple[int, ...] = ()) -> np.ndarray:
     """Two 64-bit keys per band (its cells' and its values' streams) and one for stuck polarities."""
-    return np.random.SeedSequence(seed).generate_state(2 * BANDS + 1, np.uint64)
+    return np.random.SeedSequence(seed, spawn_key=stream).generate_state(2 * BANDS + 1, np.uint64)
 
 
 def _mix(counter: np.ndarray, key: np.uint64) -> np.ndarray:
@@ -239,11 +247,10 @@ def _distinct(ordered: np.ndarray) -> np.ndarray:
     return ordered[keep]
 
 
-def _least_thresholds(seed: int, cells: int, count: int) -> np.ndarray:
+def _least_thresholds(keys: np.ndarray, cells: int, count: int) -> np.ndarray:
     """The ``count`` cells of least threshold, increasing."""
     if not count:
         return np.zeros(0, dtype=np.int64)
-    keys = _keys(seed)
     rate = min(1.0, (count + 6.0 * np.sqrt(count) + 16.0) / cells)
     while True:
         marked, values = [], []
@@ -300,13 +307,12 @@ def _band_cell_chunks(key: np.uint64, band: int, cells: int, rows: int = _CHUNK_
         last = int(cell[-1])
 
 
-def _cell_windows(seed: int, cells: int, rate: float, cuts: np.ndarray) -> Iterator[np.ndarray]:
+def _cell_windows(keys: np.ndarray, cells: int, rate: float, cuts: np.ndarray) -> Iterator[np.ndarray]:
     """The faulty cell numbers of :func:`_draw_cells` at ``rate``, one increasing array per window between cuts.
 
     Every band's stream is read once, in order, and only as far as the window needs: memory
-    follows the window, not the whole memory.
+    follows the window, not the whole memory. ``keys`` are the memory's streams (:func:`_keys`).
     """
-    keys = _keys(seed)
     bands = _bands_below(rate)
     rows = max(int(np.diff(cuts).max(initial=1)), 1 << 16)  # draws as large as a window, no larger
     chunks = [_band_cell_chunks(keys[2 * band], band, cells, rows) for band in bands]
@@ -341,12 +347,12 @@ def _band_values(key: np.uint64, band: int, marks: int) -> np.ndarray:
     return values
 
 
-def _stuck_at_one(seed: int, cells: np.ndarray) -> np.ndarray:
-    """The polarity of each ``stuck`` cell: a fixed hash of the seed and the cell number."""
-    return (_mix(np.asarray(cells, dtype=np.uint64), _keys(seed)[2 * BANDS]) >> np.uint64(63)).astype(bool)
+def _stuck_at_one(keys: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """The polarity of each ``stuck`` cell: a fixed hash of the seed's keys and the cell number."""
+    return (_mix(np.asarray(cells, dtype=np.uint64), keys[2 * BANDS]) >> np.uint64(63)).astype(bool)
 
 
-def _bursts(memory: WeightMemory, address, bit, position, burst: int) -> np.ndarray:
+def _bursts(memory: AddressedMemory, address, bit, position, burst: int) -> np.ndarray:
     """Each upset cell's burst of ``burst`` adjacent bits (at most its word's width), kept inside its word;
     merged and sorted."""
     width = memory.widths[position]

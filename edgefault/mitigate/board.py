@@ -10,6 +10,12 @@
   a chip that holds at every rate is censored at the highest. Across chips: the median with a
   distribution-free 95% interval from order statistics, so censored and zero values are fine (below
   6 chips the sample range, with its exact, lower coverage).
+
+Over training seeds (every seed's models on the same chips): clean accuracy and training time are
+means over seeds; accuracy and robust error per rate are pooled over seeds and chips
+(:func:`edgefault.study.pooled.pool`, the chips' t interval with one seed), clipped to [0, 1]; a
+tolerable rate is the mean over seeds of each seed's median over chips, with a t interval over
+seeds (one seed: the median and its order-statistic interval), and ``per_seed`` lists the seeds' medians.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from edgefault.campaign.results import CampaignRecord
 from edgefault.campaign.stats import ACCURACY, estimate
 from edgefault.campaign.worker import decode_mask
 from edgefault.errors import EdgefaultError
+from edgefault.study.pooled import pool
 
 TOLERANCES = (0.01, 0.05)  # 1 and 5 accuracy points
 
@@ -61,7 +69,8 @@ def tolerable_rate(rates: list[float], accuracies: list[float], clean: float, to
     """The highest rate one chip's curve stays within ``tolerance`` of ``clean``; (rate, censored).
 
     Example:
-        >>> tolerable_rate([1e-3, 1e-2, 1e-1], [0.98, 0.97, 0.5], clean=0.98, tolerance=0.01)
+        >>> rate, censored = tolerable_rate([1e-3, 1e-2, 1e-1], [0.98, 0.97, 0.5], clean=0.98, tolerance=0.01)
+        >>> round(rate, 6), censored
         (0.01, False)
         >>> tolerable_rate([1e-3, 1e-2], [0.98, 0.98], clean=0.98, tolerance=0.01)
         (0.01, True)
@@ -99,52 +108,82 @@ def accuracy_at(rate: float, rates: list[float], accuracies: list[float], clean:
     return accuracies[-1]
 
 
-def _grid(records: list[dict[str, Any]], model: str) -> tuple[dict | None, dict]:
+def _grid(records: list[CampaignRecord], model: str) -> tuple[CampaignRecord | None, dict]:
     clean, grid = None, {}
     for record in records:
-        if record.get("model") != model or record.get("error") is not None:
+        if record.model != model or not record.measured:
             continue
-        if record["mode"] == "clean":
+        if record.mode == "clean":
             clean = record
-        elif record["mode"] == "grid":
-            grid[record["kind"], record["rate"], record["chip"]] = record
+        elif record.mode == "grid":
+            grid[record.kind, record.rate, record.chip] = record
     return clean, grid
 
 
-def method_scores(records: list[dict[str, Any]], model: str, kinds: tuple[str, ...], rates: tuple[float, ...],
-                  chips: int) -> dict[str, Any]:
-    """Clean accuracy, per-rate accuracy and robust error, and tolerable rates of one campaign model.
-
-    Example:
-        >>> scores = method_scores(records, "qat", ("flip",), (1e-2,), 10)  # doctest: +SKIP
-        >>> scores["kinds"]["flip"]["tolerable"]["1"]["median"]  # doctest: +SKIP
-        0.0123
-    """
+def _seed_scores(records: list[CampaignRecord], model: str, kind: str, rates: tuple[float, ...], chips: int):
+    """One seed's clean record, per-rate accuracies and robust errors by chip, and tolerable rates per tolerance."""
     clean, grid = _grid(records, model)
     if clean is None:
         raise EdgefaultError(f"the campaign holds no clean accuracy for {model!r}")
-    images = clean["images"]
-    masks = clean.get("wrong") is not None  # campaigns from before per-image errors were recorded lack them
-    clean_wrong = decode_mask(clean["wrong"], images) if masks else None
-    result: dict[str, Any] = {"clean_accuracy": clean["accuracy"], "images": images, "kinds": {}}
+    masks = clean.wrong is not None  # campaigns from before per-image errors were recorded lack them
+    clean_wrong = decode_mask(clean.wrong, clean.images) if masks else None
+    accuracy, robust = {}, {}
+    for rate in rates:
+        cells = {k: grid[kind, rate, k] for k in range(chips) if (kind, rate, k) in grid}
+        accuracy[rate] = {k: c.accuracy for k, c in cells.items()}
+        robust[rate] = {k: float(np.mean(clean_wrong | decode_mask(c.wrong, clean.images))) for k, c in cells.items()
+                        if masks and c.wrong is not None}
+    curves = [[grid[kind, rate, k].accuracy for rate in rates] for k in range(chips)
+              if all((kind, rate, k) in grid for rate in rates)]
+    tolerable = {t: [tolerable_rate(list(rates), curve, clean.accuracy, t) for curve in curves] for t in TOLERANCES}
+    return clean, accuracy, robust, tolerable
+
+
+def pooled_tolerable(per_seed: list[list[tuple[float, bool]]]) -> dict[str, Any]:
+    """Tolerable rates of one method and tolerance over seeds (each a list of (rate, censored) per chip).
+
+    Example:
+        >>> pooled_tolerable([[(0.01, False), (0.02, False), (0.03, True)]])["median"]
+        0.02
+        >>> round(pooled_tolerable([[(0.01, False)] * 3, [(0.03, False)] * 3])["median"], 3)
+        0.02
+    """
+    censored = sum(c for found in per_seed for _, c in found)
+    if len(per_seed) == 1:
+        return {**median_interval(r for r, _ in per_seed[0]), "censored_chips": censored}
+    medians = [median_interval(r for r, _ in found)["median"] for found in per_seed]
+    e = estimate([m for m in medians if m is not None])
+    return {"median": e.mean, "low": None if e.low is None else max(e.low, 0.0), "high": e.high,
+            "censored_chips": censored, "per_seed": medians}
+
+
+def method_scores(seed_records: dict[int, list[CampaignRecord]], model: str, kinds: tuple[str, ...],
+                  rates: tuple[float, ...], chips: int) -> dict[str, Any]:
+    """Clean accuracy, per-rate accuracy and robust error, and tolerable rates of one model, over training seeds.
+
+    Example:
+        >>> scores = method_scores({0: records}, "qat", ("flip",), (1e-2,), 10)  # doctest: +SKIP
+        >>> scores["kinds"]["flip"]["tolerable"]["1"]["median"]  # doctest: +SKIP
+        0.0123
+    """
+    result: dict[str, Any] = {"kinds": {}}
     for kind in kinds:
-        per_rate, curves = [], []
+        scores = {s: _seed_scores(records, model, kind, rates, chips) for s, records in seed_records.items()}
+        cleans = [clean for clean, *_ in scores.values()]
+        result["clean_accuracy"] = float(np.mean([c.accuracy for c in cleans])) if len(cleans) > 1 \
+            else cleans[0].accuracy
+        result["images"] = cleans[0].images
+        per_rate = []
         for rate in rates:
-            cells = [grid[kind, rate, k] for k in range(chips) if (kind, rate, k) in grid]
-            robust = [float(np.mean(clean_wrong | decode_mask(c["wrong"], images))) for c in cells
-                      if masks and c.get("wrong") is not None]
-            acc, err = estimate([c["accuracy"] for c in cells], bounds=ACCURACY), estimate(robust, bounds=ACCURACY)
-            per_rate.append({"rate": rate, "chips": acc.n, "accuracy": acc.mean, "accuracy_low": acc.low,
+            acc = pool({s: accuracy[rate] for s, (_, accuracy, _, _) in scores.items()}, bounds=ACCURACY).pooled
+            with_masks = {s: robust[rate] for s, (_, _, robust, _) in scores.items() if robust[rate]}
+            err = pool(with_masks, bounds=ACCURACY).pooled if len(with_masks) == len(scores) else estimate([])
+            per_rate.append({"rate": rate, "chips": min(len(a[rate]) for _, a, _, _ in scores.values()),
+                             "seeds": len(scores), "accuracy": acc.mean, "accuracy_low": acc.low,
                              "accuracy_high": acc.high, "robust_error": err.mean, "robust_error_low": err.low,
                              "robust_error_high": err.high})
-        for k in range(chips):
-            if all((kind, rate, k) in grid for rate in rates):
-                curves.append([grid[kind, rate, k]["accuracy"] for rate in rates])
-        tolerable = {}
-        for tolerance in TOLERANCES:
-            found = [tolerable_rate(list(rates), curve, clean["accuracy"], tolerance) for curve in curves]
-            tolerable[f"{round(tolerance * 100)}"] = {
-                **median_interval(r for r, _ in found), "censored_chips": sum(c for _, c in found)}
+        tolerable = {f"{round(t * 100)}": pooled_tolerable([found[t] for *_, found in scores.values()])
+                     for t in TOLERANCES}
         result["kinds"][kind] = {"rates": per_rate, "tolerable": tolerable}
     return result
 

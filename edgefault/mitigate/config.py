@@ -11,6 +11,7 @@ import dataclasses
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
 from edgefault.models import available_models
+from edgefault.stages import MAX_SEEDS
 from edgefault.train import TrainConfig
 
 # Bounds and rates chosen on mnist5k (README, "Which mitigation?"): clipping at 0.1 keeps LeNet-5
@@ -47,6 +48,8 @@ class MitigateConfig:
 
     ``epochs``, ``rates`` and ``chips`` default to the quick or the full profile. ``ecc`` needs
     ``qat`` (the model it protects); ``qat`` is always trained, as the baseline of training times.
+    ``seeds`` models per method (training seeds ``seed``, ``seed + 1``, ...) meet the same chips, and
+    the leaderboard pools over them; it is not among the saved settings, so more seeds reuse the folder.
 
     Example:
         >>> MitigateConfig(quick=True, methods=("qat", "clip")).chips
@@ -62,6 +65,7 @@ class MitigateConfig:
     methods: tuple[str, ...] = tuple(METHODS)
     quick: bool = False
     seed: int = 0
+    seeds: int = 1
     epochs: int | None = None
     kinds: tuple[str, ...] = ("flip", "sa0", "sa1")
     rates: tuple[float, ...] | None = None
@@ -90,6 +94,18 @@ class MitigateConfig:
             raise EdgefaultError(f"chips must be >= 2 for intervals, got {self.chips}")
         if self.epochs < 1:
             raise EdgefaultError(f"epochs must be >= 1, got {self.epochs}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= MAX_SEEDS:
+            raise EdgefaultError(f"seeds must be a whole number in [1, {MAX_SEEDS}], got {self.seeds!r}")
+
+    @property
+    def training_seeds(self) -> tuple[int, ...]:
+        """The training seeds of each method's models, the first being ``seed``.
+
+        Example:
+            >>> MitigateConfig(seeds=3).training_seeds
+            (0, 1, 2)
+        """
+        return tuple(self.seed + i for i in range(self.seeds))
 
     @property
     def trained(self) -> tuple[str, ...]:
@@ -107,14 +123,18 @@ class MitigateConfig:
         """The leaderboard's rows: every trained method, then ``ecc`` if asked for."""
         return self.trained + (("ecc",) if "ecc" in self.methods else ())
 
-    def recipe(self, method: str) -> TrainConfig:
-        """The training recipe of one method.
+    def recipe(self, method: str, seed: int | None = None) -> TrainConfig:
+        """The training recipe of one method (training seed ``seed``, default the study's ``seed``).
 
         Example:
             >>> MitigateConfig(quick=True).recipe("randbet_clip").weight_clip
             0.1
         """
-        return TrainConfig(model=self.model, data=self.data, epochs=self.epochs, seed=self.seed, **METHODS[method])
+        return TrainConfig(model=self.model, data=self.data, epochs=self.epochs,
+                           seed=self.seed if seed is None else seed, **METHODS[method])
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The saved settings (``seeds`` left out: each seed's models are reused whatever their number)."""
+        values = dataclasses.asdict(self)
+        values.pop("seeds")
+        return values

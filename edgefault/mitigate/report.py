@@ -11,9 +11,11 @@ model's clean accuracy. ``winner``: the method with the highest tolerable rate w
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+from edgefault.campaign.results import CampaignRecord
 from edgefault.fileio import read_json, write_bytes_atomic, write_json_atomic
 from edgefault.mitigate.board import lowest_voltage, method_scores
 from edgefault.mitigate.config import BASELINE, ECC_BITS, LABELS, MitigateConfig
@@ -23,29 +25,54 @@ from edgefault.text import csv_bytes, md_table, printable
 BOARD_FORMAT = "edgefault-leaderboard-1"
 
 
-def build_board(config: MitigateConfig, runs: dict[str, Path], records: list[dict], ecc_records: list[dict],
-                curve, seconds: dict[str, float]) -> dict[str, Any]:
-    """Assemble the leaderboard from the campaign records and the runs' metrics.
+@dataclasses.dataclass(frozen=True)
+class SeedCampaigns:
+    """One training seed's run directories (by method) and its campaigns' records (main and ECC)."""
+
+    seed: int
+    runs: dict[str, Path]
+    records: list[CampaignRecord]
+    ecc_records: list[CampaignRecord] = dataclasses.field(default_factory=list)
+
+
+def scope_line(seeds: int) -> str:
+    """What the leaderboard's intervals are about.
 
     Example:
-        >>> board = build_board(config, runs, records, [], None, {})  # doctest: +SKIP
+        >>> scope_line(1).startswith("One training seed per method")
+        True
+    """
+    if seeds == 1:
+        return ("One training seed per method: the ranking is about these trained models, not the recipes; "
+                "`--seeds 5` (reusing this seed) makes it one about the recipes.")
+    return (f"{seeds} training seeds per method, every model on the same chips: intervals over seeds and chips, "
+            "tolerable rates the mean over seeds of each seed's median (t interval over seeds).")
+
+
+def build_board(config: MitigateConfig, seeds: list[SeedCampaigns], curve, seconds: dict[str, float]) -> dict[str, Any]:
+    """Assemble the leaderboard from each training seed's campaign records and runs' metrics.
+
+    Example:
+        >>> board = build_board(config, [SeedCampaigns(0, runs, records)], None, {})  # doctest: +SKIP
         >>> board["methods"][0]["train_time_relative"]  # doctest: +SKIP
         1.0
     """
     kinds, rates = config.kinds, config.rates
     headline = "flip" if "flip" in kinds else kinds[0]
-    metrics = {m: read_json(runs[m] / "metrics.json") for m in config.trained}
+    train_seconds = {m: sum(read_json(s.runs[m] / "metrics.json")["train_seconds"] for s in seeds) / len(seeds)
+                     for m in config.trained}
     wbits = config.recipe(BASELINE).wbits
-    base_seconds = metrics[BASELINE]["train_seconds"]
+    base_seconds = train_seconds[BASELINE]
     rows = []
     for method in config.reported:
-        source, model = (ecc_records, BASELINE) if method == "ecc" else (records, method)
-        trained = BASELINE if method == "ecc" else method
-        overhead = ecc_overhead(ECC_BITS if method == "ecc" else (), wbits)
+        ecc = method == "ecc"
+        source = {s.seed: s.ecc_records if ecc else s.records for s in seeds}
+        model = BASELINE if ecc else method
+        overhead = ecc_overhead(ECC_BITS if ecc else (), wbits)
         rows.append({
             "method": method, "label": LABELS[method], **method_scores(source, model, kinds, rates, config.chips),
-            "train_seconds": metrics[trained]["train_seconds"],
-            "train_time_relative": round(metrics[trained]["train_seconds"] / max(base_seconds, 1e-9), 3),
+            "train_seconds": train_seconds[model],
+            "train_time_relative": round(train_seconds[model] / max(base_seconds, 1e-9), 3),
             "storage_overhead": overhead.relative, "storage_note": overhead.describe(),
         })
     if curve is not None:
@@ -57,6 +84,7 @@ def build_board(config: MitigateConfig, runs: dict[str, Path], records: list[dic
     winner = max(rows, key=lambda r: (r["kinds"][headline]["tolerable"]["1"]["median"] or 0.0, r["clean_accuracy"]))
     return {"format": BOARD_FORMAT, "model": config.model, "data": config.data, "kinds": list(kinds),
             "rates": list(rates), "chips": config.chips, "epochs": config.epochs, "headline_kind": headline,
+            "training_seeds": [s.seed for s in seeds],
             "baseline": BASELINE, "winner": winner["method"], "methods": rows,
             "voltage_curve": None if curve is None else curve.to_dict(),
             "seconds": {k: round(v, 1) for k, v in seconds.items()}}
@@ -136,7 +164,8 @@ def board_markdown(board: dict[str, Any]) -> str:
              f"{board['chips']} chips per (kind, rate), the same for every method; {board['epochs']} epochs each. "
              f"Tolerable rate: the {kind} bit error rate at which a chip's accuracy first falls more than 1 (5) "
              "points below the method's own clean accuracy; median over chips [95% interval]. "
-             f"Winner (highest tolerable rate within 1 point): **{board['winner']}**.", ""]
+             f"Winner (highest tolerable rate within 1 point): **{board['winner']}**.", "",
+             f"**{scope_line(len(board.get('training_seeds', [0])))}**", ""]
     header = ["method", "clean acc %", "tolerable BER, 1 pt", "tolerable BER, 5 pt", "train time x QAT", "storage"]
     if energy:
         header += ["lowest V (1 pt of QAT)", "energy saved"]

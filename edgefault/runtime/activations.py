@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgefault.errors import EdgefaultError
+
 # op_type -> [(data input index, zero-point input index)] of integer-aware consumers.
 INTEGER_CONSUMERS: dict[str, tuple[tuple[int, int], ...]] = {
     "DequantizeLinear": ((0, 2),),
@@ -97,8 +99,8 @@ class MacLayer:
     """A conv or linear layer reading a quantized activation, with what its MAC count needs.
 
     For convs: ``out_channels``, ``group``, ``kernel``, ``strides``, ``dilations``, ``pads``
-    (begin values then end values) and ``auto_pad``. For linear layers: ``out_features``,
-    the number of MACs each input element takes part in.
+    (begin values then end values) and ``auto_pad``. For linear layers: ``in_features`` and
+    ``out_features``, the number of MACs each input element takes part in.
 
     Example:
         >>> [layer.op_type for layer in find_mac_layers(model, tensors)]  # doctest: +SKIP
@@ -117,6 +119,7 @@ class MacLayer:
     pads: tuple[int, ...] = ()
     auto_pad: str = "NOTSET"
     out_features: int = 0
+    in_features: int = 0
 
 
 class _GraphIndex:
@@ -227,8 +230,9 @@ def find_mac_layers(model: onnx.ModelProto, tensors: list[QuantizedTensor]) -> l
             ))
         else:
             transposed = node.op_type in ("Gemm", "QGemm") and int(_attribute(node, "transB", 0))
-            features = dims[0] if transposed else dims[-1]
-            layers.append(MacLayer(name, node.op_type, activation, "linear", out_features=features))
+            features, inputs = (dims[0], dims[-1]) if transposed else (dims[-1], dims[-2] if len(dims) > 1 else 1)
+            layers.append(MacLayer(name, node.op_type, activation, "linear", out_features=features,
+                                   in_features=inputs))
     return layers
 
 
@@ -262,17 +266,15 @@ def coverage(length: int, kernel: int, stride: int, dilation: int, pad_begin: in
     return counts
 
 
-def conv_input_weights(layer: MacLayer, spatial: tuple[int, ...]) -> np.ndarray:
-    """MACs each input element of one channel takes part in, over the spatial grid.
-
-    That is ``out_channels / group`` times the product of the per-axis :func:`coverage`;
-    padding taps read no input element and are not counted.
+def conv_pads(layer: MacLayer, spatial: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The (begin, end) padding of each spatial axis of a conv, ``auto_pad`` resolved.
 
     Example:
-        >>> conv_input_weights(layer, (28, 28)).shape  # doctest: +SKIP
-        (28, 28)
+        >>> conv_pads(MacLayer("c", "Conv", "x", "conv", 4, 1, (3, 3), (2, 2), (1, 1), (0, 0, 0, 0),
+        ...                    "SAME_UPPER"), (8, 8))
+        [(0, 1), (0, 1)]
     """
-    per_axis = []
+    pads = []
     rank = len(spatial)
     for axis, length in enumerate(spatial):
         kernel, stride, dilation = layer.kernel[axis], layer.strides[axis], layer.dilations[axis]
@@ -280,13 +282,71 @@ def conv_input_weights(layer: MacLayer, spatial: tuple[int, ...]) -> np.ndarray:
             outputs = -(-length // stride)
             total = max(0, (outputs - 1) * stride + dilation * (kernel - 1) + 1 - length)
             begin = total // 2 if layer.auto_pad == "SAME_UPPER" else total - total // 2
-            end = total - begin
+            pads.append((begin, total - begin))
         elif layer.auto_pad == "VALID":
-            begin = end = 0
+            pads.append((0, 0))
         else:
-            begin, end = layer.pads[axis], layer.pads[axis + rank]
-        per_axis.append(coverage(length, kernel, stride, dilation, begin, end))
+            pads.append((layer.pads[axis], layer.pads[axis + rank]))
+    return pads
+
+
+def conv_output_size(layer: MacLayer, spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """The output size of each spatial axis of a conv.
+
+    Example:
+        >>> conv_output_size(MacLayer("c", "Conv", "x", "conv", 4, 1, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1)), (4, 4))
+        (2, 2)
+    """
+    return tuple(
+        max(0, (length + begin + end - layer.dilations[axis] * (layer.kernel[axis] - 1) - 1) // layer.strides[axis] + 1)
+        for axis, (length, (begin, end)) in enumerate(zip(spatial, conv_pads(layer, spatial)))
+    )
+
+
+def conv_input_weights(layer: MacLayer, spatial: tuple[int, ...]) -> np.ndarray:
+    """MACs each input element of one channel takes part in, over the spatial grid.
+
+    That is ``out_channels / group`` times the product of the per-axis :func:`coverage`;
+    padding taps read no input element and are not counted here (see :func:`layer_macs`).
+
+    Example:
+        >>> conv_input_weights(MacLayer("c", "Conv", "x", "conv", 2, 1, (3,), (1,), (1,), (1, 1)), (4,)).tolist()
+        [4, 6, 6, 4]
+    """
+    per_axis = [
+        coverage(length, layer.kernel[axis], layer.strides[axis], layer.dilations[axis], begin, end)
+        for axis, (length, (begin, end)) in enumerate(zip(spatial, conv_pads(layer, spatial)))
+    ]
     grid = per_axis[0]
     for counts in per_axis[1:]:
         grid = np.multiply.outer(grid, counts)
     return grid * (layer.out_channels // layer.group)
+
+
+def layer_macs(layer: MacLayer, mask: np.ndarray, images: int) -> tuple[int, np.ndarray]:
+    """Dense MACs per image and, per image, the MACs whose activation input is zero: the one definition.
+
+    ``mask`` is the zero mask of the layer's activation input for ``images`` images (images
+    first). A conv executes Cout x Cin/groups x kh x kw x Hout x Wout MACs as a dense array does;
+    its padding taps read no stored value and count as zero inputs. A linear layer executes
+    in_elements x out_features.
+
+    Example:
+        >>> layer = MacLayer("c", "Conv", "x", "conv", 2, 1, (3,), (1,), (1,), (1, 1))
+        >>> dense, zero = layer_macs(layer, np.array([[[False, True, False, False]]]), 1)
+        >>> dense, zero.tolist()  # 2 outputs x 3 taps x 4 positions; 2 padding taps x 2 + 6 for the zero
+        (24, [10])
+    """
+    if layer.kind == "linear":
+        per_image = mask.reshape(images, -1)
+        return per_image.shape[1] * layer.out_features, per_image.sum(axis=1) * layer.out_features
+    if mask.ndim != 2 + len(layer.kernel):
+        raise EdgefaultError(f"conv {layer.node}: activation {layer.activation} has shape {mask.shape}")
+    spatial = mask.shape[2:]
+    weights = conv_input_weights(layer, spatial)
+    channels = mask.shape[1]
+    per_tap = (layer.out_channels // layer.group) * channels
+    dense = per_tap * int(np.prod(layer.kernel)) * int(np.prod(conv_output_size(layer, spatial)))
+    padding = dense - channels * int(weights.sum())
+    zeros = (mask.sum(axis=1) * weights).reshape(mask.shape[0], -1).sum(axis=1)
+    return dense, zeros.astype(np.int64) + padding

@@ -22,11 +22,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from typing import Collection
 
 import numpy as np
 import onnx
 from onnx import helper
 
+from edgefault.errors import EdgefaultError
 from edgefault.runtime.activations import QuantizedTensor, find_quantized_tensors
 
 
@@ -75,16 +77,17 @@ class _Graph:
             if node.op_type == "Constant" or (reads and all(name in self.constant for name in reads)):
                 self.constant.update(node.output)
 
-    def closure(self, start: str, stop: str | None = None) -> tuple[set[int], set[str], bool]:
-        """Nodes needed to compute ``start`` (not looking past ``stop``), the constants they read, and
-        whether they read anything else that no node computes (the graph's data input)."""
+    def closure(self, start: str, stop: str | Collection[str] | None = None) -> tuple[set[int], set[str], set[str]]:
+        """Nodes needed to compute ``start`` (not looking past ``stop``, a name or several), the constants
+        they read, and what else they read that no node computes (the graph's data input)."""
+        stops = {stop} if isinstance(stop, str) else set(stop or ())
         nodes: set[int] = set()
         constants: set[str] = set()
-        free = False
+        free: set[str] = set()
         stack, seen = [start], set()
         while stack:
             name = stack.pop()
-            if not name or name == stop or name in seen:
+            if not name or name in stops or name in seen:
                 continue
             seen.add(name)
             if name in self.constant:
@@ -93,7 +96,7 @@ class _Graph:
                 continue
             position = self.producer.get(name)
             if position is None:
-                free = True  # a graph input (the images), or a name nothing defines
+                free.add(name)  # a graph input (the images), or a name nothing defines
                 continue
             nodes.add(position)
             stack.extend(self.reads[position])
@@ -160,3 +163,79 @@ def suffix_model(model: onnx.ModelProto, cut: Cut, output_name: str, dtype: np.d
     suffix = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     suffix.functions.extend(model.functions)
     return suffix
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """One piece of a model split at chosen tensors: the nodes computing ``output`` from ``inputs``.
+
+    ``inputs`` are the graph's data input and split tensors computed before; ``nodes`` are node
+    indices in graph order (empty when ``output`` is itself a graph input: nothing to compute).
+
+    Example:
+        >>> [(s.output, s.inputs) for s in split_model(model, ["pool1"], "logits")]  # doctest: +SKIP
+        [('pool1', ('input',)), ('logits', ('pool1',))]
+    """
+
+    output: str
+    inputs: tuple[str, ...]
+    nodes: tuple[int, ...]
+    constants: frozenset[str]
+
+
+def split_model(model: onnx.ModelProto, tensors, output_name: str) -> list[Segment]:
+    """Split a model at ``tensors``: one segment per tensor (in the order the graph computes them), then the output's.
+
+    Each segment reads the split tensors as inputs, never recomputing them, so a value placed
+    on a split tensor between segments (a faulty activation buffer) is what every later
+    consumer reads. A node needed by two segments (shape arithmetic, say) runs in both.
+
+    Example:
+        >>> [s.output for s in split_model(model, ["act3", "pool1"], "logits")]  # doctest: +SKIP
+        ['pool1', 'act3', 'logits']
+    """
+    graph = _Graph(model.graph)
+    inputs = {i.name for i in model.graph.input}
+    order = {name: (graph.producer.get(name, -1), index) for index, name in enumerate(tensors)}
+    for name in tensors:
+        if name not in graph.producer and name not in inputs:
+            raise EdgefaultError(f"cannot split the model at {name!r}: no node computes it")
+    names = sorted(dict.fromkeys(tensors), key=order.__getitem__)
+    segments = []
+    for name in names + ([] if output_name in names else [output_name]):
+        if name in inputs:  # the quantized input itself: nothing to compute
+            segments.append(Segment(name, (name,), (), frozenset()))
+            continue
+        stops = set(tensors) - {name}
+        nodes, constants, free = graph.closure(name, stop=stops)
+        read = {n for i in nodes for n in graph.reads[i] if n in stops}
+        unknown = free - inputs
+        if unknown:
+            raise EdgefaultError(f"cannot split the model: {', '.join(sorted(unknown))} is read but never computed")
+        segments.append(Segment(name, tuple(sorted(free | read, key=lambda n: order.get(n, (-1, -1)))),
+                                tuple(sorted(nodes)), frozenset(constants)))
+    return segments
+
+
+def segment_model(model: onnx.ModelProto, segment: Segment, types: dict[str, tuple[np.dtype, tuple]]) -> onnx.ModelProto:
+    """The sub-model of one segment; ``types`` gives each input's (and the output's) dtype and per-image shape.
+
+    Example:
+        >>> part = segment_model(model, segments[1], {"pool1": (np.dtype(np.uint8), (6, 14, 14))})  # doctest: +SKIP
+        >>> [i.name for i in part.graph.input]  # doctest: +SKIP
+        ['pool1']
+    """
+    def info(name: str) -> onnx.ValueInfoProto:
+        dtype, shape = types[name]
+        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+                                             ["batch", *shape])
+
+    source = model.graph
+    graph = helper.make_graph([source.node[i] for i in segment.nodes], f"{source.name}_{segment.output}",
+                              [info(name) for name in segment.inputs], [info(segment.output)],
+                              [t for t in source.initializer if t.name in segment.constants],
+                              sparse_initializer=[t for t in source.sparse_initializer
+                                                  if t.values.name in segment.constants])
+    part = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    part.functions.extend(model.functions)
+    return part

@@ -6,13 +6,14 @@ added as graph outputs, and that copy runs over the prepared test images once.
 Formulas, summed over all images:
 
 * activation sparsity of a tensor = (# values equal to its zero point) / (# values);
-* MAC-skip share of a layer = sum over input elements x of [x == zp] * m(x), divided by
-  sum over input elements of m(x), where m(x) is the number of multiply-accumulates x
-  takes part in. For a linear layer m(x) = out_features. For a conv,
-  m(c, i, j) = (out_channels / group) * cover_h(i) * cover_w(j), cover being the number of
-  (output position, kernel tap) pairs that read input row i (column j) given stride,
-  dilation and padding. Taps that fall on padding read no input element and are not MACs,
-  so the denominator is the conv's MAC count minus its padding taps;
+* MAC-skip share of a layer = its zero-input MACs / its dense MACs, both from
+  :func:`edgefault.runtime.activations.layer_macs` (the one definition, shared with ``cost``):
+  dense MACs = Cout x Cin/group x kh x kw x Hout x Wout for a conv (what a dense array
+  executes), in_elements x out_features for a linear layer; zero-input MACs = sum over input
+  elements x of [x == zp] * m(x), m(x) the MACs x takes part in, plus the conv's padding taps,
+  which read no stored value and are zero inputs a zero-skipping accelerator skips too. For a
+  conv, m(c, i, j) = (out_channels / group) * cover_h(i) * cover_w(j), cover being the number of
+  (output position, kernel tap) pairs that read input row i (column j);
 * the model's MAC-skip share = skipped MACs of all layers / MACs of all layers.
 
 Exposing a tensor as a graph output can stop ONNX Runtime from fusing around it, so the
@@ -23,6 +24,7 @@ accuracy is always measured on the unmodified model.
 from __future__ import annotations
 
 import dataclasses
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -31,9 +33,9 @@ from edgefault.errors import EdgefaultError, error_line
 from edgefault.runtime.activations import (
     MacLayer,
     QuantizedTensor,
-    conv_input_weights,
     find_mac_layers,
     find_quantized_tensors,
+    layer_macs,
 )
 from edgefault.runtime.inputs import PreparedInputs
 from edgefault.runtime.session import (
@@ -119,16 +121,10 @@ class _Tally:
             self.elements[tensor.name] += mask.size
         for layer in self.layers:
             mask = masks[layer.activation]
-            if layer.kind == "linear":
-                self.skipped[layer.node] += float(mask.sum()) * layer.out_features
-                self.macs[layer.node] += float(mask.size) * layer.out_features
-                continue
-            if mask.ndim != 2 + len(layer.kernel):
-                raise EdgefaultError(f"conv {layer.node}: activation {layer.activation} has shape {mask.shape}")
-            weights = conv_input_weights(layer, mask.shape[2:])
-            per_position = mask.sum(axis=(0, 1))  # zeros at each spatial position, all images and channels
-            self.skipped[layer.node] += float((per_position * weights).sum())
-            self.macs[layer.node] += float(weights.sum()) * mask.shape[0] * mask.shape[1]
+            rows = mask.shape[0]  # images, or images x tokens for a transformer's linear layers
+            dense, zeros = layer_macs(layer, mask, rows)
+            self.skipped[layer.node] += float(zeros.sum())
+            self.macs[layer.node] += float(dense) * rows
 
     def report(self, images: int, dynamic_quantizers: int = 0) -> SparsityReport:
         activations = tuple(
@@ -155,8 +151,8 @@ def _first_images(value: np.ndarray, count: int, batch: int) -> np.ndarray:
     return value[: count * rows]
 
 
-def probe_model(model: onnx.ModelProto, tensors: list[QuantizedTensor]) -> onnx.ModelProto:
-    """A copy of ``model`` that also outputs the given tensors.
+def probe_model(model: onnx.ModelProto, tensors: list[QuantizedTensor | str]) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs the given tensors (or tensor names).
 
     Example:
         >>> [o.name for o in probe_model(model, tensors).graph.output][1:]  # doctest: +SKIP
@@ -165,34 +161,31 @@ def probe_model(model: onnx.ModelProto, tensors: list[QuantizedTensor]) -> onnx.
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     existing = {output.name for output in probe.graph.output}
-    for tensor in tensors:
-        if tensor.name not in existing:
+    for name in (tensor if isinstance(tensor, str) else tensor.name for tensor in tensors):
+        if name not in existing:
             # No type is given: ONNX Runtime infers the element type and shape of an output.
-            probe.graph.output.append(onnx.ValueInfoProto(name=tensor.name))
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
     return probe
 
 
-def measure_sparsity(
+def probe_batches(
     model: onnx.ModelProto,
     inputs: PreparedInputs,
     input_name: str,
+    tensors: list[QuantizedTensor],
     settings: SessionSettings = SessionSettings(),
     batch_size: int = DEFAULT_BATCH,
     progress: str | None = None,
-) -> SparsityReport:
-    """Run a probe copy of ``model`` over ``inputs`` and tally zero activations and skippable MACs.
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Run a probe copy of ``model`` over ``inputs``; yield (images, {tensor name: values}) per batch.
+
+    Padding images of a fixed-batch graph are dropped; a tensor whose first axis folds images
+    and tokens (a transformer's [batch * tokens, dim]) keeps images * tokens rows.
 
     Example:
-        >>> report = measure_sparsity(load_model("model.onnx"), prepared, "input")  # doctest: +SKIP
-        >>> [round(a.zero_share, 2) for a in report.activations]
-        [0.0, 0.61, 0.58, 0.72]
+        >>> sum(count for count, _ in probe_batches(model, prepared, "input", tensors))  # doctest: +SKIP
+        1000
     """
-    tensors = find_quantized_tensors(model)
-    layers = find_mac_layers(model, tensors)
-    tally = _Tally(tensors, layers)
-    dynamic = sum(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node)
-    if not tensors:
-        return tally.report(len(inputs), dynamic)
     session = create_session(probe_model(model, tensors).SerializeToString(), settings.options(), "probe model")
     names = [tensor.name for tensor in tensors]
     image_input = next(arg for arg in session.get_inputs() if arg.name == input_name)
@@ -210,8 +203,30 @@ def measure_sparsity(
                 outputs = session.run(names, {input_name: batch.astype(dtype, copy=False)})
             except ORT_ERRORS as exc:
                 raise EdgefaultError(f"ONNX Runtime failed to run the probe model ({error_line(exc)})") from None
-            # Padding images of a fixed-batch graph are dropped before counting; a tensor whose first
-            # axis folds images and tokens (a transformer's [batch * tokens, dim]) keeps count * tokens rows.
-            tally.add({name: _first_images(value, count, len(batch)) for name, value in zip(names, outputs)})
+            yield count, {name: _first_images(value, count, len(batch)) for name, value in zip(names, outputs)}
             bar.update(count)
+
+
+def measure_sparsity(
+    model: onnx.ModelProto,
+    inputs: PreparedInputs,
+    input_name: str,
+    settings: SessionSettings = SessionSettings(),
+    batch_size: int = DEFAULT_BATCH,
+    progress: str | None = None,
+) -> SparsityReport:
+    """Run a probe copy of ``model`` over ``inputs`` and tally zero activations and skippable MACs.
+
+    Example:
+        >>> report = measure_sparsity(load_model("model.onnx"), prepared, "input")  # doctest: +SKIP
+        >>> [round(a.zero_share, 2) for a in report.activations]  # doctest: +SKIP
+        [0.0, 0.61, 0.58, 0.72]
+    """
+    tensors = find_quantized_tensors(model)
+    layers = find_mac_layers(model, tensors)
+    tally = _Tally(tensors, layers)
+    dynamic = sum(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node)
+    if tensors:
+        for _, values in probe_batches(model, inputs, input_name, tensors, settings, batch_size, progress):
+            tally.add(values)
     return tally.report(len(inputs), dynamic)

@@ -8,6 +8,7 @@ import math
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
 from edgefault.models import available_models
+from edgefault.stages import MAX_SEEDS
 
 # The activation-sparse recipe: FATReLU threshold and L1 weight chosen on mnist5k (lenet5: ~79%
 # exact zeros at about the standard model's accuracy; see the README's foundation numbers).
@@ -56,10 +57,13 @@ SAM_VARIANTS = (Variant("standard_sam", False, "sam"), Variant("sparse_sam", Tru
 
 # LeNet-5 at int8 keeps ~92% accuracy at a bit error rate of 1e-2 (its clipped activations bound the damage),
 # so the sweep reaches up to 5e-2 / 1e-1, where the models part ways.
+# seeds: training seeds per recipe. Claims about recipes need several; make demo's 6 minutes on 2 cores hold
+# one (each further lenet5 seed costs ~4 minutes there), so the quick profile's verdicts are about its
+# trained models, and its report names the --seeds command that makes them recipe verdicts (docs/study.md).
 QUICK = {"epochs": 15, "rates": (5e-3, 1e-2, 2e-2, 5e-2), "chips": 20, "sharpness_samples": 500,
-         "sharpness_probes": 15, "landscape_grid": 11}
+         "sharpness_probes": 15, "landscape_grid": 11, "seeds": 1}
 FULL = {"epochs": 30, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1), "chips": 50, "sharpness_samples": 2000,
-        "sharpness_probes": 30, "landscape_grid": 15}
+        "sharpness_probes": 30, "landscape_grid": 15, "seeds": 5}
 # Per architecture, what differs from the profile, so every architecture's stage takes minutes on 2 cores:
 # resnet20 reaches ~97% on mnist5k in 2 epochs (26 s each) but costs ~100x LeNet-5 per image, so its quick
 # campaign and Hessian estimates are smaller; vit_tiny needs ~15 epochs (4 s each) for 95%.
@@ -91,11 +95,16 @@ RADII = {"quick": (0.01, 0.05, 0.2, 0.5), "full": (0.01, 0.02, 0.05, 0.1, 0.2, 0
 class StudyConfig:
     """Settings of ``edgefault reproduce``; saved as ``DIR/study.json`` and checked on every rerun.
 
-    ``epochs``, ``rates`` and ``chips`` default to the quick or the full profile.
+    ``epochs``, ``rates``, ``chips`` and ``seeds`` default to the quick or the full profile. ``seeds``
+    models per recipe are trained, with training seeds ``seed``, ``seed + 1``, ...; every model meets
+    the same chips (drawn from ``seed``). The first training seed's models live in the folder itself,
+    the others' in ``seeds/<training seed>/``, so a rerun with more seeds trains only the new ones.
 
     Example:
         >>> StudyConfig(quick=True).chips
         20
+        >>> StudyConfig(quick=True, seed=3, seeds=2).training_seeds
+        (3, 4)
     """
 
     data: str = "mnist5k"
@@ -103,6 +112,7 @@ class StudyConfig:
     quick: bool = False
     with_sam: bool = False
     seed: int = 0
+    seeds: int | None = None
     epochs: int | None = None
     kinds: tuple[str, ...] = ("flip", "sa0", "sa1")
     rates: tuple[float, ...] | None = None
@@ -126,7 +136,7 @@ class StudyConfig:
                    "thresholds": THRESHOLDS[level], "strong_thresholds": STRONG_THRESHOLDS[level],
                    "radii": RADII[level]}
         for name in ("epochs", "rates", "chips", "sharpness_samples", "sharpness_probes", "landscape_grid",
-                     "thresholds", "strong_thresholds", "radii"):
+                     "thresholds", "strong_thresholds", "radii", "seeds"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, profile[name])
         unknown = sorted(set(self.sweeps) - set(SWEEPS))
@@ -154,14 +164,22 @@ class StudyConfig:
             raise EdgefaultError(f"chips must be >= 2 for confidence intervals, got {self.chips}")
         if self.epochs < 1:
             raise EdgefaultError(f"epochs must be >= 1, got {self.epochs}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= MAX_SEEDS:
+            raise EdgefaultError(f"seeds must be a whole number in [1, {MAX_SEEDS}], got {self.seeds!r}")
+
+    @property
+    def training_seeds(self) -> tuple[int, ...]:
+        """The training seeds of each recipe's models, the first being ``seed`` (the one-seed study's)."""
+        return tuple(self.seed + i for i in range(self.seeds))
 
     @property
     def variants(self) -> tuple[Variant, ...]:
         return CORE_VARIANTS + (SAM_VARIANTS if self.with_sam else ())
 
     def to_dict(self) -> dict:
-        """The settings that determine the main study (the sweeps are checked in their own folders)."""
+        """The settings that determine the main study (the sweeps are checked in their own folders; each training
+        seed's models are reused whatever the number of seeds, so ``seeds`` is not among them)."""
         values = dataclasses.asdict(self)
-        for name in ("sweeps", "thresholds", "strong_thresholds", "radii"):
+        for name in ("sweeps", "thresholds", "strong_thresholds", "radii", "seeds"):
             values.pop(name)
         return values

@@ -83,14 +83,29 @@ def run_studies(configs: Sequence[StudyConfig], out: str | Path, progress: bool 
 
 def _headline(result: StudyResult, number: int) -> str:
     claim = next(c for c in result.claims if c.number == number)
-    evidence = claim.evidence[0]
+    evidence = claim.evidence[0].split("; per seed")[0] + (")" if "; per seed" in claim.evidence[0] else "")
     if number in (1, 3) and "=" in evidence:
         evidence = evidence.split("=", 1)[1].strip()  # the difference and its interval
     elif number == 2:
-        evidence = "; ".join(item.split("=", 1)[1].strip() for item in claim.evidence if "=" in item)
+        evidence = "; ".join(item.split("; per seed")[0].split("=", 1)[1].strip() + (")" if "; per seed" in item else "")
+                             for item in claim.evidence if "=" in item)
     elif number == 4:
         evidence = evidence.split(":")[0].replace("Hessian trace(sparse) - trace(standard) = ", "trace diff ")
     return f"**{claim.verdict}** ({evidence})"
+
+
+def cross_scope(configs: Sequence[StudyConfig]) -> str:
+    """What the cross-architecture verdicts are about (one seed: the trained models; several: the recipes).
+
+    Example:
+        >>> cross_scope([StudyConfig(quick=True)]).startswith("One training seed")
+        True
+    """
+    seeds = configs[0].seeds
+    if seeds == 1:
+        return ("One training seed per recipe: the verdicts are about these trained models, not the recipes "
+                "(`--seeds 5` makes them recipe verdicts); intervals over chips.")
+    return f"{seeds} training seeds per recipe: intervals over seeds and chips, verdicts about the recipes."
 
 
 def cross_report_lines(configs: Sequence[StudyConfig], studies: dict[str, StudyResult], folder: Path) -> list[str]:
@@ -105,7 +120,7 @@ def cross_report_lines(configs: Sequence[StudyConfig], studies: dict[str, StudyR
         "# edgefault study across architectures", "",
         f"The paper's four claims on {', '.join(models)} ({printable(configs[0].data)}"
         f"{', quick profile' if configs[0].quick else ''}). Each architecture's own report, with every interval, "
-        "sits in its folder. Claim 1/3: paired drop or faulty-accuracy difference in points [95% CI over chips]; "
+        f"sits in its folder. {cross_scope(configs)} Claim 1/3: paired drop or faulty-accuracy difference in points [95% CI]; "
         "claim 2: the drop SAQ saved for the standard and the sparse model; claim 4: the Hessian trace difference "
         "(sparse - standard) [95% CI].", "",
         "| claim | " + " | ".join(models) + " |", "|---|" + "---|" * len(models),

@@ -1,26 +1,32 @@
-"""``reproduce``: train, export, campaign, sharpness and report, each step reusing what DIR already holds."""
+"""``reproduce``: train, export, campaign, sharpness and report over training seeds, each stage reusing DIR.
+
+The stages are :mod:`edgefault.stages`'. The first training seed's models live in DIR itself
+(``runs/``, ``models/``, ``campaign/``, ``sharpness/``, as a one-seed study leaves them), each
+further seed's in ``DIR/seeds/<training seed>/`` with the same layout, and every seed's
+campaign draws the same chips. A sweep model whose recipe is one of the study's (the sparsity
+sweep's T = 0 and T = 0.5, the rho sweep's conventional models and rho = 0.05) reuses that
+model, its export and its campaign cells instead of being trained again.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
+from typing import Sequence
 
 from edgefault.analysis.report import SharpnessConfig
 from edgefault.analysis.sharpness import analyze_sharpness
-from edgefault.campaign.config import CampaignConfig
-from edgefault.campaign.results import ResultsLog
-from edgefault.campaign.run import ExecutionSettings, run_campaign
+from edgefault.campaign.results import CampaignRecord
+from edgefault.campaign.run import ExecutionSettings
 from edgefault.data import Dataset, load_dataset
-from edgefault.export.api import ExportSettings, export_run
-from edgefault.fileio import check_output_folder, read_json, write_json_atomic
-from edgefault.study.claims import Claim, judge_claims
+from edgefault.fileio import check_output_folder
+from edgefault.stages import CampaignStage, FaultGrid, Stages, TrainJob
+from edgefault.study.claims import Claim, SeedMeasurements, judge_claims
 from edgefault.study.folders import SettingsFolder
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig, Variant
 from edgefault.study.report import write_report
 from edgefault.study.sweeps import SweepResult, analyze_sweep, sweep_settings, sweep_variants
-from edgefault.train import TrainConfig, train
-from edgefault.train.run_dir import load_config
+from edgefault.train import TrainConfig
 
 STUDY_FILE = "study.json"
 STUDY_FOLDER = SettingsFolder(STUDY_FILE, "edgefault-study-1", "study")
@@ -28,12 +34,12 @@ STUDY_FOLDER = SettingsFolder(STUDY_FILE, "edgefault-study-1", "study")
 
 @dataclasses.dataclass(frozen=True)
 class StudyResult:
-    """Where the report is, the claims' verdicts and the seconds each stage took.
+    """Where the report is, the claims' verdicts, the training seeds and the seconds each stage took.
 
     Example:
         >>> result = run_study(StudyConfig(quick=True), "study/quick")  # doctest: +SKIP
-        >>> result.report  # doctest: +SKIP
-        PosixPath('study/quick/report.md')
+        >>> result.report, result.seeds  # doctest: +SKIP
+        (PosixPath('study/quick/report.md'), (0, 1))
     """
 
     report: Path
@@ -41,6 +47,7 @@ class StudyResult:
     seconds: dict[str, float]
     claims: list[Claim] = dataclasses.field(default_factory=list)
     sweeps: list[SweepResult] = dataclasses.field(default_factory=list)
+    seeds: tuple[int, ...] = (0,)
 
 
 def check_study_folder(folder: Path, config: StudyConfig | dict, kind: str = "study") -> None:
@@ -59,8 +66,8 @@ def claim_study_folder(folder: Path, settings: dict) -> None:
     STUDY_FOLDER.claim(folder, settings)
 
 
-def train_config(config: StudyConfig, variant: Variant) -> TrainConfig:
-    """The training recipe of one study variant.
+def train_config(config: StudyConfig, variant: Variant, seed: int | None = None) -> TrainConfig:
+    """The training recipe of one study variant (with training seed ``seed``, default the study's ``seed``).
 
     Example:
         >>> train_config(StudyConfig(quick=True), Variant("sparse", True, "none")).fat_threshold
@@ -69,86 +76,84 @@ def train_config(config: StudyConfig, variant: Variant) -> TrainConfig:
     threshold = variant.fat_threshold if variant.fat_threshold is not None else SPARSE_FAT_THRESHOLD
     rho = variant.rho if variant.rho is not None else config.rho
     return TrainConfig(
-        model=config.model, data=config.data, epochs=config.epochs, seed=config.seed,
+        model=config.model, data=config.data, epochs=config.epochs, seed=config.seed if seed is None else seed,
         fat_threshold=threshold if variant.sparse else 0.0,
         act_l1=(SPARSE_ACT_L1 if variant.act_l1 is None else variant.act_l1) if variant.sparse else 0.0,
         sharpness=variant.sharpness, rho=None if variant.sharpness == "none" else rho,
     )
 
 
-def _train(config: StudyConfig, variant: Variant, run_dir: Path, data: Dataset, progress: bool) -> None:
-    recipe = train_config(config, variant)
-    if (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists() and load_config(run_dir) == recipe:
-        return  # trained by an earlier run of this study
-    _say(progress, f"training {variant.name} ({variant.label}, {recipe.epochs} epochs)")
-    train(recipe, run_dir, data=data, progress=progress)
-
-
-def export_with_stamp(run_dir: Path, model_path: Path, progress: bool) -> dict:
-    """Export a run once: the export report is stamped beside the model, and a rerun returns it unchanged.
+def seed_folder(folder: Path, config: StudyConfig, seed: int) -> Path:
+    """Where one training seed's models live: the folder itself for the first seed, else ``seeds/<seed>/``.
 
     Example:
-        >>> export_with_stamp(Path("study/runs/standard"), Path("study/models/standard.onnx"), False)  # doctest: +SKIP
-        {'path': 'study/models/standard.onnx', ...}
+        >>> seed_folder(Path("study"), StudyConfig(quick=True), 2)
+        PosixPath('study/seeds/2')
     """
-    stamp = model_path.with_suffix(".export.json")
-    if model_path.exists() and stamp.exists():
-        return read_json(stamp)
-    _say(progress, f"exporting {model_path.name}")
-    report = export_run(run_dir, model_path, ExportSettings(progress=progress)).to_dict()
-    summary = {k: report[k] for k in ("agreement", "max_logit_gap_steps", "onnx_accuracy", "torch_accuracy",
-                                      "integer_kernels", "float_kernels", "weight_bytes")}
-    write_json_atomic(stamp, summary)
-    return summary
-
-
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        import click
-
-        click.echo(f"[reproduce] {message}", err=True)
+    return folder if seed == config.seed else folder / "seeds" / str(seed)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModels:
-    """Trained, exported and campaign-evaluated models of one folder: export summaries and campaign records."""
+    """One training seed's trained, exported and campaign-evaluated models: where their runs are, export
+    summaries, the campaign summary (of the models trained here) and every model's records."""
 
+    seed: int
+    runs: dict[str, Path]
     exports: dict[str, dict]
     summary: dict
-    records: list[dict]
+    records: list[CampaignRecord]
 
 
-def train_export_campaign(config: StudyConfig, variants: tuple[Variant, ...], folder: Path, data: Dataset,
-                          seconds: dict[str, float], progress: bool = True) -> TrainedModels:
-    """Train (or reuse) each variant into ``folder/runs``, export it to ``folder/models``, run one paired campaign.
+def train_export_campaign(config: StudyConfig, variants: Sequence[Variant], folder: Path, data: Dataset,
+                          stages: Stages, shared: dict[str, tuple[str, dict[int, TrainedModels]]] | None = None
+                          ) -> dict[int, TrainedModels]:
+    """Per training seed: train (or reuse) each variant, export it, and run one paired campaign.
 
-    Adds the seconds of each stage to ``seconds``.
+    ``shared`` maps a variant to a model of another folder with the same recipe (its name there and
+    that folder's models per seed): it is neither trained nor evaluated again, its records are taken
+    over under the variant's name.
 
     Example:
-        >>> trained = train_export_campaign(config, config.variants, Path("study/quick"), data, {})  # doctest: +SKIP
-        >>> trained.exports["standard"]["agreement"]  # doctest: +SKIP
+        >>> trained = train_export_campaign(config, config.variants, Path("study/quick"), data, Stages("reproduce"))  # doctest: +SKIP
+        >>> trained[0].exports["standard"]["agreement"]  # doctest: +SKIP
         0.999
     """
-    names = [v.name for v in variants]
-    started = time.perf_counter()
-    for variant in variants:
-        _train(config, variant, folder / "runs" / variant.name, data, progress)
-    seconds["train"] = seconds.get("train", 0.0) + time.perf_counter() - started
+    shared = shared or {}
+    own = [v for v in variants if v.name not in shared]
+    places = {seed: seed_folder(folder, config, seed) for seed in config.training_seeds}
+    jobs = [TrainJob(v.name if seed == config.seed else f"{v.name} (seed {seed})",
+                     train_config(config, v, seed), places[seed] / "runs" / v.name, v.label, solo=seed == config.seed)
+            for seed in config.training_seeds for v in own]
+    stages.train(jobs, data)
+    grid = FaultGrid(config.data, config.kinds, config.rates, config.chips, config.seed)
+    trained = {}
+    for seed, place in places.items():
+        runs = {v.name: place / "runs" / v.name for v in own}
+        exports = {v.name: stages.export(runs[v.name], place / "models" / f"{v.name}.onnx") for v in own}
+        campaign = (stages.campaign([place / "models" / f"{v.name}.onnx" for v in own], grid, place / "campaign")
+                    if own else CampaignStage({}, []))
+        records = list(campaign.records)
+        for name, (theirs, models) in shared.items():
+            source = models[seed]
+            runs[name], exports[name] = source.runs[theirs], source.exports[theirs]
+            records += [dataclasses.replace(r, model=name) for r in source.records if r.model == theirs]
+        trained[seed] = TrainedModels(seed, {v.name: runs[v.name] for v in variants},
+                                      {v.name: exports[v.name] for v in variants}, campaign.summary, records)
+    return trained
 
-    started = time.perf_counter()
-    exports = {v.name: export_with_stamp(folder / "runs" / v.name, folder / "models" / f"{v.name}.onnx", progress)
-               for v in variants}
-    seconds["export"] = seconds.get("export", 0.0) + time.perf_counter() - started
 
-    started = time.perf_counter()
-    _say(progress, f"campaign: {len(names)} models x {len(config.kinds)} kinds x {len(config.rates)} rates "
-                   f"x {config.chips} chips")
-    campaign = CampaignConfig.create([str(folder / "models" / f"{n}.onnx") for n in names], data=config.data,
-                                     kinds=config.kinds, rates=config.rates, chips=config.chips, seed=config.seed)
-    result = run_campaign(campaign, folder / "campaign", ExecutionSettings(progress=progress))
-    records = ResultsLog(folder / "campaign" / "results.jsonl").read(repair=False)
-    seconds["campaign"] = seconds.get("campaign", 0.0) + time.perf_counter() - started
-    return TrainedModels(exports, result.summary, records)
+def shared_variants(config: StudyConfig, variants: Sequence[Variant], main: dict[int, TrainedModels]
+                    ) -> dict[str, tuple[str, dict[int, TrainedModels]]]:
+    """The variants whose recipe is one of the main study's: reused from it (its name for each).
+
+    Example:
+        >>> sorted(shared_variants(StudyConfig(quick=True), sweep_variants(StudyConfig(quick=True), "sparsity"), {}))
+        ['T0', 'T0.5']
+    """
+    recipes = {train_config(config, v): v.name for v in config.variants}
+    found = {v.name: recipes.get(train_config(config, v)) for v in variants}
+    return {name: (theirs, main) for name, theirs in found.items() if theirs is not None}
 
 
 def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> StudyResult:
@@ -166,32 +171,37 @@ def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> St
         check_study_folder(folder / "sweeps" / sweep, sweep_settings(config, sweep), "sweep")
     data = load_dataset(config.data)
     claim_study_folder(folder, config.to_dict())
-    seconds: dict[str, float] = {}
+    stages = Stages("reproduce", ExecutionSettings(progress=progress), progress)
     names = [v.name for v in config.variants]
-    trained = train_export_campaign(config, config.variants, folder, data, seconds, progress)
+    trained = train_export_campaign(config, config.variants, folder, data, stages)
 
-    started = time.perf_counter()
     sharpness_config = SharpnessConfig(rho=config.rho, seed=config.seed, samples=config.sharpness_samples,
                                        hutchinson_probes=config.sharpness_probes, landscape_grid=config.landscape_grid)
-    reports = {}
-    for name in names:
-        _say(progress, f"sharpness of {name}")
-        reports[name] = analyze_sharpness(folder / "runs" / name, data, sharpness_config, folder / "sharpness" / name,
-                                          progress=progress, reuse=True)
-    seconds["sharpness"] = time.perf_counter() - started
+    reports: dict[int, dict] = {}
+    with stages.timed("sharpness"):
+        for seed in config.training_seeds:
+            place = seed_folder(folder, config, seed)
+            reports[seed] = {}
+            for name in names:
+                stages.say(f"sharpness of {name}" + ("" if seed == config.seed else f" (seed {seed})"))
+                reports[seed][name] = analyze_sharpness(place / "runs" / name, data, sharpness_config,
+                                                        place / "sharpness" / name, progress=progress, reuse=True)
 
     sweeps = []
     for sweep in config.sweeps:
-        sweep_seconds: dict[str, float] = {}
+        sweep_stages = Stages("reproduce", stages.execution, progress)
         sweep_folder = folder / "sweeps" / sweep
         claim_study_folder(sweep_folder, sweep_settings(config, sweep))
-        _say(progress, f"sweep of {sweep}")
+        stages.say(f"sweep of {sweep}")
         variants = sweep_variants(config, sweep)
-        swept = train_export_campaign(config, variants, sweep_folder, data, sweep_seconds, progress)
-        sweeps.append(analyze_sweep(sweep, variants, swept.records, sweep_folder, sweep_seconds))
-        seconds[f"sweep {sweep}"] = sum(sweep_seconds.values())
+        swept = train_export_campaign(config, variants, sweep_folder, data, sweep_stages,
+                                      shared_variants(config, variants, trained))
+        sweeps.append(analyze_sweep(sweep, variants, [SeedMeasurements(s, t.records) for s, t in swept.items()],
+                                    {s: t.runs for s, t in swept.items()}, sweep_folder, sweep_stages.seconds))
+        stages.seconds[f"sweep {sweep}"] = sum(sweep_stages.seconds.values())
 
-    claims = judge_claims(trained.records, reports, names)
-    report = write_report(folder, config, trained.exports, trained.summary, reports, claims, trained.records,
-                          seconds, sweeps)
-    return StudyResult(report, {c.number: c.verdict for c in claims}, seconds, claims, sweeps)
+    measurements = [SeedMeasurements(s, trained[s].records, reports[s]) for s in config.training_seeds]
+    claims = judge_claims(measurements, names)
+    report = write_report(folder, config, trained, measurements, claims, stages.seconds, sweeps)
+    return StudyResult(report, {c.number: c.verdict for c in claims}, stages.seconds, claims, sweeps,
+                       config.training_seeds)

@@ -18,12 +18,12 @@ import io
 from pathlib import Path
 from typing import Any
 
-from edgefault.campaign.stats import Estimate, estimate
+from edgefault.campaign.stats import Estimate
 from edgefault.fileio import read_json, write_bytes_atomic
-from edgefault.study.claims import Comparison, compare, drops, per_chip_accuracy
+from edgefault.study.claims import COLLAPSE, Comparison, SeedMeasurements, compare_seeds, seed_tables
+from edgefault.study.pooled import pool
 from edgefault.study.config import SPARSE_ACT_L1, STRONG_ACT_L1, StudyConfig, Variant
 
-COLLAPSE = 0.10  # clean accuracy this far below the baseline's: the model collapsed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +62,11 @@ def sweep_settings(config: StudyConfig, sweep: str) -> dict[str, Any]:
         >>> sweep_settings(StudyConfig(quick=True), "rho")["values"]
         [0.01, 0.05, 0.2, 0.5]
     """
+    # "reuses": models with the study's recipes are the study's own (sweep folders from before kept copies)
     if sweep == "sparsity":
         return {"sweep": sweep, "values": list(config.thresholds), "strong_l1": STRONG_ACT_L1,
-                "strong_values": list(config.strong_thresholds), "study": config.to_dict()}
-    return {"sweep": sweep, "values": list(config.radii), "study": config.to_dict()}
+                "strong_values": list(config.strong_thresholds), "study": config.to_dict(), "reuses": "study models"}
+    return {"sweep": sweep, "values": list(config.radii), "study": config.to_dict(), "reuses": "study models"}
 
 
 def sweep_variants(config: StudyConfig, sweep: str) -> tuple[Variant, ...]:
@@ -73,7 +74,7 @@ def sweep_variants(config: StudyConfig, sweep: str) -> tuple[Variant, ...]:
 
     Example:
         >>> [v.name for v in sweep_variants(StudyConfig(quick=True), "sparsity")]
-        ['T0', 'T0.5', 'T1', 'T1.25', 'T1.5', 'T1.75', 'T2']
+        ['T0', 'T0.5', 'T1', 'T1.25', 'T1.5', 'T1.75', 'T2', 'T0.5_L1_0.1', 'T0.75_L1_0.1']
     """
     if sweep == "sparsity":
         return (tuple(Variant(f"T{t:g}", sparse=t > 0, sharpness="none", fat_threshold=t) for t in config.thresholds)
@@ -91,26 +92,30 @@ def _baseline(sweep: str, variant: Variant) -> str:
     return "T0" if sweep == "sparsity" else ("sparse" if variant.sparse else "standard")
 
 
-def analyze_sweep(sweep: str, variants: tuple[Variant, ...], records: list[dict], folder: Path,
-                  seconds: dict[str, float]) -> SweepResult:
+def analyze_sweep(sweep: str, variants: tuple[Variant, ...], measurements: list[SeedMeasurements],
+                  runs: dict[int, dict[str, Path]], folder: Path, seconds: dict[str, float]) -> SweepResult:
     """Paired drops of the swept models against their baseline, the conclusion, and ``folder/sweep_<name>.png``.
 
+    ``measurements`` holds each training seed's campaign records, ``runs`` each seed's run directory per
+    model; sparsity and clean accuracy are means over seeds, drops and differences pooled over seeds and chips.
+
     Example:
-        >>> analyze_sweep("sparsity", variants, records, Path("study/sweeps/sparsity"), {}).conclusion  # doctest: +SKIP
+        >>> analyze_sweep("sparsity", variants, measurements, runs, Path("study/sweeps/sparsity"), {}).conclusion  # doctest: +SKIP
         'Sparse models lose significantly more than plain ReLU from 91.7% exact zeros on (T = 4).'
     """
-    clean, faulty = per_chip_accuracy(records)
-    drop = drops(clean, faulty)
+    drop, _, clean = seed_tables(measurements)
     points = []
     for variant in variants:
-        metrics = read_json(folder / "runs" / variant.name / "metrics.json")
+        name = variant.name
+        sparsity = [read_json(runs[s][name] / "metrics.json")["activation_sparsity"]["overall"] for s in runs]
         baseline = _baseline(sweep, variant)
-        versus = None if variant.name == baseline else compare("drop", drop, variant.name, baseline)
+        versus = None if name == baseline else compare_seeds("drop", drop, name, baseline)
         value = variant.fat_threshold if sweep == "sparsity" else (variant.rho or 0.0)
-        accuracy, base_accuracy = clean.get(variant.name), clean.get(baseline)
+        accuracy, base_accuracy = _mean([c.get(name) for c in clean.values()]), _mean([c.get(baseline) for c in clean.values()])
         collapsed = accuracy is None or (base_accuracy is not None and accuracy < base_accuracy - COLLAPSE)
-        points.append(SweepPoint(variant, float(value), float(metrics["activation_sparsity"]["overall"]), accuracy,
-                                 estimate(drop.get(variant.name, {}).values()), versus, collapsed))
+        pooled = pool({s: d[name] for s, d in drop.items() if name in d}).pooled
+        points.append(SweepPoint(variant, float(value), float(sum(sparsity) / len(sparsity)), accuracy, pooled,
+                                 versus, collapsed))
     conclusion = _sparsity_conclusion(points) if sweep == "sparsity" else _rho_conclusion(points)
     plot = folder / f"sweep_{sweep}.png"
     if sweep == "sparsity":
@@ -118,6 +123,11 @@ def analyze_sweep(sweep: str, variants: tuple[Variant, ...], records: list[dict]
     else:
         _plot_rho(plot, points)
     return SweepResult(sweep, tuple(points), conclusion, plot, dict(seconds))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean of values every seed has (None when one lacks it)."""
+    return None if not values or any(v is None for v in values) else float(sum(values) / len(values))
 
 
 def _sparsity_conclusion(points: list[SweepPoint]) -> str:
@@ -190,6 +200,11 @@ def sweep_lines(result: SweepResult) -> list[str]:
     else:
         lines.append("SAQ at each radius for both recipes, each compared with the conventionally trained model of "
                      "its recipe on the same chips (a negative difference: SAQ lost less).")
+    compared = next((p.versus_baseline.seeds for p in result.points if p.versus_baseline is not None), None)
+    several = compared is not None and len(compared.seeds) > 1
+    if several:
+        lines.append(f"Means over {len(compared.seeds)} training seeds per setting; intervals over seeds and chips, "
+                     "the verdict with how many seeds' own differences share the pooled sign.")
     l1_column = result.name == "sparsity"
     lines += ["", f"| model | {setting} |{' L1 |' if l1_column else ''} activation sparsity | int8 clean acc. "
                   "| mean drop [95% CI] | drop − baseline [95% CI] | verdict |",
@@ -205,6 +220,9 @@ def sweep_lines(result: SweepResult) -> list[str]:
             verdict = ("loses more" if p.versus_baseline.verdict(True) == "held" else
                        "loses less" if p.versus_baseline.verdict(False) == "held" else "no significant difference")
             verdict = f"collapsed; {verdict}" if p.collapsed else verdict
+            pooled = p.versus_baseline.seeds
+            if several and pooled is not None:
+                verdict += f" ({pooled.agreeing()} of {len(pooled.seeds)} seeds agree)"
         clean = "n/a" if p.clean_accuracy is None else f"{100 * p.clean_accuracy:.2f}%"
         mean = "n/a" if d.mean is None else f"{100 * d.mean:.2f}{interval}"
         l1 = f" {_l1(p):g} |" if l1_column else ""

@@ -1,0 +1,102 @@
+"""``edgefault cost`` as a Python call: one model, one dataset, one accelerator, one :class:`CostReport`.
+
+The model's integer activations come from a probe copy run in ONNX Runtime over the test
+images (:func:`edgefault.runtime.sparsity.probe_batches`, as ``eval`` probes them); each
+conv/linear layer reading a quantized activation is tallied (:mod:`edgefault.cost.tally`)
+and costed on the accelerator (:mod:`edgefault.cost.report`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from edgefault.cost.accelerator import Accelerator, load_accelerator
+from edgefault.cost.report import CostReport, layer_cost, totals
+from edgefault.cost.tally import LayerTally
+from edgefault.data import load_samples
+from edgefault.errors import EdgefaultError
+from edgefault.runtime.activations import find_mac_layers, find_quantized_tensors
+from edgefault.runtime.feed import check_classes, prepare_inputs
+from edgefault.runtime.inputs import InputOptions, PreparedInputs, resolve_model_input
+from edgefault.runtime.loading import about_model, load_model
+from edgefault.runtime.session import DEFAULT_BATCH, SessionSettings
+from edgefault.runtime.sparsity import probe_batches
+
+
+@dataclasses.dataclass(frozen=True)
+class CostOptions:
+    """Which images ``model_cost`` runs and how: ``limit`` first test images, batch size, session, progress.
+
+    Example:
+        >>> CostOptions(limit=100).batch_size
+        256
+        >>> CostOptions(limit=0)
+        Traceback (most recent call last):
+        ...
+        edgefault.errors.EdgefaultError: limit must be >= 1, got 0
+    """
+
+    limit: int | None = None
+    batch_size: int = DEFAULT_BATCH
+    session: SessionSettings = SessionSettings()
+    progress: bool = False
+    inputs: InputOptions = InputOptions()
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise EdgefaultError(f"limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise EdgefaultError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+def cost_of_inputs(model, prepared: PreparedInputs, input_name: str, accelerator: Accelerator,
+                   options: CostOptions = CostOptions(), source: str = "model", dataset: str = "") -> CostReport:
+    """Cost a loaded model on prepared inputs (the core of :func:`model_cost`, for callers that hold both).
+
+    Example:
+        >>> cost_of_inputs(load_model("m.onnx"), prepared, "input", load_accelerator()).images  # doctest: +SKIP
+        1000
+    """
+    tensors = find_quantized_tensors(model)
+    by_name = {tensor.name: tensor for tensor in tensors}
+    layers = find_mac_layers(model, tensors)
+    if not layers:
+        raise EdgefaultError(f"{source}: no conv/linear layer reads a quantized activation; nothing to cost "
+                             "(a float or dynamically quantized model?)")
+    tallies = [
+        LayerTally(layer, by_name[layer.activation], accelerator.lanes, accelerator.groups,
+                   accelerator.activation_bits, accelerator.rle_run_bits, accelerator.activation_buffer_kib * 8192)
+        for layer in layers
+    ]
+    needed = [by_name[name] for name in dict.fromkeys(layer.activation for layer in layers)]
+    label = "activations" if options.progress else None
+    for count, values in probe_batches(model, prepared, input_name, needed, options.session, options.batch_size,
+                                       label):
+        for tally in tallies:
+            tally.add(values[tally.tensor.name], count)
+    costs = tuple(layer_cost(tally, accelerator) for tally in tallies)
+    return CostReport(source, dataset, len(prepared), accelerator, costs, totals(costs))
+
+
+def model_cost(model_path: str | os.PathLike, data_spec: str = "mnist5k", accelerator: Accelerator | None = None,
+               *, options: CostOptions = CostOptions()) -> CostReport:
+    """Model what MODEL's activation sparsity buys on ``accelerator`` (default: the shipped 45 nm one).
+
+    The input is read from the model (edgefault metadata, else its graph) and completed by
+    ``options.inputs``, as in ``eval``.
+
+    Example:
+        >>> report = model_cost("sparse.onnx", "mnist5k", options=CostOptions(limit=200))  # doctest: +SKIP
+        >>> round(report.total["speedup"]["skipping_imbalanced"], 2)  # doctest: +SKIP
+        1.25
+    """
+    accelerator = accelerator or load_accelerator()
+    model = load_model(model_path)
+    with about_model(model_path):
+        metadata, io, spec = resolve_model_input(model, options.inputs)
+    samples = load_samples(data_spec)
+    with about_model(model_path):
+        check_classes(samples, io.num_classes or (metadata.num_classes if metadata else None))
+        prepared = prepare_inputs(samples, spec, options.limit, options.inputs.scale_factor)
+        return cost_of_inputs(model, prepared, io.input_name, accelerator, options, str(model_path), samples.spec)

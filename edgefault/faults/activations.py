@@ -1,0 +1,413 @@
+"""The activation memory of a quantized ONNX model: the integer buffers between layers, one image's worth.
+
+What is in it: every integer tensor that an integer kernel reads as its activation input,
+which is what a buffer holds between layers, plus the quantized model output; a tensor read
+twice is stored once.
+
+* QDQ form: the non-constant ``x`` of each DequantizeLinear whose output feeds (directly or
+  through shape-only ops: Flatten, Reshape, Squeeze, Unsqueeze, Identity, Transpose) a conv,
+  linear, matmul, add or mul (Conv, ConvTranspose, Gemm, MatMul, Add, Mul): the ops ONNX
+  Runtime fuses with their DequantizeLinear inputs into integer kernels.
+* QOperator form: the non-constant activation inputs of QLinearConv, QLinearMatMul, QGemm,
+  QLinearAdd, QLinearMul, ConvInteger, MatMulInteger and MatMulIntegerToFloat.
+* The quantized model output: an integer graph output, or the non-constant ``x`` of the
+  DequantizeLinear that computes a graph output.
+
+So the quantized model input is in it (a QuantizeLinear output that the first layer reads),
+and on edgefault's own LeNet it is ``input_quant``, ``pool1``, ``flatten``, ``act3``, ``act4``
+and ``logits_quant``. Each tensor keeps its zero point and scale (per tensor), its stored
+type (int8/uint8/int16/uint16) and its shape for one image: the leading (batch) dimension
+dropped, the rest from ONNX shape inference, else (for ONNX Runtime's contrib ops, which it
+does not know) from ``shapes`` given by the caller: :func:`edgefault.runtime.actprobe.activation_memory`
+fills them in from a probe run.
+
+Addresses. Tensors lie back to back in canonical order (by the node that computes them, in
+graph order, which ONNX requires to be topological; model inputs first), so the same
+network in QDQ and in QOperator form gets the same memory. A tensor's buffer holds its
+format's encoding (:mod:`edgefault.faults.formats`), ``capacity_bits`` cells rounded up to
+whole words of the code width ``b``; cell ``c`` of the buffer is bit ``c % b`` of word
+``c // b``, and word ``i``, bit ``k`` of a tensor starting at address ``s`` has the address
+``s + i * b + k``. In the dense format word ``i`` is code ``i`` (row-major): the fault
+record (tensor, index, bit) is exactly (tensor, element, bit of its code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from edgefault.errors import EdgefaultError
+from edgefault.faults.discover import constant_derived, constant_tensors
+from edgefault.faults.formats import ACT_FORMATS, DEFAULT_RUN_BITS, BufferFormat
+from edgefault.faults.memory import AddressedMemory, load_proto
+
+# Stored activation types and their widths.
+ACT_TYPES = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16}
+_TYPE_NAMES = {getattr(TensorProto, name.upper()): name for name in ACT_TYPES}
+# QDQ: ops that ONNX Runtime runs as integer kernels when their inputs come from DequantizeLinear.
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul"})
+SHAPE_ONLY = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Transpose"})
+# QOperator: op -> (data input, scale input or None, zero-point input) of each activation input.
+QOPERATOR_INPUTS: dict[str, tuple[tuple[int, int | None, int], ...]] = {
+    "QLinearConv": ((0, 1, 2),),
+    "QLinearMatMul": ((0, 1, 2), (3, 4, 5)),
+    "QGemm": ((0, 1, 2), (3, 4, 5)),
+    "QLinearAdd": ((0, 1, 2), (3, 4, 5)),
+    "QLinearMul": ((0, 1, 2), (3, 4, 5)),
+    "ConvInteger": ((0, None, 2),),
+    "MatMulInteger": ((0, None, 2), (1, None, 3)),
+    "MatMulIntegerToFloat": ((0, 2, 4), (1, 3, 5)),
+}
+OUTPUT_CONSUMER = "output"  # the consumer named for the quantized model output
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationTensor:
+    """One buffer of the activation memory: an integer tensor of one image, its quantization and its format.
+
+    ``shape`` is one image's (batch dropped); ``consumer`` the op type of the first integer
+    kernel reading it (``output`` for the quantized model output); ``scale`` is None where
+    the kernel has none (ConvInteger). ``size`` counts the buffer's words of ``bits`` cells
+    (in ``dense``, the codes).
+
+    Example:
+        >>> t = ActivationTensor("pool1", "uint8", (6, 14, 14), 0, 0.05, "Conv")
+        >>> t.elements, t.size, t.nbits, t.with_format("bitmap").nbits
+        (1176, 1176, 9408, 10584)
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    zero_point: int
+    scale: float | None
+    consumer: str
+    start: int = 0
+    format: str = "dense"
+    run_bits: int = DEFAULT_RUN_BITS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if self.dtype not in ACT_TYPES:
+            raise EdgefaultError(f"activation tensor {self.name!r}: type {self.dtype} is not a stored activation "
+                                 f"type ({', '.join(ACT_TYPES)})")
+        if any(d < 0 for d in self.shape) or self.start < 0:
+            raise EdgefaultError(f"activation tensor {self.name!r}: negative shape or start")
+        self.buffer_format  # validates the format, zero point and run width
+
+    @functools.cached_property
+    def buffer_format(self) -> BufferFormat:
+        """The encoder and decoder of this tensor's buffer."""
+        return BufferFormat(self.format, self.bits, self.zero_point, self.run_bits, self.signed)
+
+    @property
+    def bits(self) -> int:
+        """Cells per code, and per word of the buffer."""
+        return ACT_TYPES[self.dtype]
+
+    @property
+    def signed(self) -> bool:
+        return not self.dtype.startswith("u")
+
+    @functools.cached_property
+    def elements(self) -> int:
+        """Values of one image."""
+        return math.prod(self.shape)
+
+    @functools.cached_property
+    def capacity_bits(self) -> int:
+        """Cells the format needs in the worst case."""
+        return self.buffer_format.capacity_bits(self.elements)
+
+    @property
+    def size(self) -> int:
+        """Words of the buffer: the capacity rounded up to whole words."""
+        return -(-self.capacity_bits // self.bits)
+
+    @property
+    def width(self) -> int:
+        return self.bits
+
+    @property
+    def nbits(self) -> int:
+        """Cells (addresses) of the buffer."""
+        return self.size * self.bits
+
+    @property
+    def storage(self) -> str:
+        return self.dtype
+
+    @property
+    def source(self) -> str:
+        return "activation"
+
+    def with_format(self, name: str, run_bits: int = DEFAULT_RUN_BITS, start: int | None = None) -> ActivationTensor:
+        """The same tensor stored in another format (and at another start, if given).
+
+        Example:
+            >>> ActivationTensor("x", "int8", (4,), 0, 1.0, "Conv").with_format("rle", run_bits=2).nbits
+            48
+        """
+        return dataclasses.replace(self, format=name, run_bits=run_bits, start=self.start if start is None else start)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationMemory(AddressedMemory):
+    """The activation buffers of a model in canonical order, one image's worth, with an address per cell.
+
+    Works with :func:`~edgefault.faults.sampling.sample_faults` as a weight memory does (its
+    own seed stream, so one chip seed faults weights and activations independently), and
+    with :func:`~edgefault.faults.faultmap.records_from_entries`.
+
+    Example:
+        >>> memory = ActivationMemory.from_tensors([("x", "uint8", (1, 4, 4), 0, 0.1, "Conv"),
+        ...                                         ("y", "uint8", (10,), 3, 0.2, "output")])
+        >>> memory.nbits, memory.coverage_line()
+        (208, 'activation memory: 2 tensors, 26 values, 208 stored bits per image (uint8: 2 tensors)')
+    """
+
+    tensors: tuple[ActivationTensor, ...]
+    label = "activation"
+    site = "activations"
+    seed_stream = (1,)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tensors", tuple(self.tensors))
+        if not self.tensors:
+            raise EdgefaultError("the activation memory is empty")
+        names = [t.name for t in self.tensors]
+        if len(set(names)) != len(names):
+            raise EdgefaultError("activation memory tensors must have distinct names")
+        expected = 0
+        for tensor in self.tensors:
+            if tensor.start != expected:
+                raise EdgefaultError(f"tensor {tensor.name!r} starts at address {tensor.start}, expected {expected}")
+            expected += tensor.nbits
+
+    @classmethod
+    def from_tensors(cls, specs, format: str = "dense", run_bits: int = DEFAULT_RUN_BITS) -> ActivationMemory:
+        """Lay out tensors back to back in the order given; each spec is (name, dtype, shape, zero point, scale,
+        consumer).
+
+        Example:
+            >>> ActivationMemory.from_tensors([("x", "int8", (3,), 0, 0.5, "Gemm")], "bitmap").tensors[0].nbits
+            32
+        """
+        tensors, start = [], 0
+        for name, dtype, shape, zero_point, scale, consumer in specs:
+            tensor = ActivationTensor(name, dtype, shape, int(zero_point), scale, consumer, start, format, run_bits)
+            tensors.append(tensor)
+            start += tensor.nbits
+        return cls(tuple(tensors))
+
+    @classmethod
+    def from_model(cls, model: onnx.ModelProto | str | os.PathLike, format: str = "dense",
+                   run_bits: int = DEFAULT_RUN_BITS, shapes: Mapping[str, tuple[tuple[int, ...], int]] | None = None
+                   ) -> ActivationMemory:
+        """The activation memory of a model (a proto, or a path loaded safely), in a storage format.
+
+        ``shapes`` maps a tensor name to (one image's shape, ONNX element type) for tensors that
+        shape inference cannot resolve; without it they raise :class:`ShapesUnknown`. Raises
+        :class:`EdgefaultError` for a model without integer activations (a float model).
+
+        Example:
+            >>> ActivationMemory.from_model("model.onnx").names  # doctest: +SKIP
+            ('input_quant', 'pool1', 'flatten', 'act3', 'act4', 'logits_quant')
+        """
+        return cls.from_tensors(find_activations(load_proto(model), shapes), format, run_bits)
+
+    @property
+    def format(self) -> str:
+        return self.tensors[0].format
+
+    def with_format(self, name: str, run_bits: int = DEFAULT_RUN_BITS) -> ActivationMemory:
+        """The same tensors stored in another format, laid out again.
+
+        Example:
+            >>> memory = ActivationMemory.from_tensors([("x", "uint8", (8,), 0, 0.1, "Conv")])
+            >>> memory.nbits, memory.with_format("bitmap").nbits, memory.with_format("rle").nbits
+            (64, 72, 112)
+        """
+        tensors, start = [], 0
+        for tensor in self.tensors:
+            tensors.append(tensor.with_format(name, run_bits, start))
+            start += tensors[-1].nbits
+        return ActivationMemory(tuple(tensors))
+
+    def coverage(self) -> dict[str, Any]:
+        """What the memory holds, JSON-ready: tensors, values and stored bits per image, by type, and the format.
+
+        Example:
+            >>> ActivationMemory.from_tensors([("x", "uint8", (8,), 0, 0.1, "Conv")]).coverage()["storage"]
+            {'uint8': {'tensors': 1, 'bits': 64}}
+        """
+        storage: dict[str, dict[str, int]] = {}
+        for tensor in self.tensors:
+            entry = storage.setdefault(tensor.dtype, {"tensors": 0, "bits": 0})
+            entry["tensors"] += 1
+            entry["bits"] += tensor.nbits
+        return {"tensors": len(self.tensors), "values": sum(t.elements for t in self.tensors), "bits": self.nbits,
+                "format": self.format, "storage": storage}
+
+    def coverage_line(self) -> str:
+        """The coverage in one line, as every command that builds the memory prints it.
+
+        Example:
+            >>> ActivationMemory.from_tensors([("x", "uint8", (8,), 0, 0.1, "Conv")], "rle").coverage_line()
+            'activation memory: 1 tensor, 8 values, 112 stored bits per image as rle (uint8: 1 tensor)'
+        """
+        report = self.coverage()
+        kinds = ", ".join(f"{k}: {_plural(v['tensors'], 'tensor')}" for k, v in report["storage"].items())
+        form = "" if report["format"] == "dense" else f" as {report['format']}"
+        return (f"activation memory: {_plural(report['tensors'], 'tensor')}, {report['values']:,} values, "
+                f"{report['bits']:,} stored bits per image{form} ({kinds})")
+
+
+def find_activations(model: onnx.ModelProto, shapes: Mapping[str, tuple[tuple[int, ...], int]] | None = None
+                     ) -> list[tuple[str, str, tuple[int, ...], int, float | None, str]]:
+    """The activation tensors of a model in canonical order, as specs for :meth:`ActivationMemory.from_tensors`.
+
+    Example:
+        >>> find_activations(onnx.load("model.onnx"))[0]  # doctest: +SKIP
+        ('input_quant', 'uint8', (1, 28, 28), 0, 0.0078, 'Conv')
+    """
+    graph = model.graph
+    constants = constant_tensors(graph)
+    fixed = set(constants) | set(constant_derived(graph, constants))
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    producer: dict[str, int] = {}
+    for number, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+        for name in node.output:
+            producer[name] = number
+    found: dict[str, tuple[str | None, str | None, str]] = {}  # name -> (scale, zero point, consumer)
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] not in fixed:
+            reader = _compute_reader(node.output[0], consumers)
+            if reader is not None:
+                found.setdefault(node.input[0], (_input(node, 1), _input(node, 2), reader))
+        for data, scale, zero in QOPERATOR_INPUTS.get(node.op_type, ()) if node.domain in ("", "com.microsoft") else ():
+            name = _input(node, data)
+            if name is not None and name not in fixed:
+                found.setdefault(name, (_input(node, scale) if scale is not None else None, _input(node, zero),
+                                        node.op_type))
+    inputs = [i.name for i in graph.input]
+    for output in graph.output:
+        source = output.name
+        node = graph.node[producer[source]] if source in producer else None
+        if node is not None and node.op_type == "DequantizeLinear" and node.input[0] not in fixed:
+            found.setdefault(node.input[0], (_input(node, 1), _input(node, 2), OUTPUT_CONSUMER))
+        elif output.type.tensor_type.elem_type in _TYPE_NAMES and source not in fixed:
+            found.setdefault(source, (None, None, OUTPUT_CONSUMER))
+    if not found:
+        raise EdgefaultError("model has no integer activations: no run-time integer tensor feeds DequantizeLinear "
+                             "or a QOperator kernel (QLinearConv, QGemm, ...); a float model has no activation "
+                             "memory to fault")
+    order = {name: (-1, inputs.index(name)) if name in inputs else (producer.get(name, len(graph.node)), 0)
+             for name in found}
+    types = _inferred_types(model, found, shapes or {})
+    specs = []
+    for name in sorted(found, key=lambda n: order[n]):
+        scale, zero, consumer = found[name]
+        dtype, shape = types[name]
+        specs.append((name, dtype, shape, _zero_point(constants, zero, name), _scale(constants, scale, name), consumer))
+    return specs
+
+
+def _input(node: onnx.NodeProto, position: int) -> str | None:
+    return node.input[position] if position < len(node.input) and node.input[position] else None
+
+
+def _compute_reader(name: str, consumers: dict[str, list[onnx.NodeProto]]) -> str | None:
+    """The op type of the first compute op reading ``name``, directly or through shape-only ops."""
+    frontier, seen = [name], set()
+    while frontier:
+        current = frontier.pop(0)
+        for node in consumers.get(current, []):
+            if node.op_type in COMPUTE_OPS:
+                return node.op_type
+            if node.op_type in SHAPE_ONLY and node.output[0] not in seen:
+                seen.add(node.output[0])
+                frontier.append(node.output[0])
+    return None
+
+
+def _constant_value(constants, name: str | None, what: str, tensor: str) -> np.ndarray | None:
+    if name is None:
+        return None
+    if name not in constants:
+        raise EdgefaultError(f"activation {tensor!r}: its {what} {name!r} is computed at run time; only constant "
+                             f"per-tensor quantization is supported")
+    value = numpy_helper.to_array(constants[name][0])
+    if value.size != 1:
+        raise EdgefaultError(f"activation {tensor!r}: per-channel {what} ({value.size} values); the activation "
+                             f"memory needs one {what} per tensor")
+    return value.reshape(())
+
+
+def _zero_point(constants, name: str | None, tensor: str) -> int:
+    value = _constant_value(constants, name, "zero point", tensor)
+    return 0 if value is None else int(value)
+
+
+def _scale(constants, name: str | None, tensor: str) -> float | None:
+    value = _constant_value(constants, name, "scale", tensor)
+    return None if value is None else float(value)
+
+
+class ShapesUnknown(EdgefaultError):
+    """Shape inference left some activations' shapes open; ``names`` lists them (a probe run can fill them in)."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        shown = ", ".join(repr(n) for n in self.names[:3]) + (", ..." if len(self.names) > 3 else "")
+        super().__init__(f"cannot infer the per-image shape of activation {shown}; give it from a probe run")
+
+
+def _inferred_types(model: onnx.ModelProto, names, shapes: Mapping[str, tuple[tuple[int, ...], int]]
+                    ) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """(stored type, one image's shape) of each tensor: from ``shapes`` where given, else ONNX shape inference."""
+    try:
+        known = _value_types(onnx.shape_inference.infer_shapes(model, strict_mode=False))
+    except (onnx.shape_inference.InferenceError, ValueError):
+        known = _value_types(model)
+    known.update({name: (elem, [None, *shape]) for name, (shape, elem) in shapes.items()})
+    result, unknown = {}, []
+    for name in names:
+        elem, dims = known.get(name, (0, None))
+        if elem and elem not in _TYPE_NAMES:
+            raise EdgefaultError(f"activation {name!r} has type {TensorProto.DataType.Name(elem)}; stored "
+                                 f"activations are {', '.join(ACT_TYPES)}")
+        if not elem or not dims or any(not isinstance(d, int) for d in dims[1:]):
+            unknown.append(name)
+        else:
+            result[name] = (_TYPE_NAMES[elem], tuple(int(d) for d in dims[1:]))  # the leading dimension is the batch
+    if unknown:
+        raise ShapesUnknown(unknown)
+    return result
+
+
+def _value_types(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | str | None] | None]]:
+    graph = model.graph
+    types = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = info.type.tensor_type
+        dims = None
+        if tensor_type.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
+        types[info.name] = (tensor_type.elem_type, dims)
+    for tensor in graph.initializer:
+        types.setdefault(tensor.name, (tensor.data_type, list(tensor.dims)))
+    return types
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word if count == 1 else word + 's'}"

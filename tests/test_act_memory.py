@@ -1,0 +1,88 @@
+"""The activation memory: which tensors, one image's worth, in canonical order, the same in QDQ and QOperator form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from act_models import float_only, residual_qdq
+from edgefault.errors import EdgefaultError
+from edgefault.faults import Chip, WeightMemory, records_from_entries, sample_faults
+from edgefault.faults.activations import ActivationMemory, ShapesUnknown
+from edgefault.runtime.actprobe import activation_memory, read_activations
+from input_models import uint8_input_cnn
+from weight_forms import quantized_both_ways
+
+
+def test_activation_inputs_of_compute_ops_and_the_output_each_stored_once():
+    memory = ActivationMemory.from_model(residual_qdq())
+    # c_q only feeds a MaxPool (not a compute op); h_q is read twice (residual Add) and stored once.
+    assert memory.names == ("x_q", "f_q", "h_q", "s_q", "out_q")
+    shapes = {t.name: (t.dtype, t.shape, t.zero_point, t.consumer) for t in memory.tensors}
+    assert shapes["x_q"] == ("uint8", (2, 4, 4), 128, "Conv")
+    assert shapes["f_q"] == ("uint8", (16,), 0, "MatMul")
+    assert shapes["h_q"] == ("uint8", (6,), 10, "Add")
+    assert shapes["out_q"] == ("int8", (3,), 0, "output")
+    assert memory.nbits == 8 * (32 + 16 + 6 + 6 + 3)
+    assert memory.coverage_line() == ("activation memory: 5 tensors, 63 values, 504 stored bits per image "
+                                      "(uint8: 4 tensors, int8: 1 tensor)")
+    assert list(memory.bit_starts) == [0, 256, 384, 432, 480]
+
+
+def test_formats_lay_out_whole_words_of_the_worst_case():
+    memory = ActivationMemory.from_model(residual_qdq())
+    bitmap = memory.with_format("bitmap")
+    assert [t.nbits for t in bitmap.tensors] == [8 * -(-n * 9 // 8) for n in (32, 16, 6, 6, 3)]
+    rle = memory.with_format("rle", run_bits=3)
+    assert rle.tensors[0].capacity_bits == 6 + 32 * 11 and rle.tensors[0].nbits == 8 * 45
+    assert rle.coverage_line().startswith("activation memory: 5 tensors, 63 values, ")
+    assert "as rle" in rle.coverage_line()
+
+
+def test_qdq_and_qoperator_forms_have_the_same_activation_memory(tmp_path):
+    paths = quantized_both_ways(tmp_path)
+    qdq = ActivationMemory.from_model(paths["QDQ"])
+    with pytest.raises(ShapesUnknown):  # ONNX's shape inference does not know QLinearAdd, QGemm, ...
+        ActivationMemory.from_model(paths["QOperator"])
+    qop = activation_memory(paths["QOperator"])  # a probe run fills the shapes in
+    layout = [[(t.dtype, t.shape, t.zero_point, round(t.scale, 7), t.start) for t in m.tensors] for m in (qdq, qop)]
+    assert layout[0] == layout[1] and len(layout[0]) == 6
+    assert qop.names[0] == "input_quantized" and qop.names[-1] == "logits_quantized"
+    chip = Chip("flip", rate=0.05, seed=3)
+    first, second = sample_faults(qdq, chip), sample_faults(qop, chip)
+    np.testing.assert_array_equal(first.address, second.address)
+
+
+def test_a_uint8_model_input_is_the_first_buffer(tmp_path):
+    memory = activation_memory(uint8_input_cnn(tmp_path))
+    assert memory.names[0] == "x" and memory.tensors[0].shape == (1, 12, 12)
+
+
+def test_the_stored_codes_match_the_memory_shapes():
+    model = residual_qdq()
+    memory = ActivationMemory.from_model(model)
+    images = np.random.default_rng(0).standard_normal((5, 2, 4, 4)).astype(np.float32)
+    values = read_activations(model, list(memory.names), {"input": images})
+    for tensor in memory.tensors:
+        assert values[tensor.name].shape == (5, *tensor.shape)
+        assert values[tensor.name].dtype == np.dtype(tensor.dtype)
+
+
+def test_sampling_layers_and_an_independent_stream_from_the_weights():
+    memory = ActivationMemory.from_model(residual_qdq())
+    records = sample_faults(memory, Chip("flip", rate=0.2, seed=1, layers="h_q|s_q"))
+    assert set(records.tensor_names()) <= {"h_q", "s_q"} and len(records)
+    with pytest.raises(EdgefaultError, match="matches no activation tensor"):
+        sample_faults(memory, Chip("flip", rate=0.2, layers="nothing"))
+    weights = WeightMemory.from_tensors([("w", "uint8", (63,), "t")])  # as many cells as the activations
+    chip = Chip("flip", rate=0.1, seed=5)
+    assert not np.array_equal(sample_faults(weights, chip).address, sample_faults(memory, chip).address)
+    entries = [{"site": "activations", "tensor": "h_q", "index": 5, "bit": 7, "kind": "sa1"},
+               {"tensor": "w", "index": 0, "bit": 0, "kind": "flip"}]  # a weight entry: not this memory's
+    replayed = records_from_entries(entries, memory)
+    assert replayed.address.tolist() == [384 + 47]
+
+
+def test_a_float_model_has_no_activation_memory():
+    with pytest.raises(EdgefaultError, match="no integer activations"):
+        ActivationMemory.from_model(float_only())
