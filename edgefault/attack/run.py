@@ -32,7 +32,8 @@ from edgefault.faults import Chip, Injector, records_from_entries, sample_faults
 from edgefault.faults.faultmap import FORMAT as MAP_FORMAT, VERSION as MAP_VERSION
 from edgefault.fileio import check_output_folder, json_bytes, output_folder, write_files_atomic
 from edgefault.progress import Progress
-from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings, parse_model, prepare_inputs
+from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings, prepare_inputs
+from edgefault.onnxio import parse_model
 from edgefault.runtime import resolve_model_input
 from edgefault.train import LoadedRun, load_run
 

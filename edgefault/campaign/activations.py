@@ -51,7 +51,8 @@ from edgefault.faults.activations import ActivationMemory
 from edgefault.faults.formats import BufferFormat, apply_bit_faults
 from edgefault.faults.memory import AddressedMemory
 from edgefault.faults.records import patch_words, word_masks
-from edgefault.runtime import PreparedInputs, SessionSettings, parse_model
+from edgefault.runtime import PreparedInputs, SessionSettings
+from edgefault.onnxio import parse_model
 from edgefault.runtime.actprobe import activation_memory
 from edgefault.runtime.stages import StagedModel
 

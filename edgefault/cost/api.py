@@ -19,7 +19,8 @@ from edgefault.errors import EdgefaultError
 from edgefault.runtime.activations import find_mac_layers, find_quantized_tensors
 from edgefault.runtime.feed import check_classes, prepare_inputs
 from edgefault.runtime.inputs import InputOptions, PreparedInputs, resolve_model_input
-from edgefault.runtime.loading import about_model, load_model
+from edgefault.errors import about_model
+from edgefault.onnxio import load_model
 from edgefault.runtime.session import DEFAULT_BATCH, SessionSettings
 from edgefault.runtime.sparsity import probe_batches
 

@@ -37,7 +37,7 @@ from edgefault.faults.injector import Injector, inject_file
 from edgefault.faults.records import FLIP, KIND_NAMES, MBU, SA0, SA1, FaultRecords
 from edgefault.faults.sampling import sample_faults, target_bits
 from edgefault.fileio import atomic_paths, check_outputs
-from edgefault.runtime.loading import load_model, parse_model
+from edgefault.onnxio import load_model, parse_model
 
 BITWISE_OPSET = 18
 ACT_METADATA_KEY = "edgefault.activation_faults"

@@ -46,7 +46,8 @@ from onnx import TensorProto, numpy_helper
 from edgefault.errors import EdgefaultError
 from edgefault.faults.discover import constant_derived, constant_tensors
 from edgefault.faults.formats import ACT_FORMATS, DEFAULT_RUN_BITS, BufferFormat
-from edgefault.faults.memory import AddressedMemory, load_proto
+from edgefault.faults.memory import AddressedMemory
+from edgefault.onnxio import load_proto
 
 # Stored activation types and their widths.
 ACT_TYPES = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16}

@@ -18,9 +18,9 @@ from onnx import helper
 from edgefault.errors import EdgefaultError
 from edgefault.faults.activations import ActivationMemory, ShapesUnknown
 from edgefault.faults.formats import DEFAULT_RUN_BITS
-from edgefault.faults.memory import load_proto
+from edgefault.onnxio import load_proto
 from edgefault.runtime.session import ORT_ERRORS, SessionSettings, create_session
-from edgefault.runtime.loading import error_line
+from edgefault.errors import error_line
 from edgefault.runtime.sparsity import probe_model
 
 

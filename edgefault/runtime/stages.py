@@ -25,7 +25,8 @@ import numpy as np
 
 from edgefault.errors import EdgefaultError
 from edgefault.runtime.cuts import Segment, segment_model, split_model
-from edgefault.runtime.loading import error_line, parse_model
+from edgefault.errors import error_line
+from edgefault.onnxio import parse_model
 from edgefault.runtime.session import ORT_ERRORS, Evaluator, SessionSettings, create_session
 from edgefault.runtime.sparsity import probe_model
 
