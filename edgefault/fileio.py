@@ -83,15 +83,18 @@ def exclusive_lock(lock_file: str | os.PathLike, busy: str | None = None) -> Ite
         lock.release()
 
 
-def folder_lock(folder: str | os.PathLike, busy: str | None = None) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on a folder, its lock file in the temporary folder so that none lands among the outputs.
+def folder_lock(folder: str | os.PathLike, busy: str | None = None,
+                purpose: str = "files") -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on a folder for one ``purpose``, its lock file in the temporary folder so that
+    none lands among the outputs. Locks of different purposes are independent: a campaign holds its
+    folder's ``campaign`` lock while its summaries take the ``files`` lock of paired writes.
 
     Example:
-        >>> with folder_lock("/tmp", busy="busy"):
+        >>> with folder_lock("/tmp", busy="busy", purpose="campaign"), folder_lock("/tmp"):
         ...     pass
     """
     key = hashlib.sha256(os.fsencode(Path(folder).resolve())).hexdigest()[:32]
-    return exclusive_lock(Path(tempfile.gettempdir()) / f"edgefault-{key}.lock", busy=busy)
+    return exclusive_lock(Path(tempfile.gettempdir()) / f"edgefault-{key}-{purpose}.lock", busy=busy)
 
 
 @contextlib.contextmanager

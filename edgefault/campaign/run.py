@@ -286,4 +286,5 @@ def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive lock on the campaign folder, kept outside it (a finished folder holds only results);
     the operating system drops it if the process dies."""
     folder.mkdir(parents=True, exist_ok=True)
-    return folder_lock(folder, busy=f"another campaign is running in {folder}; wait for it or use another --out")
+    return folder_lock(folder, busy=f"another campaign is running in {folder}; wait for it or use another --out",
+                       purpose="campaign")
