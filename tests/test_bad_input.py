@@ -30,7 +30,7 @@ from edgefault.fileio import check_outputs
 from edgefault.progress import Progress
 from edgefault.train.run_dir import checkpoint_bytes, load_model
 
-SUBCOMMANDS = ("train", "export", "eval", "inject", "campaign", "sharpness", "attack", "reproduce", "mitigate")
+SUBCOMMANDS = ("train", "export", "eval", "cost", "inject", "campaign", "sharpness", "attack", "reproduce", "mitigate")
 SHARPNESS_FAST = ["--samples", "32", "--batch-size", "32", "--power-iterations", "2", "--probes", "2", "--points",
                   "3", "--grid", "3", "--device", "cpu"]
 CAMPAIGN_FAST = ["--data", "mnist5k", "--limit", "20", "--kinds", "flip", "--rates", "0.01", "--chips", "1",

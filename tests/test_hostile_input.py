@@ -29,6 +29,7 @@ from cli_helpers import assert_one_error_line, run, run_subprocess
 from edgefault.export import ExportSettings, export_run
 from edgefault.faults import Chip, Injector, inject_file
 from edgefault.mitigate.board import median_interval, method_scores
+from edgefault.campaign.results import measured_records
 from edgefault.text import csv_bytes, md_table, printable
 from edgefault.train.run_dir import checkpoint_bytes, load_model
 
@@ -125,6 +126,7 @@ def _hostile_copy(model: Path, target: Path) -> Path:
     props = {p.key: p.value for p in proto.metadata_props}
     props["edgefault.version"] = json.dumps("=1+1\x1b]0;pwned\x07")
     props["edgefault.dataset"] = json.dumps("mnist5k\nfake: line")
+    props["copy"] = target.name  # two copies are two models (a campaign refuses identical bytes)
     del proto.metadata_props[:]
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
@@ -312,6 +314,9 @@ def test_a_signal_while_writing_cleans_up_in_one_line(signum, tmp_path):
         time.sleep(0.005)  # the temporaries appear when writing starts: interrupt it there
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
+    if process.returncode == 0:  # on a loaded machine the write may finish before the signal lands: then whole
+        assert sorted(p.name for p in out.iterdir()) == ["f.onnx", "map.json"]
+        return
     assert process.returncode == 130, stderr
     assert stderr == "edgefault: error: interrupted\n"  # one line, no blank line before it, no traceback
     assert list(out.iterdir()) == []
@@ -384,7 +389,7 @@ def test_accuracy_intervals_stay_in_0_1_and_few_chips_say_their_coverage():
     records = [{"model": "m", "mode": "clean", "accuracy": 0.9, "images": 10, "error": None}]
     records += [{"model": "m", "mode": "grid", "kind": "flip", "rate": 0.01, "chip": k, "accuracy": a, "error": None}
                 for k, a in enumerate((0.1, 1.0))]
-    point = method_scores(records, "m", ("flip",), (0.01,), 2)["kinds"]["flip"]["rates"][0]
+    point = method_scores({0: measured_records(records)}, "m", ("flip",), (0.01,), 2)["kinds"]["flip"]["rates"][0]
     assert 0.0 <= point["accuracy_low"] <= point["accuracy_high"] <= 1.0
     assert median_interval([1.0, 2.0])["confidence"] == 0.5  # the range of 2 chips covers the median half the time
     assert median_interval(range(20))["confidence"] >= 0.95
