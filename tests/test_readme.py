@@ -1,7 +1,8 @@
 """Run every ``$ edgefault ...`` command of the README's console blocks, in order, in a fresh folder.
 
 A command whose shown output holds an ``edgefault: error:`` line must fail with exit status 2
-and print that line; every other command must succeed.
+and print that line; every other command must succeed and print every shown line in the shape
+shown: the same words and layout, any number where the README shows a number.
 """
 
 import os
@@ -26,6 +27,22 @@ def console_commands(text: str) -> list[tuple[str, list[str]]]:
     return commands
 
 
+NUMBER = r"[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?"
+
+
+def shape(line: str) -> re.Pattern:
+    """A shown output line as a pattern: its text literal, each number any number, runs of spaces any spaces.
+
+    >>> bool(shape("test accuracy 0.9700  (6 s on cpu)").fullmatch("test accuracy 0.9812  (12 s on cpu)"))
+    True
+    >>> bool(shape("test accuracy 0.9700").fullmatch("test loss 0.9700"))
+    False
+    """
+    parts = re.split(f"({NUMBER})", line.strip())
+    pattern = "".join(NUMBER if i % 2 else re.sub(r"(\\ )+", r"\\s+", re.escape(part)) for i, part in enumerate(parts))
+    return re.compile(pattern)
+
+
 def test_the_readme_has_a_quickstart_worth_running():
     commands = [c for c, _ in console_commands(README.read_text())]
     for verb in ("train", "export", "eval", "inject", "campaign", "sharpness"):
@@ -44,3 +61,7 @@ def test_every_readme_command_runs(tmp_path):
             assert errors[0] in result.stderr, (command, result.stderr)
         else:
             assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-2000:])
+            printed = [line.strip() for line in (result.stdout + result.stderr).splitlines()]
+            for line in shown:
+                if line.strip() and "..." not in line:
+                    assert any(shape(line).fullmatch(out) for out in printed), (command, line, printed)
