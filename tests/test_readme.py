@@ -37,9 +37,20 @@ def shape(line: str) -> re.Pattern:
     True
     >>> bool(shape("test accuracy 0.9700").fullmatch("test loss 0.9700"))
     False
+    >>> bool(shape("max logit gap 1 step of the scale").fullmatch("max logit gap 2 steps of the scale"))
+    True
     """
     parts = re.split(f"({NUMBER})", line.strip())
-    pattern = "".join(NUMBER if i % 2 else re.sub(r"(\\ )+", r"\\s+", re.escape(part)) for i, part in enumerate(parts))
+    pattern = ""
+    for i, part in enumerate(parts):
+        if i % 2:
+            pattern += NUMBER
+            continue
+        noun = re.match(r" ([a-z]+)", part) if i else None
+        if noun:  # the noun after a number may be singular or plural: "1 step", "2 steps"
+            pattern += r"\s+" + re.escape(noun.group(1).removesuffix("s")) + "s?"
+            part = part[noun.end():]
+        pattern += r"\s+".join(re.escape(word) for word in re.split(r" +", part))
     return re.compile(pattern)
 
 
