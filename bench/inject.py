@@ -12,7 +12,7 @@ as Q/DQ pairs), then measures, in the same run:
   draw (one threshold per cell, rate bands; chips nested across rates) against the unnested one
   it replaced (one geometric-gap stream per rate), as a ratio.
 
-* peak resident memory per million faults (flip at rate 0.02, with and without a map), each in a
+* peak resident memory per million faults (flip at rate 0.1, with and without a map), each in a
   fresh process: ``inject_file`` (drawn, patched and written in pieces of whole words) against the
   whole-chip path it replaced for files (``Injector.inject`` + ``FaultMap.encode``: every record,
   value and JSON line of the chip at once), above a process that only parsed the model.
@@ -185,7 +185,7 @@ def _peak_rss_mb(model: Path, folder: Path, step: str, rate: float) -> float:
     return int(result.stdout.split()[-1]) / 1024
 
 
-def memory_table(model: Path, folder: Path, rate: float = 0.02) -> None:
+def memory_table(model: Path, folder: Path, rate: float = 0.1) -> None:
     """Print peak RSS per million faults of each path, above the parse-only baseline (one fresh process each)."""
     faults = len(Injector(model).inject(Chip("flip", rate=rate, seed=3))[1].records)
     peaks = {label: _peak_rss_mb(model, folder, step, rate) for label, step in _MEMORY_STEPS.items()}
