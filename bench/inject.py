@@ -12,7 +12,7 @@ as Q/DQ pairs), then measures, in the same run:
   draw (one threshold per cell, rate bands; chips nested across rates) against the unnested one
   it replaced (one geometric-gap stream per rate), as a ratio.
 
-* peak resident memory per million faults (flip at rate 0.02, with and without a map), each in a
+* peak resident memory per million faults (flip at rate 0.1, with and without a map), each in a
   fresh process: ``inject_file`` (drawn, patched and written in pieces of whole words) against the
   whole-chip path it replaced for files (``Injector.inject`` + ``FaultMap.encode``: every record,
   value and JSON line of the chip at once), above a process that only parsed the model.
@@ -177,18 +177,19 @@ _MEMORY_STEPS = {
 
 def _peak_rss_mb(model: Path, folder: Path, step: str, rate: float) -> float:
     """Peak resident memory (MB) of a fresh interpreter that runs one step of :data:`_MEMORY_STEPS`."""
-    code = ("import resource; from pathlib import Path; from edgefault.faults import Chip, Injector, inject_file\n"
+    # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
+    code = ("from pathlib import Path; from edgefault.faults import Chip, Injector, inject_file\n"
             f"model, out, fault_map = Path({str(model)!r}), Path({str(folder / 'rss.onnx')!r}), "
             f"Path({str(folder / 'rss.json')!r})\nchip = Chip('flip', rate={rate!r}, seed=3)\n{step}\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(result.stdout.split()[-1]) / 1024
 
 
-def memory_table(model: Path, folder: Path, rate: float = 0.02) -> None:
+def memory_table(model: Path, folder: Path, rate: float = 0.1) -> None:
     """Print peak RSS per million faults of each path, above the parse-only baseline (one fresh process each)."""
-    faults = len(Injector(model).inject(Chip("flip", rate=rate, seed=3))[1].records)
     peaks = {label: _peak_rss_mb(model, folder, step, rate) for label, step in _MEMORY_STEPS.items()}
+    faults = len(Injector(model).inject(Chip("flip", rate=rate, seed=3))[1].records)
     base = peaks.pop("parse only (baseline)")
     print(f"\npeak RSS, flip at rate {rate:g} ({faults:,} faults); parse-only process {base:.0f} MB\n")
     print("| path | peak RSS (MB) | above parse-only (MB) | MB per million faults | bytes per fault |")

@@ -126,7 +126,7 @@ def _hostile_copy(model: Path, target: Path) -> Path:
     props = {p.key: p.value for p in proto.metadata_props}
     props["edgefault.version"] = json.dumps("=1+1\x1b]0;pwned\x07")
     props["edgefault.dataset"] = json.dumps("mnist5k\nfake: line")
-    props["copy"] = target.name  # two copies are two models (a campaign refuses identical bytes)
+    props["note"] = target.name  # two copies, two different models
     del proto.metadata_props[:]
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)

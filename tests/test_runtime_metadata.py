@@ -56,7 +56,7 @@ def test_model_without_metadata_gives_none():
     [
         (dict(input_shape=(28, 28)), "three positive ints"),
         (dict(mean=(0.1, 0.2)), "one value per channel"),
-        (dict(std=(0.0,)), "std finite and positive"),
+        (dict(std=(0.0,)), "metadata std must be positive"),
         (dict(wbits=9), "wbits"),
         (dict(class_names=("a", "b")), "2 class names for 10 classes"),
         (dict(clean_accuracy=1.5), "clean_accuracy"),

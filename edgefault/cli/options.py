@@ -134,6 +134,10 @@ class Finite(click.ParamType):
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
         option = param.opts[0] if param is not None and getattr(param, "opts", None) else "the value"
         try:
+            float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a valid float.", param, ctx)
+        try:
             number = check_finite(value, option, float32=self.float32, positive=self.positive)
         except EdgefaultError as exc:
             raise click.UsageError(str(exc), ctx) from None
