@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -392,6 +394,27 @@ def to_json(value: Any) -> str:
         '{\\n  "a": 1\\n}'
     """
     return json.dumps(value, indent=2, default=_json_default)
+
+
+PNG_DPI = 120  # every plot edgefault writes
+
+
+def write_png_atomic(path: str | os.PathLike, figure: Any) -> Path:
+    """Write a matplotlib figure as a PNG (``PNG_DPI``) atomically; close it if pyplot made it.
+
+    Example:
+        >>> from matplotlib.figure import Figure
+        >>> figure = Figure(figsize=(1, 1))
+        >>> write_png_atomic("plot.png", figure).read_bytes()[:4]
+        b'\\x89PNG'
+    """
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=PNG_DPI)
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())
+    return Path(path)
 
 
 def json_bytes(value: Any) -> bytes:

@@ -15,7 +15,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from edgefault.analysis.curvature import LossClosure, StepCallback, loss_value, restoring, set_offset
+from edgefault.analysis.curvature import LossClosure, StepCallback, loss_value
+from edgefault.models.perturb import restoring, set_offset
+from edgefault.models.quant import EPS
 
 
 def filter_normalized_direction(weights: Sequence[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
@@ -39,7 +41,7 @@ def filter_normalized_direction(weights: Sequence[torch.Tensor], generator: torc
         direction = torch.randn(weight.shape, generator=generator, dtype=weight.dtype).to(weight.device)
         shape = (-1,) + (1,) * (weight.dim() - 1)
         weight_norms = weight.detach().flatten(1).norm(dim=1)
-        direction_norms = direction.flatten(1).norm(dim=1).clamp_min(1e-12)
+        direction_norms = direction.flatten(1).norm(dim=1).clamp_min(EPS)
         directions.append(direction * (weight_norms / direction_norms).view(shape))
     return directions
 

@@ -10,18 +10,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator
 
-from edgefault.fileio import atomic_path
-
-
-def _save(figure: Figure, path: str | Path) -> None:
-    FigureCanvasAgg(figure)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+from edgefault.fileio import write_png_atomic
 
 
 def plot_landscape_1d(alphas: Sequence[float], losses: Sequence[float], path: str | Path, title: str) -> None:
@@ -42,7 +35,7 @@ def plot_landscape_1d(alphas: Sequence[float], losses: Sequence[float], path: st
     axes.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
     axes.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
     axes.grid(True, which="both", alpha=0.3)
-    _save(figure, path)
+    write_png_atomic(path, figure)
 
 
 def plot_landscape_2d(alphas: Sequence[float], betas: Sequence[float], losses: np.ndarray, path: str | Path,
@@ -75,4 +68,4 @@ def plot_landscape_2d(alphas: Sequence[float], betas: Sequence[float], losses: n
     colorbar.ax.yaxis.set_minor_formatter(FormatStrFormatter(""))
     colorbar.set_label("training loss (cross-entropy, log scale)")
     axes.set_title(title, fontsize=10)
-    _save(figure, path)
+    write_png_atomic(path, figure)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from edgefault.campaign.sites import WEIGHTS
-from edgefault.fileio import write_bytes_atomic
+from edgefault.fileio import write_png_atomic
 from edgefault.text import printable
 
 if TYPE_CHECKING:
@@ -46,10 +45,7 @@ def write_plots(folder: str | os.PathLike, summary: dict[str, Any], kinds: tuple
             if any(g["mode"] == mode for g in only["groups"]):
                 figures.append((f"{name}{suffix}.png", heatmap_figure(only, kinds, mode, memory)))
     for name, figure in figures:
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=120)
-        write_bytes_atomic(folder / name, buffer.getvalue())
-        written.append(folder / name)
+        written.append(write_png_atomic(folder / name, figure))
     return written
 
 

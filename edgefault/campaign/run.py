@@ -26,7 +26,7 @@ from edgefault.campaign.report import write_summary
 from edgefault.campaign.results import MAX_ATTEMPTS, ResultsLog, finished_keys, successes
 from edgefault.campaign.sites import memory_fields
 from edgefault.campaign.stats import summarize
-from edgefault.campaign.suffix import DEFAULT_CACHE_MB
+from edgefault.campaign.suffix import DEFAULT_CACHE_MB, MIB
 from edgefault.campaign.worker import failed_record
 from edgefault.errors import EdgefaultError
 from edgefault.faults.ecc import EccOverhead, ecc_overhead
@@ -162,7 +162,7 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
                 new = []
                 if pending:
                     new = execute_cells(engine, prepared, pending, log, execution.progress, len(cells), records,
-                                        targets, int(execution.cache_mb * 2**20))
+                                        targets, int(execution.cache_mb * MIB))
                 records += new
             finally:
                 log.close()
@@ -181,7 +181,7 @@ def run_campaign(config: CampaignConfig, out: str | os.PathLike,
 def execute_cells(engine, prepared: PreparedCampaign, pending: list[tuple[Cell, int]], log: ResultsLog,
                   progress: bool = False, total: int | None = None, previous: list[dict[str, Any]] = (),
                   targets: ChipTargets | None = None,
-                  cache_bytes: int = int(DEFAULT_CACHE_MB * 2**20)) -> list[dict[str, Any]]:
+                  cache_bytes: int = int(DEFAULT_CACHE_MB * MIB)) -> list[dict[str, Any]]:
     """Run ``(cell, attempt)`` pairs on an engine, appending each record to ``log`` as it arrives; return the records.
 
     A failed attempt is written, then retried once (``MAX_ATTEMPTS``); other cells go on

@@ -35,6 +35,7 @@ from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
 from edgefault.runtime.cuts import Cut, find_cuts, suffix_model
 from edgefault.runtime.sparsity import probe_model
 
+MIB = 2**20  # bytes in the megabytes of --cache-mb
 DEFAULT_CACHE_MB = 256.0  # per worker, split evenly among the campaign's models
 CHECK_IMAGES = 64  # images on which a suffix must reproduce the whole model's logits exactly
 
@@ -160,7 +161,7 @@ class SuffixCache:
         cached = self._checked(proto, cuts, arrays, logits)
         skipped = [cuts[i].name for i in range(len(cuts)) if i not in kept]
         logger.info("%s: cached clean activations at %d of %d cuts (%.1f MB of a %.1f MB budget) in %.2f s%s",
-                    name, len(cached), len(cuts), used / 2**20, self.budget / 2**20, time.perf_counter() - start,
+                    name, len(cached), len(cuts), used / MIB, self.budget / MIB, time.perf_counter() - start,
                     f"; over budget, not cached: {', '.join(skipped)}" if skipped else "")
         return cached
 

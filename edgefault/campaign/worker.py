@@ -23,7 +23,7 @@ import numpy as np
 from edgefault.campaign.activations import ActivationCells
 from edgefault.campaign.cells import Cell
 from edgefault.campaign.sites import WEIGHTS
-from edgefault.campaign.suffix import DEFAULT_CACHE_MB, SuffixCache, remap
+from edgefault.campaign.suffix import DEFAULT_CACHE_MB, MIB, SuffixCache, remap
 from edgefault.faults import Injector, sample_faults
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
 
@@ -65,7 +65,7 @@ class WorkerPayload:
     models: tuple[WorkerModel, ...]
     inputs: dict[str, PreparedInputs]
     threads: int
-    cache_bytes: int = int(DEFAULT_CACHE_MB * 2**20)
+    cache_bytes: int = int(DEFAULT_CACHE_MB * MIB)
 
 
 class CellRunner:

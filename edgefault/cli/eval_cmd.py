@@ -13,7 +13,7 @@ from edgefault.fileio import to_json
 from edgefault.runtime.evaluate import EvalOptions, evaluate_model
 from edgefault.runtime.inputs import InputOptions
 from edgefault.runtime.report import format_report
-from edgefault.runtime.session import SessionSettings
+from edgefault.runtime.session import DEFAULT_BATCH, SessionSettings
 from edgefault.runtime.timing import TimingSettings
 
 
@@ -31,7 +31,7 @@ from edgefault.runtime.timing import TimingSettings
     help="Intra-op threads per session (0: ONNX Runtime's default, one per core).",
 )
 @click.option(
-    "--batch-size", type=Count(1, MAX_BATCH), default=256, show_default=True,
+    "--batch-size", type=Count(1, MAX_BATCH), default=DEFAULT_BATCH, show_default=True,
     help="Images per run on the accuracy and sparsity passes.",
 )
 @click.option("--no-timing", is_flag=True, help="Skip the latency and throughput runs.")

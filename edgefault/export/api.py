@@ -25,6 +25,7 @@ from edgefault.export.verify import Parity, activation_products, check_parity
 from edgefault.fileio import atomic_path, check_outputs
 from edgefault.runtime import ModelMetadata, count_kernels, optimized_model
 from edgefault.runtime.graph import FLOAT_KERNELS
+from edgefault.runtime.session import DEFAULT_BATCH
 from edgefault.train import load_run
 
 
@@ -45,7 +46,7 @@ class ExportSettings:
     min_agreement: float = 0.995
     keep_on_parity_failure: bool = False
     limit: int | None = None
-    batch_size: int = 256
+    batch_size: int = DEFAULT_BATCH
     progress: bool = False
 
     def __post_init__(self) -> None:

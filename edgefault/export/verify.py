@@ -12,7 +12,7 @@ from torch import nn
 
 from edgefault.export.graph import OUTPUT_NAME
 from edgefault.runtime import Evaluator, SessionSettings
-from edgefault.runtime.session import progress_bar
+from edgefault.runtime.session import DEFAULT_BATCH, progress_bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +72,7 @@ def torch_logits(model: nn.Module, images: np.ndarray, batch_size: int, progress
 
 
 def check_parity(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray,
-                 batch_size: int = 256, progress: bool = False) -> Parity:
+                 batch_size: int = DEFAULT_BATCH, progress: bool = False) -> Parity:
     """Run the PyTorch model and the ONNX model (ONNX Runtime, CPU) on the same normalized images.
 
     Example:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from edgefault.campaign.plots import COLORS, KIND_TITLES
-from edgefault.fileio import write_bytes_atomic
+from edgefault.fileio import write_png_atomic
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")
 TICKS = tuple(m * 10.0**e for e in range(-7, 0) for m in (1, 2, 5)) + (1.0,)
@@ -23,13 +22,8 @@ def write_board_plots(folder: Path, board: dict[str, Any]) -> list[Path]:
         >>> write_board_plots(Path("mitigate/quick"), board)  # doctest: +SKIP
         [PosixPath('mitigate/quick/accuracy_vs_rate.png'), PosixPath('mitigate/quick/pareto.png')]
     """
-    written = []
-    for name, figure in (("accuracy_vs_rate.png", accuracy_figure(board)), ("pareto.png", pareto_figure(board))):
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=120)
-        write_bytes_atomic(folder / name, buffer.getvalue())
-        written.append(folder / name)
-    return written
+    return [write_png_atomic(folder / name, figure)
+            for name, figure in (("accuracy_vs_rate.png", accuracy_figure(board)), ("pareto.png", pareto_figure(board)))]
 
 
 def accuracy_figure(board: dict[str, Any]):

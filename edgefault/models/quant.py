@@ -19,6 +19,9 @@ from edgefault.errors import EdgefaultError
 
 MIN_BITS, MAX_BITS = 2, 8
 
+# The floor of norms, scales and gains, so that nothing divides by zero.
+EPS = 1e-12
+
 
 def check_bits(name: str, bits: int) -> int:
     """Validate a bit width for weights or activations.
@@ -55,7 +58,7 @@ def weight_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
         tensor([0.0100])
     """
     qmax = 2 ** (bits - 1) - 1
-    return (weight.detach().abs().flatten(1).amax(dim=1) / qmax).clamp_min(1e-12)
+    return (weight.detach().abs().flatten(1).amax(dim=1) / qmax).clamp_min(EPS)
 
 
 def quantize_weight(weight: torch.Tensor, bits: int,

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from edgefault.errors import EdgefaultError
-from edgefault.runtime.session import Evaluator
+from edgefault.runtime.session import DEFAULT_BATCH, Evaluator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +29,7 @@ class TimingSettings:
     min_runs: int = 10
     max_runs: int = 2000
     min_seconds: float = 1.0
-    throughput_batch: int = 256
+    throughput_batch: int = DEFAULT_BATCH
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.min_runs < 1 or self.max_runs < self.min_runs or self.min_seconds < 0:

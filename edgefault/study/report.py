@@ -7,12 +7,11 @@ returning its Markdown lines: a new concern adds one function to the sequence.
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgefault.campaign.stats import ACCURACY
-from edgefault.fileio import read_json, write_bytes_atomic
+from edgefault.fileio import read_json, write_bytes_atomic, write_png_atomic
 from edgefault.study.claims import Claim, SeedMeasurements, collapsed_models, seed_tables
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig
 from edgefault.study.pooled import METHOD, pool
@@ -220,10 +219,7 @@ def _drop_plot(path: Path, names: list[str], measurements: list[SeedMeasurements
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_png_atomic(path, figure)
 
 
 def write_report(folder: Path, config: StudyConfig, trained: dict[int, Any], measurements: list[SeedMeasurements],

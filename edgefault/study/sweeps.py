@@ -14,12 +14,11 @@ conventionally trained model of the same recipe (paired), with clean accuracy be
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 from typing import Any
 
 from edgefault.campaign.stats import Estimate
-from edgefault.fileio import read_json, write_bytes_atomic
+from edgefault.fileio import read_json, write_png_atomic
 from edgefault.study.claims import COLLAPSE, Comparison, SeedMeasurements, compare_seeds, seed_tables
 from edgefault.study.pooled import pool
 from edgefault.study.config import SPARSE_ACT_L1, STRONG_ACT_L1, StudyConfig, Variant
@@ -241,16 +240,6 @@ def _errorbar(axis, xs, estimates, **style) -> None:
     axis.errorbar(xs, ys, yerr=yerr, capsize=4, marker="o", **style)
 
 
-def _save(figure, path: Path) -> None:
-    from matplotlib import pyplot as plt
-
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
 def _plot_sparsity(path: Path, points: list[SweepPoint]) -> None:
     import matplotlib
 
@@ -276,7 +265,8 @@ def _plot_sparsity(path: Path, points: list[SweepPoint]) -> None:
     axis.set_ylabel("mean fault-induced drop (points, 95% CI)")
     axis.set_title("Fault-induced drop against activation sparsity")
     axis.grid(alpha=0.3)
-    _save(figure, path)
+    figure.tight_layout()
+    write_png_atomic(path, figure)
 
 
 def _plot_rho(path: Path, points: list[SweepPoint]) -> None:
@@ -311,4 +301,5 @@ def _plot_rho(path: Path, points: list[SweepPoint]) -> None:
         axis.legend(fontsize=8)
     drop_axis.set_title("Drop against rho")
     clean_axis.set_title("Clean accuracy against rho")
-    _save(figure, path)
+    figure.tight_layout()
+    write_png_atomic(path, figure)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from edgefault.models.layers import QuantConv2d, QuantWeightLayer
+from edgefault.models.quant import EPS
 
 # Folding (w * gain) and dequantizing (code * scale) each round in float32; projecting a hair inside
 # the bound keeps every deployed value at or below it exactly, not just up to rounding.
@@ -45,7 +46,7 @@ def deployed_gain(layer: QuantWeightLayer) -> torch.Tensor | None:
         return None
     gain = bn.weight.detach() * torch.rsqrt(bn.running_var + bn.eps)
     # A gain of exactly 0 folds to an all-zero channel: any latent weight satisfies the bound.
-    return torch.where(gain.abs() < 1e-12, torch.full_like(gain, 1e-12), gain)
+    return torch.where(gain.abs() < EPS, torch.full_like(gain, EPS), gain)
 
 
 def deployed_weight(layer: QuantWeightLayer) -> torch.Tensor:

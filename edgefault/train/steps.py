@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from edgefault.models.layers import QuantWeightLayer
+from edgefault.models.quant import EPS
+from edgefault.models.perturb import restoring, set_offset
 
 LossClosure = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # returns (loss, logits)
 
@@ -66,18 +68,11 @@ def _ascend_and_descend(model, closure, optimizer, perturb: Callable[[], Callabl
 
 
 def _shift_parameters(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
-    # Restore from copies: (w + e) - e is not always w in floating point.
-    originals = [param.detach().clone() for param, _ in pairs]
-    with torch.no_grad():
-        for param, offset in pairs:
-            param.add_(offset)
-
-    def restore() -> None:
-        with torch.no_grad():
-            for (param, _), original in zip(pairs, originals):
-                param.copy_(original)
-
-    return restore
+    """Add each offset to its parameter; return the call that restores them exactly."""
+    stack = contextlib.ExitStack()
+    params = [param for param, _ in pairs]
+    set_offset(params, stack.enter_context(restoring(params)), [offset for _, offset in pairs])
+    return stack.close
 
 
 def sam_step(model: nn.Module, closure: LossClosure, optimizer: torch.optim.Optimizer, rho: float,
@@ -92,7 +87,7 @@ def sam_step(model: nn.Module, closure: LossClosure, optimizer: torch.optim.Opti
         params = [p for p in model.parameters() if p.grad is not None]
         with torch.no_grad():
             scales = [(p.abs() + eta) if adaptive else torch.ones_like(p) for p in params]
-            norm = torch.sqrt(sum(((s * p.grad) ** 2).sum() for s, p in zip(scales, params))).clamp_min(1e-12)
+            norm = torch.sqrt(sum(((s * p.grad) ** 2).sum() for s, p in zip(scales, params))).clamp_min(EPS)
             offsets = [rho * s * s * p.grad / norm for s, p in zip(scales, params)]
         return _shift_parameters(list(zip(params, offsets)))
 
@@ -127,7 +122,7 @@ def saq_step(model: nn.Module, closure: LossClosure, optimizer: torch.optim.Opti
         direct = [p for p in _saq_direct_parameters(model) if p.grad is not None]
         with torch.no_grad():
             grads = [layer.quantized_weight.grad for layer in layers] + [p.grad for p in direct]
-            norm = torch.sqrt(sum((g**2).sum() for g in grads)).clamp_min(1e-12)
+            norm = torch.sqrt(sum((g**2).sum() for g in grads)).clamp_min(EPS)
             for layer in layers:
                 layer.weight_perturbation = rho * layer.quantized_weight.grad / norm
                 layer.quantized_weight = None
