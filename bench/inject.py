@@ -23,6 +23,7 @@ Run: ``.venv/bin/python bench/inject.py [--repeats N] [--memory-only]``.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -204,6 +205,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per measurement (median reported)")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-RSS table")
     args = parser.parse_args()
+    numbers: dict = {"command": f"python bench/inject.py --repeats {args.repeats}", "tables": []}
     with tempfile.TemporaryDirectory() as folder:
         model_path = Path(folder) / "resnet18_qdq.onnx"
         onnx.save(resnet18_qdq(), model_path)
@@ -245,6 +247,18 @@ def main() -> None:
         _table(headline, reference)
         print()
         _table({**parts, **map_times}, reference)
+        numbers["setup"] = (f"ResNet-18-size QDQ model ({memory.nbytes:,} int8 weights, {size_mb:.1f} MB), flip at 1e-3 "
+                            f"({len(fault_map.records):,} faults), medians of {args.repeats} interleaved runs")
+        for times in (headline, {**parts, **map_times}):
+            ref_wall, ref_cpu = times[reference]
+            numbers["tables"].append({
+                "columns": ["step", "wall (ms)", "CPU (ms)", "wall ratio", "CPU ratio"],
+                "rows": [[label, round(wall * 1e3, 1), round(cpu * 1e3, 1), round(wall / ref_wall, 2),
+                          round(cpu / ref_cpu, 2)] for label, (wall, cpu) in times.items()],
+            })
+        sampling = {"columns": ["rate", "faults", "sample_faults CPU (ms)", "CPU us per fault",
+                                "unnested draw CPU (ms)", "nested draw CPU (ms)", "nested / unnested"], "rows": []}
+        numbers["tables"].append(sampling)
 
         memory_table(model_path, Path(folder))
 
@@ -265,6 +279,12 @@ def main() -> None:
             print(f"| 1e{exponent} | {faults:,} | {cpu['sample'] * 1e3:.2f} | {per_fault:.3f} "
                   f"| {cpu['unnested'] * 1e3:.2f} | {cpu['nested'] * 1e3:.2f} "
                   f"| {cpu['nested'] / cpu['unnested']:.2f} |")
+            sampling["rows"].append([f"1e{exponent}", faults, round(cpu["sample"] * 1e3, 2), round(per_fault, 3),
+                                     round(cpu["unnested"] * 1e3, 2), round(cpu["nested"] * 1e3, 2),
+                                     round(cpu["nested"] / cpu["unnested"], 2)])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,12 @@ from typing import Any
 
 def on_terminal() -> bool:
     """Whether stderr is a terminal (live bars) rather than a log.
-
-    Example:
-        >>> on_terminal()  # doctest: +SKIP
-        False
     """
     return sys.stderr.isatty()
 
 
 def say(line: str) -> None:
     """Print one line on stderr without breaking a live bar.
-
-    Example:
-        >>> say("epoch 1/3  loss 0.4")  # doctest: +SKIP
     """
     if on_terminal():
         from tqdm import tqdm

@@ -49,11 +49,6 @@ class ModelObjective:
     model's mode and ``requires_grad`` flags and removes the perturbation hooks. Calling the
     objective yields one loss term per mini-batch of ``batch_size`` images (their sum is the
     mean over all images), so gradients and Hessian-vector products fit in bounded memory.
-
-    Example:
-        >>> with ModelObjective(model, images, labels, space="quantized") as objective:  # doctest: +SKIP
-        ...     loss = loss_value(objective)
-        ...     directions = filter_normalized_direction(objective.reference, generator)
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500,
@@ -115,11 +110,6 @@ class ModelObjective:
     @torch.no_grad()
     def accuracy(self) -> float:
         """Top-1 accuracy of the model at its current weights on the objective's images.
-
-        Example:
-            >>> with ModelObjective(model, images, labels) as objective:  # doctest: +SKIP
-            ...     objective.accuracy()
-            0.957
         """
         correct = 0
         for start in range(0, len(self.labels), self.batch_size):

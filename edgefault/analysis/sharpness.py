@@ -74,10 +74,6 @@ def check_output_dir(out_dir: str | Path) -> Path:
 
 def load_report(out_dir: str | Path) -> SharpnessReport:
     """Read the report an earlier analysis wrote into ``out_dir``.
-
-    Example:
-        >>> load_report("runs/std-sharpness").top_eigenvalue  # doctest: +SKIP
-        61.04
     """
     path = Path(out_dir) / METRICS_NAME
     try:
@@ -88,10 +84,6 @@ def load_report(out_dir: str | Path) -> SharpnessReport:
 
 def model_fingerprint(model: nn.Module) -> str:
     """SHA-256 of the model's state dict (names, dtypes, shapes and bytes), to recognise a model again.
-
-    Example:
-        >>> model_fingerprint(torch.nn.Linear(2, 2))[:7]  # doctest: +SKIP
-        'sha256:'
     """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -156,9 +148,6 @@ def analyze_sharpness(source: str | Path | LoadedRun | nn.Module, data: Dataset 
 
     Example:
         >>> config = SharpnessConfig(seed=0)
-        >>> report = analyze_sharpness("runs/std", "mnist5k", config, "runs/std-sharpness")  # doctest: +SKIP
-        >>> f"{report.sam_sharpness:.4f} {report.top_eigenvalue:.1f} {report.hessian_trace:.0f}"  # doctest: +SKIP
-        '0.1052 61.0 317'
     """
     model, model_name, source_info, run_data = _resolve_source(source)
     if out_dir is not None:

@@ -2,10 +2,6 @@
 
 Example:
     >>> from edgefault.campaign import CampaignConfig, ExecutionSettings, run_campaign
-    >>> config = CampaignConfig.create(["a.onnx", "b.onnx"], kinds=("flip",), rates=(1e-3,), chips=10)  # doctest: +SKIP
-    >>> result = run_campaign(config, "runs/ab", ExecutionSettings(workers=2))  # doctest: +SKIP
-    >>> result.summary["paired"][0]["mean_diff"]  # doctest: +SKIP
-    0.012
 """
 
 from edgefault.campaign.cells import BIT_POSITIONS, Cell, chip_seed, plan_cells

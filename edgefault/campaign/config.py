@@ -136,11 +136,6 @@ class CampaignConfig:
     @classmethod
     def create(cls, models, **settings) -> CampaignConfig:
         """Build a config from model paths, hashing each file (missing files are one-line errors).
-
-        Example:
-            >>> config = CampaignConfig.create(["lenet.onnx"], rates=(1e-3,), chips=5)  # doctest: +SKIP
-            >>> config.model_hashes[0][:12]  # doctest: +SKIP
-            '3f2a9c0d1e4b'
         """
         paths = tuple(str(m) for m in _sequence("models", models))
         if not paths:

@@ -73,9 +73,6 @@ class LocalEngine:
 
     def open(self, payload: WorkerPayload, cells: int) -> None:
         """Start the worker processes (no more than there are ``cells`` to run) and send each the payload.
-
-        Example:
-            >>> engine.open(payload, cells=240)  # doctest: +SKIP
         """
         self._payload = payload
         self.workers = max(1, min(self.workers, cells))
@@ -99,9 +96,6 @@ class LocalEngine:
 
     def submit(self, task: int, cell: Cell, attempt: int) -> None:
         """Queue a cell on the least busy worker.
-
-        Example:
-            >>> engine.submit(0, cell, 1)  # doctest: +SKIP
         """
         slot = min(range(self.workers), key=lambda i: len(self._queued[i]))
         self._queued[slot].append((task, cell, attempt))
@@ -114,10 +108,6 @@ class LocalEngine:
         """Block until at least one cell finishes; return (task id, record) pairs.
 
         A dead worker's cells come back with the error text in place of a record.
-
-        Example:
-            >>> engine.collect()  # doctest: +SKIP
-            [(0, {'key': '...', 'accuracy': 0.94, ...})]
         """
         finished = []
         for conn in wait([c for c, q in zip(self._conns, self._queued) if q]):
@@ -138,9 +128,6 @@ class LocalEngine:
 
     def close(self) -> None:
         """Stop the workers: closing its socket ends a worker; stragglers are terminated (calling again does nothing).
-
-        Example:
-            >>> engine.close()  # doctest: +SKIP
         """
         for conn in self._conns:
             conn.close()
@@ -162,9 +149,6 @@ def serve(fd: int) -> None:
     """A local worker's main loop on socket ``fd``: read the payload, then run cells until the socket closes.
 
     The socket closes when the main process closes it or dies, so no worker outlives a killed campaign.
-
-    Example:
-        >>> serve(5)  # doctest: +SKIP
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle, not a traceback here
     conn = Connection(fd)
@@ -215,11 +199,6 @@ class RayEngine:
     ``address`` is ``auto`` (an existing local cluster, or a new one started here and stopped
     at the end) or a cluster address; ``workers`` defaults to (and is capped at) the cluster's CPUs.
     Ray is an optional dependency, so its module is imported inside the methods that use it.
-
-    Example:
-        >>> engine = RayEngine("auto")  # doctest: +SKIP
-        >>> engine.connect(); engine.describe()  # doctest: +SKIP
-        '2 Ray actors x 1 thread (local cluster)'
     """
 
     def __init__(self, address: str, workers: int | None = None):
@@ -249,11 +228,6 @@ class RayEngine:
 
     def connect(self) -> None:
         """Join (or, for ``auto`` with none running, start) a Ray cluster; errors are one line.
-
-        Example:
-            >>> RayEngine("127.0.0.1:1").connect()  # doctest: +SKIP
-            Traceback (most recent call last):
-            edgefault.errors.EdgefaultError: cannot reach the Ray cluster at 127.0.0.1:1 (connection refused); ...
         """
         check_ray_address(self.address)
         try:
@@ -281,9 +255,6 @@ class RayEngine:
 
     def open(self, payload: WorkerPayload, cells: int) -> None:
         """Put the payload in the object store once and start the actors (no more than ``cells``).
-
-        Example:
-            >>> engine.open(payload, cells=240)  # doctest: +SKIP
         """
         import ray
 
@@ -297,9 +268,6 @@ class RayEngine:
 
     def submit(self, task: int, cell: Cell, attempt: int) -> None:
         """Queue a cell on the least busy actor.
-
-        Example:
-            >>> engine.submit(0, cell, 1)  # doctest: +SKIP
         """
         slot = min(range(len(self._actors)), key=lambda i: self._queued[i])
         self._queued[slot] += 1
@@ -308,9 +276,6 @@ class RayEngine:
 
     def collect(self) -> list[tuple[int, dict[str, Any] | str]]:
         """Block until at least one cell finishes; a dead actor's cell comes back as its error text.
-
-        Example:
-            >>> engine.collect()  # doctest: +SKIP
         """
         import ray
 
@@ -329,9 +294,6 @@ class RayEngine:
 
     def close(self) -> None:
         """Release the actors; stop the cluster only if this engine started it (calling again does nothing).
-
-        Example:
-            >>> engine.close()  # doctest: +SKIP
         """
         import ray
 

@@ -66,10 +66,6 @@ def accuracy_figure(summary: dict[str, Any], kinds: tuple[str, ...], memory: str
     """Mean accuracy against fault rate (log axis) with the 95% CI band, one line per model, one panel per kind.
 
     Rate 0 cannot sit on a log axis; the dashed line at each model's clean accuracy stands for it.
-
-    Example:
-        >>> accuracy_figure(summary, ("flip",)).axes[0].get_xscale()  # doctest: +SKIP
-        'log'
     """
     from matplotlib.figure import Figure  # imported on use: worker processes load this package but never plot
 
@@ -119,10 +115,6 @@ def heatmap_figure(summary: dict[str, Any], kinds: tuple[str, ...], mode: str, m
 
     The colour scale runs from no drop to the largest drop in the figure, so the vulnerable
     layers or bits stand out even when every drop is small.
-
-    Example:
-        >>> heatmap_figure(summary, ("flip",), "bit").axes[0].get_ylabel()  # doctest: +SKIP
-        'bit position'
     """
     from matplotlib.figure import Figure  # imported on use, as above
 

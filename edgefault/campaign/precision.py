@@ -13,11 +13,6 @@ depend on the order cells come back in, on the engine or on interruptions, and c
 same chip whatever ``W`` is. A group needing n chips reports exactly the numbers a
 ``--chips n`` campaign reports. Cells already in flight when their group stops are recorded
 but left out of the summary.
-
-Example:
-    >>> targets = ChipTargets(cells, hashes, width=0.01, chips=20)  # doctest: +SKIP
-    >>> targets.add(record); targets.wanted(cell)  # doctest: +SKIP
-    True
 """
 
 from __future__ import annotations
@@ -62,11 +57,6 @@ class ChipTargets:
 
     ``cells`` are the planned cells (up to the maximum chips), ``hashes`` the models' SHA-256
     (for the cell keys), ``width`` the target half-width ``W``.
-
-    Example:
-        >>> targets = ChipTargets(plan_cells(config, tensors), config.model_hashes, 0.01, config.chips)  # doctest: +SKIP
-        >>> targets.needed[("grid", None, "flip", 0.001, None)]  # doctest: +SKIP
-        7
     """
 
     def __init__(self, cells: list[Cell], hashes: tuple[str, ...], width: float, chips: int):
@@ -87,9 +77,6 @@ class ChipTargets:
 
     def add(self, record: dict[str, Any], final: bool = True) -> None:
         """Take a finished cell's record (a success, or with ``final`` an attempt that will not be retried).
-
-        Example:
-            >>> targets.add({"key": "...", "error": None, "accuracy": 0.93})  # doctest: +SKIP
         """
         where = self._keys.get(record.get("key"))
         if where is None or (record.get("error") is not None and not final):
@@ -101,10 +88,6 @@ class ChipTargets:
 
     def wanted(self, cell: Cell) -> bool:
         """Whether the cell may still count: clean, its group undecided, or its chip among those needed.
-
-        Example:
-            >>> targets.wanted(Cell(model=0, mode="clean"))  # doctest: +SKIP
-            True
         """
         if cell.mode == "clean":
             return True

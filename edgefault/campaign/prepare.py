@@ -37,11 +37,6 @@ class PreparedCampaign:
     widest stored weight code (the per-bit targets); ``act_tensors[m]`` its activation buffers
     (empty unless the campaign faults activations); ``info`` is what ``campaign.json`` records
     about models and data.
-
-    Example:
-        >>> prepared = prepare_campaign(config)  # doctest: +SKIP
-        >>> prepared.models[0].name, prepared.images  # doctest: +SKIP
-        ('lenet', 1000)
     """
 
     models: tuple[WorkerModel, ...]
@@ -54,10 +49,6 @@ class PreparedCampaign:
 
     def payload(self, threads: int) -> WorkerPayload:
         """What every worker receives, with its ONNX Runtime thread count.
-
-        Example:
-            >>> prepared.payload(threads=1).threads  # doctest: +SKIP
-            1
         """
         return WorkerPayload(self.models, self.inputs, threads)
 
@@ -83,11 +74,6 @@ def model_names(paths: tuple[str, ...]) -> list[str]:
 
 def prepare_campaign(config: CampaignConfig) -> PreparedCampaign:
     """Load and check every model and the dataset; raise one clear :class:`EdgefaultError` on the first problem.
-
-    Example:
-        >>> prepare_campaign(CampaignConfig.create(["float.onnx"]))  # doctest: +SKIP
-        Traceback (most recent call last):
-        edgefault.errors.EdgefaultError: float.onnx: model has no integer weight initializers ...
     """
     samples = load_samples(config.data)
     options = config.input_options()

@@ -172,10 +172,6 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     """The ``summary.md`` document: settings, clean accuracy, then one table per mode and the paired differences.
-
-    Example:
-        >>> markdown(summary, config.to_dict()).splitlines()[0]  # doctest: +SKIP
-        '# Fault campaign'
     """
     cells = summary["cells"]
     parts = [
@@ -213,9 +209,6 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
 
 def final_text(summary: dict[str, Any]) -> str:
     """What the CLI prints at the end: clean accuracy, the grid table and the paired differences.
-
-    Example:
-        >>> print(final_text(summary))  # doctest: +SKIP
     """
     parts = [text_table(*clean_rows(summary)), "", text_table(*group_rows(summary, "grid"))]
     header, rows = paired_rows(summary, "grid")

@@ -23,11 +23,6 @@ MAX_ATTEMPTS = 2  # a cell that raises is retried once, then recorded as failed
 
 class ResultsLog:
     """The append-only results file of one campaign folder.
-
-    Example:
-        >>> log = ResultsLog("/tmp/campaign-doc/results.jsonl")  # doctest: +SKIP
-        >>> records = log.read()  # doctest: +SKIP
-        >>> log.append({"key": "abc/clean", "accuracy": 0.98, "error": None})  # doctest: +SKIP
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -63,9 +58,6 @@ class ResultsLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record as a line and make it durable before returning.
-
-        Example:
-            >>> log.append({"key": "abc/clean", "accuracy": 0.98, "error": None})  # doctest: +SKIP
         """
         if self._handle is None:
             self._handle = self.path.open("ab")

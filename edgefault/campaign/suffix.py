@@ -13,11 +13,6 @@ fall back to the whole model. Before a cut is used, its clean suffix must reprod
 whole model's logits exactly on the first images; a cut that does not is dropped. What was
 kept, and why, is logged on ``edgefault.campaign.suffix``, and every results line names the
 cut its cell started from.
-
-Example:
-    >>> cache = SuffixCache(model, prepared, SessionSettings(intra_op_threads=1), budget=256 << 20)  # doctest: +SKIP
-    >>> cache.choose(records).cut.name  # doctest: +SKIP
-    'blocks_8_act_out'
 """
 
 from __future__ import annotations
@@ -45,10 +40,6 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True, eq=False)
 class CachedCut:
     """A cut with its clean activations for every test image and an injector on its suffix model.
-
-    Example:
-        >>> cached.inputs.images.dtype  # doctest: +SKIP
-        dtype('uint8')
     """
 
     cut: Cut
@@ -57,10 +48,6 @@ class CachedCut:
 
     def evaluator(self, data: bytes, settings: SessionSettings, output_name: str) -> Evaluator:
         """A session on (faulty) suffix bytes that reads the cut tensor.
-
-        Example:
-            >>> cached.evaluator(data, settings, "logits").score(cached.inputs).accuracy  # doctest: +SKIP
-            0.94
         """
         return Evaluator(data, settings, input_name=self.cut.name, output_name=output_name)
 
@@ -87,11 +74,6 @@ class SuffixCache:
 
     ``budget`` is in bytes (0 turns suffix evaluation off); suffix injectors are built as the
     worker builds its whole-model one (with the model's ``stored_bits``).
-
-    Example:
-        >>> cache = SuffixCache(model, prepared, settings, 256 << 20)  # doctest: +SKIP
-        >>> cache.choose(records) is None  # faults before the first cut: the whole model runs  # doctest: +SKIP
-        True
     """
 
     def __init__(self, model, inputs: PreparedInputs, settings: SessionSettings, budget: int, batch_size: int):
@@ -102,10 +84,6 @@ class SuffixCache:
 
     def cuts(self) -> list[Cut]:
         """Every cut of the model (a graph analysis, done once).
-
-        Example:
-            >>> len(cache.cuts())  # doctest: +SKIP
-            11
         """
         if self._cuts is None:
             self._cuts = [] if self.budget <= 0 else find_cuts(parse_model(self.model.data), self.model.output_name)
@@ -113,10 +91,6 @@ class SuffixCache:
 
     def choose(self, records: FaultRecords) -> CachedCut | None:
         """The latest cached cut whose prefix reads none of the faulty tensors (None: run the whole model).
-
-        Example:
-            >>> cache.choose(records).cut.allows({"fc.weight"})  # doctest: +SKIP
-            True
         """
         faulty = {records.tensors[i] for i in np.unique(records.tensor).tolist()}
 

@@ -57,9 +57,6 @@ class WorkerPayload:
 
     ``cache_bytes`` bounds the clean activations the worker caches for suffix evaluation
     (split evenly among the models; 0 runs every cell on the whole model).
-
-    Example:
-        >>> payload = WorkerPayload(models=(model,), inputs={model.inputs: prepared}, threads=1)  # doctest: +SKIP
     """
 
     models: tuple[WorkerModel, ...]
@@ -70,11 +67,6 @@ class WorkerPayload:
 
 class CellRunner:
     """Runs cells for one worker; never raises for a failing cell, it returns the error in the record.
-
-    Example:
-        >>> runner = CellRunner(payload)  # doctest: +SKIP
-        >>> runner.run(Cell(model=0, mode="grid", kind="flip", rate=1e-3, chip=0, seed=1), attempt=1)["accuracy"]  # doctest: +SKIP
-        0.941
     """
 
     def __init__(self, payload: WorkerPayload):
@@ -86,10 +78,6 @@ class CellRunner:
 
     def run(self, cell: Cell, attempt: int = 1) -> dict[str, Any]:
         """Measure one cell and return its results line (see ``notes/readme_campaign.md`` for the fields).
-
-        Example:
-            >>> runner.run(Cell(model=0, mode="clean"))["faults"]  # doctest: +SKIP
-            0
         """
         model = self.payload.models[cell.model]
         start = time.perf_counter()

@@ -15,11 +15,6 @@ _defaults = ExportSettings()
 
 def format_report(report: ExportReport) -> str:
     """The human-readable summary ``export`` prints.
-
-    Example:
-        >>> print(format_report(report))  # doctest: +SKIP
-        wrote lenet5.onnx: 5 int8 weight tensors, 61,470 weight bytes
-        ...
     """
     steps = report.max_logit_gap_steps
     gap = "n/a (float logits)" if steps is None else f"{steps:g} step{'' if steps == 1 else 's'} of the output scale"

@@ -15,11 +15,6 @@ _defaults = SharpnessConfig()
 
 def format_summary(report: SharpnessReport, out_dir: str) -> str:
     """The human-readable summary ``edgefault sharpness`` prints without ``--json``.
-
-    Example:
-        >>> print(format_summary(report, "runs/std-sharpness"))  # doctest: +SKIP
-        lenet5 (runs/std): 1000 training images of mnist5k, 61470 quantized weights in 5 layers
-        ...
     """
     power, trace, land = report.power_iteration, report.trace, report.landscape
     origin = len(land.alphas_1d) // 2  # the counts are odd: the middle point is a = 0

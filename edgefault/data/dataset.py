@@ -60,9 +60,6 @@ class Dataset:
 
     def normalized(self, images: np.ndarray, mean=None, std=None) -> np.ndarray:
         """Return ``(images - mean) / std`` as float32; defaults to this dataset's statistics.
-
-        Example:
-            >>> x = data.normalized(data.test_images[:8])  # doctest: +SKIP
         """
         mean = np.asarray(self.mean if mean is None else mean, np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(self.std if std is None else std, np.float32).reshape(1, -1, 1, 1)

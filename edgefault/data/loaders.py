@@ -144,10 +144,6 @@ def _load_cifar100(spec: DatasetSpec) -> Dataset:
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (MNIST's format), gzipped or not, as a uint8 array.
-
-    Example:
-        >>> read_idx(Path("t10k-labels-idx1-ubyte.gz")).shape  # doctest: +SKIP
-        (10000,)
     """
     raw = read_bytes_bounded(path, MAX_IDX_BYTES)
     if raw[:2] == b"\x1f\x8b":

@@ -33,11 +33,6 @@ class NpzSplits:
 
     ``classes`` is the largest label plus one, over both splits; ``test_name`` names the
     array the test samples came from (``x`` or ``x_test``).
-
-    Example:
-        >>> splits = read_npz(Path("data.npz"))  # doctest: +SKIP
-        >>> splits.test_x.shape, splits.classes  # doctest: +SKIP
-        ((40, 16, 16, 3), 10)
     """
 
     train_x: np.ndarray

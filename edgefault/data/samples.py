@@ -63,10 +63,6 @@ class Samples:
 
 def load_samples(spec: str | DatasetSpec) -> Samples:
     """The test split a SPEC names, as stored: an npz's test arrays, or an image dataset's pixels.
-
-    Example:
-        >>> load_samples("npz:features.npz").x.shape  # doctest: +SKIP
-        (40, 20)
     """
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     if parsed.kind != "npz":

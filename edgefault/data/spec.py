@@ -14,10 +14,6 @@ PATH_KINDS = ("cifar10", "cifar100", "mnist", "folder", "npz")
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """A parsed dataset SPEC: its kind and, for on-disk data, its path.
-
-    Example:
-        >>> parse_spec("npz:/data/digits.npz")
-        DatasetSpec(kind='npz', path=PosixPath('/data/digits.npz'))
     """
 
     kind: str

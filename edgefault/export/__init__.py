@@ -2,7 +2,6 @@
 
 Example:
     >>> from edgefault.export import export_run
-    >>> report = export_run("runs/lenet5", "lenet5.onnx")  # doctest: +SKIP
 """
 
 from edgefault.export.api import ExportReport, ExportSettings, export_model, export_run, model_metadata

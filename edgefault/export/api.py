@@ -67,11 +67,6 @@ class ExportReport:
     ``activation_products`` maps each MatMul of two activations (attention) to the kernel ONNX
     Runtime runs it as; a float one is listed there, and is no export failure (it has no weights).
     ``passed`` is False only when the file was kept despite ``problems``.
-
-    Example:
-        >>> report = export_run("runs/lenet5", "lenet5.onnx")  # doctest: +SKIP
-        >>> report.agreement, report.float_kernels  # doctest: +SKIP
-        (0.999, 0)
     """
 
     path: Path
@@ -93,10 +88,6 @@ class ExportReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (the path as text).
-
-        Example:
-            >>> report.to_dict()["agreement"]  # doctest: +SKIP
-            0.999
         """
         values = dataclasses.asdict(self)
         values["path"] = str(self.path)
@@ -106,11 +97,6 @@ class ExportReport:
 def model_metadata(model: nn.Module, data: Dataset, *, recipe: dict[str, Any] | None = None,
                    dataset: str | None = None, clean_accuracy: float | None = None) -> ModelMetadata:
     """The metadata of an exported model: its input, the dataset's normalization and classes, the recipe.
-
-    Example:
-        >>> meta = model_metadata(create_model("lenet5"), load_dataset("mnist5k"))  # doctest: +SKIP
-        >>> meta.input_shape, meta.mean  # doctest: +SKIP
-        ((1, 28, 28), (0.1307,))
     """
     _check_classifier(model)
     quant = model.quant
@@ -129,11 +115,6 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     Test images are normalized with the metadata's mean/std (by default ``data``'s). The
     metadata's clean accuracy becomes the ONNX model's measured test accuracy when the whole
     test split of the metadata's dataset was used.
-
-    Example:
-        >>> report = export_model(model, "lenet5.onnx", load_dataset("mnist5k"))  # doctest: +SKIP
-        >>> report.integer_kernels, report.float_kernels  # doctest: +SKIP
-        (5, 0)
     """
     check_outputs({"--out": out_path}, [])
     target = Path(out_path)
@@ -181,10 +162,6 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
 def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, settings: ExportSettings = ExportSettings(),
                data_spec: str | None = None) -> ExportReport:
     """Export the model a ``train`` run directory holds; parity runs on the run's dataset (or ``data_spec``).
-
-    Example:
-        >>> export_run("runs/lenet5", "lenet5.onnx").agreement  # doctest: +SKIP
-        0.999
     """
     check_outputs({"--out": out_path}, [run_dir])  # e.g. never onto the run's checkpoint
     run = load_run(run_dir)

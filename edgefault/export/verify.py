@@ -38,10 +38,6 @@ class Parity:
 
 def output_step(model: onnx.ModelProto) -> float | None:
     """The scale of the DequantizeLinear that produces the logits, or None if they are not quantized.
-
-    Example:
-        >>> output_step(build_onnx(create_model("lenet5").eval()))  # doctest: +SKIP
-        1.0
     """
     producers = {out: node for node in model.graph.node for out in node.output}
     node = producers.get(OUTPUT_NAME)
@@ -57,10 +53,6 @@ def output_step(model: onnx.ModelProto) -> float | None:
 @torch.no_grad()
 def torch_logits(model: nn.Module, images: np.ndarray, batch_size: int, progress: str | None = None) -> np.ndarray:
     """Eval-mode PyTorch logits of normalized NCHW images, in batches.
-
-    Example:
-        >>> torch_logits(create_model("lenet5").eval(), np.zeros((2, 1, 28, 28), np.float32), 64).shape
-        (2, 10)
     """
     chunks = []
     with progress_bar(len(images), progress) as bar:
@@ -74,11 +66,6 @@ def torch_logits(model: nn.Module, images: np.ndarray, batch_size: int, progress
 def check_parity(model: nn.Module, onnx_model: onnx.ModelProto, images: np.ndarray, labels: np.ndarray,
                  batch_size: int = DEFAULT_BATCH, progress: bool = False) -> Parity:
     """Run the PyTorch model and the ONNX model (ONNX Runtime, CPU) on the same normalized images.
-
-    Example:
-        >>> parity = check_parity(model, build_onnx(model), images, labels)  # doctest: +SKIP
-        >>> parity.agreement >= 0.995  # doctest: +SKIP
-        True
     """
     evaluator = Evaluator(onnx_model.SerializeToString(), SessionSettings())
     onnx_out = evaluator.logits(images, batch_size, "parity: onnx" if progress else None)
@@ -106,10 +93,6 @@ def activation_products(exported: onnx.ModelProto, optimized: onnx.ModelProto) -
     A product is an activation product when no input is a DequantizeLinear of an initializer
     (a weight). ONNX Runtime keeps the node's name when it fuses it, so the optimized graph says
     which kernel it became: QLinearMatMul or MatMulIntegerToFloat (integer), MatMul (float).
-
-    Example:
-        >>> activation_products(exported, optimized_model(exported.SerializeToString()))  # doctest: +SKIP
-        {'matmul': 'MatMulIntegerToFloat', 'matmul_1': 'QLinearMatMul'}
     """
     constants = {t.name for t in exported.graph.initializer}
     producers = {out: node for node in exported.graph.node for out in node.output}

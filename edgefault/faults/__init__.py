@@ -12,8 +12,6 @@ without touching the disk, with a :class:`FaultMap` of every fault). The activat
 
 Example:
     >>> from edgefault.faults import Chip, Injector
-    >>> injector = Injector("quant.onnx")  # doctest: +SKIP
-    >>> faulty_bytes, fault_map = injector.inject(Chip("flip", rate=1e-3, seed=1))  # doctest: +SKIP
 """
 
 from edgefault.faults.activations import ActivationMemory, ActivationTensor

@@ -46,12 +46,6 @@ class Injector:
     :func:`~edgefault.faults.discover.discover`); :attr:`discovery` says what was covered.
     Not thread-safe: building an output patches the cached copy in place for a moment
     (campaigns use one injector per process).
-
-    Example:
-        >>> injector = Injector("quant.onnx")  # doctest: +SKIP
-        >>> for seed in range(100):  # doctest: +SKIP
-        ...     faulty_bytes, fault_map = injector.inject(Chip("flip", rate=1e-3, seed=seed))
-        ...     session = onnxruntime.InferenceSession(faulty_bytes)
     """
 
     def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto, stored_bits: int | None = None):
@@ -92,10 +86,6 @@ class Injector:
 
     def memory(self, include_bias: bool = False) -> WeightMemory:
         """The model's weight memory, with or without int32 biases.
-
-        Example:
-            >>> Injector("quant.onnx").memory().nbits  # doctest: +SKIP
-            72512
         """
         if include_bias not in self._memories:
             self._memories[include_bias] = self.discovery.memory(include_bias)
@@ -103,19 +93,11 @@ class Injector:
 
     def coverage_line(self, include_bias: bool = False) -> str:
         """The one-line coverage report of :meth:`memory`.
-
-        Example:
-            >>> Injector("quant.onnx").coverage_line()  # doctest: +SKIP
-            'weight memory: 3 tensors, 72,512 stored bits: int8 3 (72,512 bits); from 3 initializers'
         """
         return self.discovery.coverage_line(self.memory(include_bias))
 
     def arrays(self, include_bias: bool = False) -> dict[str, np.ndarray]:
         """Read-only clean codes by tensor name: views of the cached copy, or decoded copies for 4-bit and packed codes.
-
-        Example:
-            >>> Injector("quant.onnx").arrays()["conv1.weight_quantized"].shape  # doctest: +SKIP
-            (8, 1, 3, 3)
         """
         views = {}
         for tensor in self.memory(include_bias).tensors:
@@ -127,29 +109,18 @@ class Injector:
 
     def inject(self, chip: Chip) -> tuple[bytes, FaultMap]:
         """Sample the chip on this model and return the faulty serialized model and its fault map.
-
-        Example:
-            >>> faulty_bytes, fault_map = Injector("quant.onnx").inject(Chip("sa1", count=10))  # doctest: +SKIP
         """
         with self.patched(*self._chip_records(chip)) as (parts, fault_map):
             return b"".join(parts), fault_map
 
     def inject_map(self, source: str | os.PathLike | dict) -> tuple[bytes, FaultMap]:
         """Re-apply a recorded fault map (a path or a parsed dict) to this model.
-
-        Example:
-            >>> faulty_bytes, fault_map = Injector("other.onnx").inject_map("map.json")  # doctest: +SKIP
         """
         with self.patched(*self._map_records(source)) as (parts, fault_map):
             return b"".join(parts), fault_map
 
     def apply(self, records: FaultRecords, chip: Chip | None = None) -> tuple[bytes, FaultMap]:
         """Apply ready-made records (drawn on :meth:`memory`) to the model; ``chip`` goes in the metadata entry.
-
-        Example:
-            >>> injector = Injector("quant.onnx")  # doctest: +SKIP
-            >>> records = sample_faults(injector.memory(), Chip("flip", count=3))  # doctest: +SKIP
-            >>> faulty_bytes, fault_map = injector.apply(records)  # doctest: +SKIP
         """
         with self.patched(records, chip, None) as (parts, fault_map):
             return b"".join(parts), fault_map
@@ -159,10 +130,6 @@ class Injector:
         """Within the block, the faulty model as buffers to concatenate (or write in turn), and its map.
 
         The buffers are valid only inside the block: the cached copy is restored on exit.
-
-        Example:
-            >>> with injector.patched(records) as (parts, fault_map):  # doctest: +SKIP
-            ...     size = sum(len(part) for part in parts)
         """
         patch, fault_map = self._apply(records, chip, target)
         try:
@@ -209,10 +176,6 @@ class Injector:
 
 def inject_model_bytes(model: bytes | onnx.ModelProto, chip: Chip) -> tuple[bytes, FaultMap]:
     """One-shot in-memory injection; build an :class:`Injector` instead to inject many chips.
-
-    Example:
-        >>> data = Path("quant.onnx").read_bytes()  # doctest: +SKIP
-        >>> faulty, fault_map = inject_model_bytes(data, Chip("flip", rate=1e-3))  # doctest: +SKIP
     """
     return Injector(model).inject(chip)
 

@@ -217,11 +217,6 @@ class WeightMemory(AddressedMemory):
     Only the layout is kept (names, types, shapes, widths, starts), never the values, so a
     memory is cheap to build and to pass around; ``include_bias`` records whether int32
     biases joined.
-
-    Example:
-        >>> memory = weight_memory("quant.onnx")  # doctest: +SKIP
-        >>> memory.nbits, memory.names[:1]  # doctest: +SKIP
-        (72512, ('conv1.weight_quantized',))
     """
 
     tensors: tuple[WeightTensor, ...]

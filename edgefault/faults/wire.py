@@ -34,11 +34,6 @@ def raw_data_spans(model_bytes: bytes) -> dict[str, list[tuple[int, int]]]:
     caller can notice a tensor that occurs twice (invalid ONNX, or a message split by
     protobuf merging) instead of patching the wrong copy. Raises ``ValueError`` on bytes
     that are not well-formed protobuf.
-
-    Example:
-        >>> spans = raw_data_spans(onnx.load("quant.onnx").SerializeToString())  # doctest: +SKIP
-        >>> spans["conv1.weight_quantized"]  # doctest: +SKIP
-        [(1234, 72)]
     """
     view = memoryview(model_bytes)
     spans: dict[str, list[tuple[int, int]]] = {}

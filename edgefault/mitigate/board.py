@@ -191,10 +191,6 @@ def method_scores(seed_records: dict[int, list[CampaignRecord]], model: str, kin
 def lowest_voltage(curve, rates: list[float], accuracies: list[float], clean: float,
                    target: float) -> dict[str, float | None]:
     """Lowest supply voltage (walking down from nominal) whose bit error rate keeps accuracy >= ``target``.
-
-    Example:
-        >>> lowest_voltage(curve, [1e-3, 1e-2], [0.97, 0.9], 0.98, 0.97)  # doctest: +SKIP
-        {'voltage': 0.8, 'bit_error_rate': 0.001, 'relative_energy': 0.7, 'energy_saved': 0.3}
     """
     best = None
     for point in curve.points:  # nominal first

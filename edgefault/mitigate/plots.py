@@ -17,10 +17,6 @@ TICKS = tuple(m * 10.0**e for e in range(-7, 0) for m in (1, 2, 5)) + (1.0,)
 
 def write_board_plots(folder: Path, board: dict[str, Any]) -> list[Path]:
     """Write ``accuracy_vs_rate.png`` and ``pareto.png`` into ``folder``.
-
-    Example:
-        >>> write_board_plots(Path("mitigate/quick"), board)  # doctest: +SKIP
-        [PosixPath('mitigate/quick/accuracy_vs_rate.png'), PosixPath('mitigate/quick/pareto.png')]
     """
     return [write_png_atomic(folder / name, figure)
             for name, figure in (("accuracy_vs_rate.png", accuracy_figure(board)), ("pareto.png", pareto_figure(board)))]

@@ -34,10 +34,6 @@ class VoltagePoint:
 @dataclasses.dataclass(frozen=True)
 class VoltageCurve:
     """The rows, highest voltage (nominal) first.
-
-    Example:
-        >>> read_voltage_curve(path).points[0].voltage  # doctest: +SKIP
-        1.0
     """
 
     source: str
@@ -88,8 +84,5 @@ def parse_voltage_curve(text: str, source: str = "curve") -> VoltageCurve:
 
 def read_voltage_curve(path: str | Path) -> VoltageCurve:
     """Read a voltage curve CSV; a missing or malformed file is a one-line error.
-
-    Example:
-        >>> read_voltage_curve("sram-curve.csv")  # doctest: +SKIP
     """
     return parse_voltage_curve(read_text_bounded(path, "--voltage-curve"), str(path))

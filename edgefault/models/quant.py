@@ -115,12 +115,6 @@ class ActQuant(nn.Module):
     the ONNX graph repeats on the uint8 tensor). ``role`` names what the tensor is:
     ``input``, ``activation`` (post-ReLU: counted for sparsity and the L1 penalty), ``residual``,
     ``pool`` or ``logits``.
-
-    Example:
-        >>> q = ActQuant(bits=8, signed=False, threshold=0.0, role="activation")
-        >>> q.train(); y = q(torch.randn(4, 8))
-        >>> bool((y >= 0).all())
-        True
     """
 
     ROLES = ("input", "activation", "residual", "pool", "logits")

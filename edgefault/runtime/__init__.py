@@ -1,7 +1,4 @@
 """Running ONNX models in ONNX Runtime: inputs, metadata, scoring, sparsity, timing and kernel counts.
-
-Example:
-    >>> from edgefault.runtime import Evaluator, prepare_inputs  # doctest: +SKIP
 """
 
 from edgefault.runtime.evaluate import EvalOptions, EvalReport, evaluate_model

@@ -33,10 +33,6 @@ from edgefault.runtime.layout import IMAGE_LAYOUTS, channel_index, shape_layout,
 def prepare_inputs(data: Samples | Dataset, spec: InputSpec, limit: int | None = None,
                    scale: float | None = None) -> PreparedInputs:
     """Convert the (first ``limit``) test samples once for ``spec``; ``scale`` is ``--scale``'s factor.
-
-    Example:
-        >>> prepare_inputs(load_samples("mnist5k"), spec, limit=8).images.dtype  # doctest: +SKIP
-        dtype('float32')
     """
     samples = data if isinstance(data, Samples) else Samples.from_dataset(data)
     reshape, how = _conversion(samples, spec)
@@ -75,11 +71,6 @@ def prepare_inputs(data: Samples | Dataset, spec: InputSpec, limit: int | None =
 
 def check_classes(samples: Samples, classes: int | None) -> None:
     """Refuse data naming more classes than the model scores (the model's count wins when labels cover fewer).
-
-    Example:
-        >>> check_classes(load_samples("cifar100:/data"), 10)  # doctest: +SKIP
-        Traceback (most recent call last):
-        edgefault.errors.EdgefaultError: dataset cifar100:/data has 100 classes but the model scores only 10
     """
     if classes is not None and samples.num_classes > classes:
         raise EdgefaultError(f"dataset {samples.spec} has {samples.num_classes} classes (labels up to "
@@ -162,11 +153,6 @@ def model_classes(data: bytes, io, prepared: PreparedInputs, samples: Samples, s
 
     Returns the evaluator (reusable for scoring) and the class count. A broken model fails
     here, once, rather than in every campaign cell.
-
-    Example:
-        >>> evaluator, classes = model_classes(model_bytes, io, prepared, samples)  # doctest: +SKIP
-        >>> classes  # doctest: +SKIP
-        10
     """
     evaluator = Evaluator(data, settings or SessionSettings(intra_op_threads=1), input_name=io.input_name,
                           output_name=io.output_name)

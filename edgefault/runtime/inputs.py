@@ -117,11 +117,6 @@ class InputSpec:
 @dataclasses.dataclass(frozen=True, eq=False)
 class PreparedInputs:
     """Test samples converted for one model input (its dtype and shape), their labels, and how they were made.
-
-    Example:
-        >>> prepared = prepare_inputs(load_samples("mnist5k"), spec, limit=100)  # doctest: +SKIP
-        >>> prepared.images.shape, prepared.description  # doctest: +SKIP
-        ((100, 1, 28, 28), 'input: 1x28x28 NCHW float, uint8 images scaled by 1/255, normalized ...')
     """
 
     images: np.ndarray
@@ -205,9 +200,6 @@ def parse_float_list(text: str, option: str, channels: int | None) -> tuple[floa
 
 def resolve_model_input(model: onnx.ModelProto, options: InputOptions = InputOptions()):
     """Metadata, graph I/O and input spec of a loaded model: the one path ``eval`` and ``campaign`` share.
-
-    Example:
-        >>> metadata, io, spec = resolve_model_input(load_model("m.onnx"), InputOptions(mean="0", std="1"))  # doctest: +SKIP
     """
     metadata = ModelMetadata.from_model(model)
     io = model_io(model, metadata.input_name if metadata else None)
@@ -230,10 +222,6 @@ def resolve_input_spec(
     """Combine metadata, graph and flags into the model's input spec; one clear error when they do not add up.
 
     ``input_size``/``mean``/``std`` are shorthands for the same fields of ``options``.
-
-    Example:
-        >>> resolve_input_spec(io, None, "1x28x28", "0.1307", "0.3081").mean  # doctest: +SKIP
-        (0.1307,)
     """
     options = options or InputOptions(input_size, mean, std)
     if metadata is not None and metadata.input_name != io.input_name:

@@ -104,19 +104,12 @@ class ModelMetadata:
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` entries: ``edgefault.<field>`` -> JSON text.
-
-        Example:
-            >>> meta.to_props()["edgefault.input_shape"]  # doctest: +SKIP
-            '[1, 28, 28]'
         """
         values = dataclasses.asdict(self)
         return {PREFIX + name: json.dumps(values[name], allow_nan=False) for name in _field_names()}
 
     def write_to(self, model: onnx.ModelProto) -> None:
         """Store these entries in ``model.metadata_props``, replacing older ones of the same keys.
-
-        Example:
-            >>> meta.write_to(model)  # doctest: +SKIP
         """
         props = self.to_props()
         kept = [(entry.key, entry.value) for entry in model.metadata_props if entry.key not in props]
@@ -154,9 +147,6 @@ class ModelMetadata:
     @classmethod
     def from_model(cls, model: onnx.ModelProto) -> ModelMetadata | None:
         """Read the metadata of a loaded ONNX model; None when it carries no edgefault metadata.
-
-        Example:
-            >>> ModelMetadata.from_model(onnx.load("model.onnx"))  # doctest: +SKIP
         """
         return cls.from_props({entry.key: entry.value for entry in model.metadata_props})
 

@@ -32,11 +32,6 @@ class ModelIO:
     ``fixed_batch`` is the static batch size when the graph pins one (often 1).
     ``input_type`` is the numpy dtype the input takes; ``layout_hint`` is ``NCHW`` or
     ``NHWC`` when the graph shows it (see :func:`edgefault.runtime.layout.graph_layout`).
-
-    Example:
-        >>> io = model_io(onnx.load("model.onnx"))  # doctest: +SKIP
-        >>> io.input_name, io.num_classes, io.input_type  # doctest: +SKIP
-        ('input', 10, 'float32')
     """
 
     input_name: str
@@ -59,8 +54,9 @@ def model_io(model: onnx.ModelProto, input_name: str | None = None) -> ModelIO:
     """Find the one data input (float, uint8 or int8; rank 2, 3 or 4) and the ``[N, classes]`` float output.
 
     Example:
-        >>> model_io(load_model("model.onnx")).output_name  # doctest: +SKIP
-        'logits'
+        >>> io = model_io(onnx.load("model.onnx"))
+        >>> io.input_name, io.input_dims, io.output_name, io.num_classes, io.layout_hint
+        ('input', (None, 1, 4, 4), 'logits', 3, 'NCHW')
     """
     graph = model.graph
     stored = {tensor.name for tensor in graph.initializer}

@@ -22,11 +22,6 @@ def _percent(share: float) -> str:
 
 def format_report(report: EvalReport, show_graph: bool = False) -> str:
     """Render an :class:`EvalReport` as text; ``show_graph`` adds the optimized op counts.
-
-    Example:
-        >>> print(format_report(evaluate_model("model.onnx")))  # doctest: +SKIP
-        model     model.onnx
-        ...
     """
     lines = [
         f"model     {printable(report.model)}",

@@ -51,10 +51,6 @@ from edgefault.runtime.session import (
 @dataclasses.dataclass(frozen=True)
 class ActivationSparsity:
     """Share of a quantized activation's values equal to its zero point.
-
-    Example:
-        >>> report.activations[1]  # doctest: +SKIP
-        ActivationSparsity(tensor='r1_QuantizeLinear_Output', producer='QuantizeLinear', zero_point=[0], ...)
     """
 
     tensor: str
@@ -67,10 +63,6 @@ class ActivationSparsity:
 @dataclasses.dataclass(frozen=True)
 class LayerMacSkip:
     """The MACs of one conv/linear layer per image and the share whose activation is zero.
-
-    Example:
-        >>> report.layers[0].skip_share  # doctest: +SKIP
-        0.41
     """
 
     node: str
@@ -88,10 +80,6 @@ class SparsityReport:
     ``dynamic_quantizers`` counts DynamicQuantizeLinear nodes: a dynamic-quantized model
     (MatMulInteger fed by them) quantizes its activations at run time, with a zero point
     per batch, so it has integer kernels but no stored activation zero point to count.
-
-    Example:
-        >>> measure_sparsity(model, prepared).mac_skip_share  # doctest: +SKIP
-        0.37
     """
 
     images: int

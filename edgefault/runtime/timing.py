@@ -41,10 +41,6 @@ class TimingSettings:
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """Batch-1 latency percentiles (milliseconds) and large-batch throughput (images per second).
-
-    Example:
-        >>> measure_timing(evaluator, prepared.images).latency_p50_ms  # doctest: +SKIP
-        0.21
     """
 
     latency_p50_ms: float
@@ -72,11 +68,6 @@ def _repeat(run, settings: TimingSettings) -> np.ndarray:
 
 def measure_timing(evaluator: Evaluator, images: np.ndarray, settings: TimingSettings = TimingSettings()) -> Timing:
     """Time ``evaluator`` on single images and on batches built from ``images`` (repeated if too few).
-
-    Example:
-        >>> timing = measure_timing(Evaluator("model.onnx"), prepared.images)  # doctest: +SKIP
-        >>> timing.throughput_images_per_s > 1000
-        True
     """
     if len(images) == 0:
         raise EdgefaultError("timing needs at least one image")

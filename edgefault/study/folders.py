@@ -53,9 +53,6 @@ class SettingsFolder:
 
     def claim(self, folder: Path, settings: dict) -> None:
         """Create ``folder`` with its settings file, after :meth:`check` (the folder is made with this file or not at all).
-
-        Example:
-            >>> SettingsFolder("study.json", "edgefault-study-1", "study").claim(Path("/tmp/s"), {})  # doctest: +SKIP
         """
         if not (folder / self.file).exists():
             write_json_atomic(folder / self.file, {"format": self.format, "config": settings})

@@ -160,10 +160,6 @@ def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> St
     """Run the whole study into ``out`` (resuming whatever an earlier run finished) and write the report.
 
     The sweeps the config names run into ``out/sweeps/<name>`` and join the report.
-
-    Example:
-        >>> run_study(StudyConfig(quick=True), "study/quick").verdicts  # doctest: +SKIP
-        {1: 'held', 2: 'inconclusive', 3: 'held', 4: 'inconclusive'}
     """
     folder = check_output_folder(out, [])  # a read-only place is refused before any work
     check_study_folder(folder, config)

@@ -41,10 +41,6 @@ class SweepPoint:
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
     """A finished sweep: its points, the one-sentence conclusion, the plot, and the seconds it took.
-
-    Example:
-        >>> result.conclusion  # doctest: +SKIP
-        'No swept sparsity level lost significantly more than plain ReLU (up to 92.1% exact zeros).'
     """
 
     name: str
@@ -184,10 +180,6 @@ def _rho_conclusion(points: list[SweepPoint]) -> str:
 
 def sweep_lines(result: SweepResult) -> list[str]:
     """The report section of a sweep: a table with paired differences, the plot, and the conclusion.
-
-    Example:
-        >>> sweep_lines(result)[0]  # doctest: +SKIP
-        '## Sweep: sparsity level'
     """
     title = "sparsity level" if result.name == "sparsity" else "SAQ radius rho"
     setting = "FATReLU T" if result.name == "sparsity" else "rho"

@@ -63,13 +63,6 @@ def deployed_weight(layer: QuantWeightLayer) -> torch.Tensor:
 
 class WeightClipper:
     """Projects every quantized layer's deployed weights onto |w| <= bound; call after each optimizer step.
-
-    Example:
-        >>> model = create_model("lenet5")  # doctest: +SKIP
-        >>> clip = WeightClipper(model, 0.1)  # doctest: +SKIP
-        >>> clip()  # doctest: +SKIP
-        >>> float(deployed_weight(model.conv1).abs().max()) <= 0.1  # doctest: +SKIP
-        True
     """
 
     def __init__(self, model: nn.Module, bound: float, per_layer: bool = False):

@@ -33,11 +33,6 @@ def enable_learned_clip(model: nn.Module) -> list[nn.Parameter]:
     """Give each quantized layer a trained range, started at its deployed max|w|; returns the new parameters.
 
     Call before the optimizer is built, so the ranges are among ``model.parameters()``.
-
-    Example:
-        >>> ranges = enable_learned_clip(create_model("lenet5"))  # doctest: +SKIP
-        >>> len(ranges)  # doctest: +SKIP
-        5
     """
     ranges = []
     for layer in _layers(model):
@@ -49,10 +44,6 @@ def enable_learned_clip(model: nn.Module) -> list[nn.Parameter]:
 
 def range_penalty(model: nn.Module, decay: float) -> torch.Tensor | float:
     """The decay term ``decay / 2 * sum(a^2)`` over the learned ranges (0 when there are none).
-
-    Example:
-        >>> float(range_penalty(create_model("lenet5"), 1e-3))  # doctest: +SKIP
-        0.0
     """
     ranges = [layer.weight_range for layer in _layers(model) if layer.weight_range is not None]
     if not ranges or decay == 0:
@@ -63,10 +54,6 @@ def range_penalty(model: nn.Module, decay: float) -> torch.Tensor | float:
 @torch.no_grad()
 def bake_learned_clip(model: nn.Module) -> list[float]:
     """Clip each layer's deployed weights to its learned range and drop the range; returns the ranges.
-
-    Example:
-        >>> bake_learned_clip(model)  # doctest: +SKIP
-        [0.41, 0.18, 0.09, 0.11, 0.2]
     """
     layers = [layer for layer in _layers(model) if layer.weight_range is not None]
     bounds = [float(layer.weight_range.abs().clamp_min(1e-8)) for layer in layers]

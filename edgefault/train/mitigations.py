@@ -23,11 +23,6 @@ class RunMitigations:
     """The mitigations a recipe asks for, bound to its model; inert when it asks for none.
 
     Build it before the optimizer (learned ranges are parameters).
-
-    Example:
-        >>> hooks = RunMitigations(TrainConfig(weight_clip=0.1), model)  # doctest: +SKIP
-        >>> loss, logits = plain_step(closure, hooks.optimizer(optimizer, closure))  # doctest: +SKIP
-        >>> hooks.after_step(loss)  # doctest: +SKIP
     """
 
     def __init__(self, config: TrainConfig, model: nn.Module):

@@ -86,11 +86,6 @@ def _sparse_mask(words: torch.Tensor, rate: float, bits: int, generator: torch.G
 
 class RandBET:
     """The RandBET state of one training run: its layers, generator and curriculum.
-
-    Example:
-        >>> randbet = RandBET(model, rate=0.01, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
-        >>> loss, logits = plain_step(closure, randbet.wrap(optimizer, closure))  # doctest: +SKIP
-        >>> randbet.observe(loss)  # doctest: +SKIP
     """
 
     def __init__(self, model: nn.Module, rate: float, generator: torch.Generator, clamp: float = 0.05,

@@ -24,11 +24,6 @@ RUN_FILES = (CHECKPOINT_NAME, "config.json", "metrics.json")
 @dataclasses.dataclass(frozen=True, eq=False)
 class LoadedRun:
     """A trained run read back from disk: the eval-mode model, its recipe and its metrics.
-
-    Example:
-        >>> run = load_run("runs/std")  # doctest: +SKIP
-        >>> run.config.model, run.metrics["test_accuracy"]  # doctest: +SKIP
-        ('lenet5', 0.985)
     """
 
     path: Path
@@ -41,10 +36,6 @@ def checkpoint_bytes(model: nn.Module) -> bytes:
     """The checkpoint of a model: its spec and state dict, loadable with ``torch.load(..., weights_only=True)``.
 
     Saved through a buffer, so the archive's root name is fixed and the same model gives the same bytes.
-
-    Example:
-        >>> checkpoint_bytes(create_model("lenet5")) == checkpoint_bytes(create_model("lenet5"))  # doctest: +SKIP
-        True
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
@@ -54,9 +45,6 @@ def checkpoint_bytes(model: nn.Module) -> bytes:
 
 def load_model(checkpoint: str | Path) -> nn.Module:
     """Rebuild a model from a checkpoint file (eval mode, on CPU), without unpickling code.
-
-    Example:
-        >>> model = load_model("runs/std/model.pt")  # doctest: +SKIP
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -119,10 +107,6 @@ def check_run_dir(run_dir: str | Path, config: TrainConfig, overwrite: bool = Fa
 
 def load_config(run_dir: str | Path) -> TrainConfig:
     """Read a run's recipe back into a :class:`TrainConfig`.
-
-    Example:
-        >>> load_config("runs/std").seed  # doctest: +SKIP
-        0
     """
     raw = read_json(Path(run_dir) / "config.json")
     if not isinstance(raw, dict):
@@ -133,10 +117,6 @@ def load_config(run_dir: str | Path) -> TrainConfig:
 
 def load_run(run_dir: str | Path) -> LoadedRun:
     """Load a run directory written by ``edgefault train``.
-
-    Example:
-        >>> load_run("runs/std").model.num_classes  # doctest: +SKIP
-        10
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -40,9 +40,6 @@ def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
 
 def plain_step(closure: LossClosure, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, torch.Tensor]:
     """A conventional step: forward, backward, update.
-
-    Example:
-        >>> loss, logits = plain_step(closure, optimizer)  # doctest: +SKIP
     """
     optimizer.zero_grad(set_to_none=True)
     loss, logits = closure()
@@ -78,9 +75,6 @@ def _shift_parameters(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Callabl
 def sam_step(model: nn.Module, closure: LossClosure, optimizer: torch.optim.Optimizer, rho: float,
              adaptive: bool = False, eta: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM, or ASAM with ``adaptive=True``: perturb every parameter, take the gradient there, restore, step.
-
-    Example:
-        >>> loss, logits = sam_step(model, closure, optimizer, rho=0.05)  # doctest: +SKIP
     """
 
     def perturb():
@@ -108,9 +102,6 @@ def _saq_direct_parameters(model: nn.Module) -> list[torch.Tensor]:
 def saq_step(model: nn.Module, closure: LossClosure, optimizer: torch.optim.Optimizer,
              rho: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Sharpness-aware quantization: perturb the quantized weights after the quantizer.
-
-    Example:
-        >>> loss, logits = saq_step(model, closure, optimizer, rho=0.05)  # doctest: +SKIP
     """
     layers = [m for m in model.modules() if isinstance(m, QuantWeightLayer)]
     for layer in layers:
