@@ -51,6 +51,10 @@ from edgefault.runtime.session import (
 @dataclasses.dataclass(frozen=True)
 class ActivationSparsity:
     """Share of a quantized activation's values equal to its zero point.
+
+    Example:
+        >>> ActivationSparsity("relu_q", "QuantizeLinear", (0,), 1176, 0.61).zero_share
+        0.61
     """
 
     tensor: str
