@@ -8,7 +8,8 @@ from edgefault.study import StudyConfig, run_study
 from cli_helpers import run_subprocess
 
 TINY = dict(quick=True, seeds=1, epochs=1, chips=3, rates=(2e-2, 5e-2), sharpness_samples=100, sharpness_probes=4,
-            landscape_grid=5)
+            landscape_grid=5, act_rates=(1e-3,), act_chips=3, cost_limit=100, attack_flips=8, attack_batches=1,
+            attack_limit=100)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,28 @@ def test_the_study_writes_a_report_with_all_four_claims_and_intervals(tiny_study
     assert (out / "drop_vs_sharpness.png").stat().st_size > 0
     for name in ("standard", "sparse", "standard_saq", "sparse_saq"):
         assert (out / "models" / f"{name}.onnx").exists() and (out / "sharpness" / name / "metrics.json").exists()
+
+
+def test_the_report_has_the_activation_tradeoff_and_worst_case_sections_with_numbers(tiny_study):
+    out, result = tiny_study
+    text = result.report.read_text()
+    act = text.split("## Faults in the activation memory")[1].split("\n## ")[0]
+    assert "| standard |" in act and "bitmap − dense" in act and "[" in act.split("| sparse_saq |")[1]
+    assert "dense: sparse " in act and "**Bitmap against dense at the same bit error rate:**" in act
+    trade = text.split("## What sparsity buys: speed against robustness")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): line.split("|") for line in trade.splitlines() if line.startswith("| s")}
+    assert rows["standard"][5].strip() == "1.000x"  # the standard model's speedup against its own dense execution
+    for name in ("sparse", "standard_saq", "sparse_saq"):
+        assert float(rows[name][5].strip().rstrip("x")) >= 1.0  # skipping zeros never costs cycles
+    claim = trade.split("keep its speedup at a drop no worse")[1].splitlines()[0]
+    assert any(v in claim for v in ("**held**", "**did not hold**", "**inconclusive**")) and "95% CI" in trade
+    worst = text.split("## The worst case: flips to break")[1].split("\n## ")[0]
+    assert "| sparse_saq |" in worst and "Most robust first, by random weight faults" in worst
+    for name in ("standard", "sparse"):
+        saved = json.loads((out / "attack" / f"{name}.json").read_text())["result"]
+        assert len(saved["counts"]) == 1 and (saved["counts"][0] is None or 1 <= saved["counts"][0] <= 8)
+    cells = [json.loads(line) for line in (out / "act_campaign" / "results.jsonl").read_text().splitlines()]
+    assert {c["format"] for c in cells if c["mode"] == "grid"} == {"dense", "bitmap"}
 
 
 def test_one_seed_says_its_verdicts_are_about_the_trained_models(tiny_study):

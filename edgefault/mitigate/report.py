@@ -22,6 +22,7 @@ from edgefault.fileio import read_json, write_bytes_atomic, write_json_atomic
 from edgefault.mitigate.board import lowest_voltage, method_scores
 from edgefault.mitigate.config import BASELINE, ECC_BITS, LABELS, MitigateConfig
 from edgefault.mitigate.ecc import ecc_overhead
+from edgefault.study.extras import energy_saving, flips_median, flips_text, over_seeds, speedup
 
 BOARD_FORMAT = "edgefault-leaderboard-1"
 
@@ -34,6 +35,8 @@ class SeedCampaigns:
     runs: dict[str, Path]
     records: list[CampaignRecord]
     ecc_records: list[CampaignRecord] = dataclasses.field(default_factory=list)
+    cost: dict[str, dict] = dataclasses.field(default_factory=dict)  # method -> cost totals
+    attack: dict[str, dict] = dataclasses.field(default_factory=dict)  # method -> flips to break
 
 
 def scope_line(seeds: int) -> str:
@@ -75,6 +78,7 @@ def build_board(config: MitigateConfig, seeds: list[SeedCampaigns], curve, secon
             "train_seconds": train_seconds[model],
             "train_time_relative": round(train_seconds[model] / max(base_seconds, 1e-9), 3),
             "storage_overhead": overhead.relative, "storage_note": overhead.describe(),
+            **cost_and_attack(seeds, model, measured=not ecc),
         })
     if curve is not None:
         target = rows[0]["clean_accuracy"] - 0.01  # rows[0] is the conventional model
@@ -89,6 +93,55 @@ def build_board(config: MitigateConfig, seeds: list[SeedCampaigns], curve, secon
             "baseline": BASELINE, "winner": winner["method"], "methods": rows,
             "voltage_curve": None if curve is None else curve.to_dict(),
             "seconds": {k: round(v, 1) for k, v in seconds.items()}}
+
+
+def _over_seeds(values: list[float]) -> dict[str, Any]:
+    e = over_seeds(values)
+    return {"mean": e.mean, "low": e.low, "high": e.high, "per_seed": values}
+
+
+def cost_and_attack(seeds: list[SeedCampaigns], model: str, measured: bool = True) -> dict[str, Any]:
+    """A method's modelled speedup and energy saving (zero-skipping with lane imbalance, against the conventional
+    model's dense execution, same seed) and its flips to break, over training seeds (``measured=False``: the
+    attack does not apply, e.g. to ECC-protected bits, and ``flips_to_break`` is None).
+
+    Example:
+        >>> cost_and_attack([SeedCampaigns(0, {}, [])], "qat")
+        {}
+    """
+    if not all(model in s.cost and BASELINE in s.cost for s in seeds):
+        return {}
+    found: dict[str, Any] = {
+        "speedup": _over_seeds([speedup(s.cost[BASELINE], s.cost[model]) for s in seeds]),
+        "energy_saving": _over_seeds([energy_saving(s.cost[BASELINE], s.cost[model]) for s in seeds]),
+        "flips_to_break": None}
+    if measured and all(model in s.attack for s in seeds):
+        entries = [s.attack[model] for s in seeds]
+        found["flips_to_break"] = {"median": float(sum(flips_median(e) for e in entries) / len(entries)),
+                                   "text": flips_text(entries), "per_seed": entries}
+    return found
+
+
+def ranking_note(board: dict[str, Any]) -> str:
+    """Where the attack's ranking (most flips to break first) differs from the random-fault ranking (highest
+    tolerable bit error rate within 1 point first).
+
+    Example:
+        >>> ranking_note({"headline_kind": "flip", "methods": []})
+        ''
+    """
+    kind = board["headline_kind"]
+    rows = [r for r in board["methods"] if r.get("flips_to_break")]
+    if len(rows) < 2:
+        return ""
+    by_random = [r["method"] for r in sorted(rows, key=lambda r: -(r["kinds"][kind]["tolerable"]["1"]["median"] or 0))]
+    by_attack = [r["method"] for r in sorted(rows, key=lambda r: -r["flips_to_break"]["median"])]
+    if by_random == by_attack:
+        return (f"The attack ranks the methods as random faults do ({' > '.join(by_attack)}; most robust first).")
+    moved = [m for m in by_attack if by_attack.index(m) != by_random.index(m)]
+    return (f"The attack ranks the methods differently from random faults: by flips to break "
+            f"{' > '.join(by_attack)}; by tolerable {kind} rate (1 pt) {' > '.join(by_random)} (most robust first). "
+            f"Placed differently: {', '.join(moved)}.")
 
 
 def write_board(folder: Path, board: dict[str, Any]) -> list[Path]:
@@ -109,6 +162,13 @@ def _energy_fields(row: dict) -> dict:
     return {"lowest_voltage": energy.get("voltage"), "energy_saved": energy.get("energy_saved")}
 
 
+def _cost_fields(row: dict) -> dict:
+    flips = row.get("flips_to_break")
+    return {"speedup": (row.get("speedup") or {}).get("mean"),
+            "energy_saving_skipping": (row.get("energy_saving") or {}).get("mean"),
+            "flips_to_break": None if flips is None else flips["median"]}
+
+
 def board_csv(board: dict[str, Any]) -> str:
     """One line per method x kind x rate, with the method's summary columns repeated.
 
@@ -125,7 +185,7 @@ def board_csv(board: dict[str, Any]) -> str:
             for point in scores["rates"]:
                 line = {"method": row["method"], "clean_accuracy": row["clean_accuracy"],
                         "train_time_relative": row["train_time_relative"], "storage_overhead": row["storage_overhead"],
-                        **_energy_fields(row), "kind": kind, **tolerable, **point}
+                        **_energy_fields(row), **_cost_fields(row), "kind": kind, **tolerable, **point}
                 if writer is None:
                     writer = csv.DictWriter(buffer, fieldnames=list(line), lineterminator="\n")
                     writer.writeheader()
@@ -170,6 +230,9 @@ def board_markdown(board: dict[str, Any]) -> str:
     header = ["method", "clean acc %", "tolerable BER, 1 pt", "tolerable BER, 5 pt", "train time x QAT", "storage"]
     if energy:
         header += ["lowest V (1 pt of QAT)", "energy saved"]
+    cost = any("speedup" in row for row in board["methods"])
+    if cost:
+        header += ["speedup (skipping)", "energy saved (skipping)", "flips to break"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in board["methods"]:
         tolerable = row["kinds"][kind]["tolerable"]
@@ -179,7 +242,17 @@ def board_markdown(board: dict[str, Any]) -> str:
             fields = _energy_fields(row)
             cells += ["-" if fields["lowest_voltage"] is None else f"{fields['lowest_voltage']:g}",
                       "-" if fields["energy_saved"] is None else f"{100 * fields['energy_saved']:.0f}%"]
+        if cost:
+            flips = row.get("flips_to_break")
+            cells += [f"{row['speedup']['mean']:.3f}x", f"{100 * row['energy_saving']['mean']:.1f}%",
+                      "- (not attacked: the search does not model ECC)" if flips is None else flips["text"]]
         lines.append("| " + " | ".join(cells) + " |")
+    if cost:
+        lines += ["", "Speedup and energy saved: the cost model (`edgefault cost`, default 45 nm accelerator) with "
+                  "zero-skipping and lane imbalance, against the conventional model's dense execution (mean over "
+                  "training seeds). Flips to break: progressive bit search (`edgefault attack`) until ONNX Runtime "
+                  "accuracy is at or below chance + 1 point, median [range] over attack batches "
+                  "(several seeds: mean of the seeds' medians [t interval]). " + ranking_note(board)]
     for kind_name in board["kinds"]:
         lines += ["", f"## {kind_name}: accuracy % / robust error % per rate (mean [95% CI])", ""]
         lines += ["| method | " + " | ".join(f"{r:g}" for r in board["rates"]) + " |",
