@@ -22,7 +22,7 @@ from edgefault.fileio import read_json, write_bytes_atomic, write_json_atomic
 from edgefault.mitigate.board import lowest_voltage, method_scores
 from edgefault.mitigate.config import BASELINE, ECC_BITS, LABELS, MitigateConfig
 from edgefault.mitigate.ecc import ecc_overhead
-from edgefault.study.extras import energy_saving, flips_median, flips_text, over_seeds, speedup
+from edgefault.study.extras import energy_saving, flips_median, flips_text, over_seeds, ranking_text, speedup
 
 BOARD_FORMAT = "edgefault-leaderboard-1"
 
@@ -134,14 +134,8 @@ def ranking_note(board: dict[str, Any]) -> str:
     rows = [r for r in board["methods"] if r.get("flips_to_break")]
     if len(rows) < 2:
         return ""
-    by_random = [r["method"] for r in sorted(rows, key=lambda r: -(r["kinds"][kind]["tolerable"]["1"]["median"] or 0))]
-    by_attack = [r["method"] for r in sorted(rows, key=lambda r: -r["flips_to_break"]["median"])]
-    if by_random == by_attack:
-        return (f"The attack ranks the methods as random faults do ({' > '.join(by_attack)}; most robust first).")
-    moved = [m for m in by_attack if by_attack.index(m) != by_random.index(m)]
-    return (f"The attack ranks the methods differently from random faults: by flips to break "
-            f"{' > '.join(by_attack)}; by tolerable {kind} rate (1 pt) {' > '.join(by_random)} (most robust first). "
-            f"Placed differently: {', '.join(moved)}.")
+    return ranking_text({r["method"]: r["kinds"][kind]["tolerable"]["1"]["median"] or 0.0 for r in rows},
+                        {r["method"]: r["flips_to_break"]["median"] for r in rows}, f"tolerable {kind} rate (1 pt)")
 
 
 def write_board(folder: Path, board: dict[str, Any]) -> list[Path]:

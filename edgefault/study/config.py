@@ -75,14 +75,15 @@ FULL = {"epochs": 30, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1), "chips": 50
 ACT_FORMATS = ("dense", "bitmap")
 # Per architecture, what differs from the profile, so every architecture's stage takes minutes on 2 cores:
 # resnet20 reaches ~97% on mnist5k in 2 epochs (26 s each) but costs ~100x LeNet-5 per image, so its quick
-# campaign and Hessian estimates are smaller; vit_tiny needs ~15 epochs (4 s each) for 95%.
+# campaign, Hessian estimates, activation campaign and attack (~5 s per search iteration) are smaller;
+# vit_tiny needs ~15 epochs (4 s each) for 95%.
 MODEL_PROFILES = {
     "quick": {"resnet20": {"epochs": 2, "chips": 10, "rates": (5e-3, 1e-2, 2e-2), "sharpness_samples": 200,
-                           "sharpness_probes": 6, "landscape_grid": 7, "act_chips": 4, "attack_flips": 30,
-                           "attack_batches": 1, "attack_limit": 200, "cost_limit": 200},
+                           "sharpness_probes": 6, "landscape_grid": 7, "act_rates": (1e-3,), "act_chips": 3,
+                           "attack_flips": 15, "attack_batches": 1, "attack_limit": 200, "cost_limit": 200},
               "vgg_small": {"epochs": 2, "chips": 10, "rates": (5e-3, 1e-2, 2e-2), "sharpness_samples": 200,
-                            "sharpness_probes": 6, "landscape_grid": 7, "act_chips": 4, "attack_flips": 30,
-                            "attack_batches": 1, "attack_limit": 200, "cost_limit": 200},
+                            "sharpness_probes": 6, "landscape_grid": 7, "act_rates": (1e-3,), "act_chips": 3,
+                            "attack_flips": 15, "attack_batches": 1, "attack_limit": 200, "cost_limit": 200},
               "vit_tiny": {"epochs": 15}},
     "full": {"resnet20": {"epochs": 8}, "vgg_small": {"epochs": 8}, "vit_tiny": {"epochs": 30}},
 }

@@ -174,3 +174,34 @@ def flips_text(entries: Sequence[dict]) -> str:
 def median_flips(extras: Sequence[SeedExtras], name: str) -> float:
     """The mean over seeds of a model's median flips to break (a median beyond the budget: budget + 1)."""
     return float(np.mean([flips_median(x.attack[name]) for x in extras]))
+
+
+def discordant(random_score: dict[str, float], attack_score: dict[str, float]) -> list[tuple[str, str]]:
+    """Pairs (a, b) that random faults rank a above b (a strictly more robust) and the attack b above a (strictly
+    more flips to break): where the two rankings differ. Higher scores are more robust in both.
+
+    Example:
+        >>> discordant({"a": 0.9, "b": 0.5, "c": 0.1}, {"a": 10, "b": 20, "c": 20})
+        [('a', 'b'), ('a', 'c')]
+    """
+    names = list(random_score)
+    return [(a, b) for a in names for b in names
+            if random_score[a] > random_score[b] and attack_score[a] < attack_score[b]]
+
+
+def ranking_text(random_score: dict[str, float], attack_score: dict[str, float], random_name: str) -> str:
+    """Whether the attack ranks models (or methods) as random faults do, naming the pairs it swaps.
+
+    Example:
+        >>> ranking_text({"a": 2, "b": 1}, {"a": 5, "b": 5}, "least drop")
+        'The attack orders them as random faults do where it separates them (most robust first, by least drop: a, b; by flips to break: a, b).'
+    """
+    by_random = sorted(random_score, key=lambda n: -random_score[n])
+    by_attack = sorted(attack_score, key=lambda n: -attack_score[n])
+    orders = f"most robust first, by {random_name}: {', '.join(by_random)}; by flips to break: {', '.join(by_attack)}"
+    pairs = discordant(random_score, attack_score)
+    if not pairs:
+        return f"The attack orders them as random faults do where it separates them ({orders})."
+    return (f"The attack ranks them differently from random faults ({orders}): "
+            + "; ".join(f"{a} is more robust than {b} to random faults but breaks with fewer flips" for a, b in pairs)
+            + ".")

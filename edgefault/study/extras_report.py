@@ -13,7 +13,8 @@ from typing import Any, Sequence
 from edgefault.campaign.stats import Estimate
 from edgefault.study.claims import Comparison, collapsed_models, compare_seeds, seed_tables
 from edgefault.study.config import ACT_FORMATS
-from edgefault.study.extras import ACT_KIND, SeedExtras, flips_median, flips_text, median_flips, over_seeds
+from edgefault.study.extras import (ACT_KIND, SeedExtras, flips_median, flips_text, median_flips, over_seeds,
+                                    ranking_text)
 from edgefault.study.pooled import pool, pool_values
 
 KEEP = 0.95  # "keeps its speedup": at least this share of the conventionally trained sparse model's speedup
@@ -80,7 +81,7 @@ def activation_section(inputs: Any) -> list[str]:
         for first, second in PAIRS:
             if first in names and second in names:
                 c = compare_seeds("drop", drops[f], first, second, collapsed)
-                lines.append(f"- {f}: {first} {direction(c, 'loses more', 'loses less')} than {second}: {c.text()}")
+                lines.append(f"- {f}, {first} against {second}: {direction(c, 'loses more', 'loses less')}; {c.text()}")
     fragile = [n for n in names if versus[n].verdict(positive=True) == "held"]
     sturdier = [n for n in names if versus[n].verdict(positive=False) == "held"]
     lines += ["", f"**Bitmap against dense at the same bit error rate:** more fragile (held) for "
@@ -185,7 +186,7 @@ def worst_case_section(inputs: Any) -> list[str]:
     images = "every test image" if not config.attack_limit else f"the first {config.attack_limit} test images"
     lines = ["## The worst case: flips to break", "",
              f"Progressive bit search (`edgefault attack`, docs/attack.md) on each deployed model, {config.attack_batches} "
-             f"attack batches (from the training split) per model, up to {config.attack_flips} flips each, ONNX Runtime "
+             f"attack batch{'es' if config.attack_batches > 1 else ''} (from the training split) per model, up to {config.attack_flips} flips each, ONNX Runtime "
              f"accuracy on {images}: flips until accuracy is at or below chance + 1 point, median [range over batches] "
              f"(>{config.attack_flips}: not reached within the budget).", "",
              "| model | flips to chance + 1 | per batch |", "|---|---|---|"]
@@ -199,11 +200,7 @@ def worst_case_section(inputs: Any) -> list[str]:
         if first in names and second in names:
             lines.append(f"- {_flips_compare(extras, first, second)}.")
     drop, _, _ = seed_tables(inputs.measurements)
-    by_drop = sorted(names, key=lambda n: pool({s: v[n] for s, v in drop.items() if n in v}).pooled.mean or 0.0)
-    by_flips = sorted(names, key=lambda n: -median_flips(extras, n))
-    same = by_drop == by_flips
-    lines += ["", f"Most robust first, by random weight faults (least drop): {', '.join(by_drop)}; by the attack (most "
-              f"flips): {', '.join(by_flips)}" + (" — the same order." if same else
-                                                   " — the orders differ: the average device and the worst case "
-                                                   "rank these models differently."), ""]
+    robust = {n: -(pool({s: v[n] for s, v in drop.items() if n in v}).pooled.mean or 0.0) for n in names}
+    lines += ["", ranking_text(robust, {n: median_flips(extras, n) for n in names}, "least weight-fault drop")
+              + " (point estimates; the intervals above say which differences are significant)", ""]
     return lines
