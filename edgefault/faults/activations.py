@@ -270,6 +270,25 @@ class ActivationMemory(AddressedMemory):
                 f"{report['bits']:,} stored bits per image{form} ({kinds})")
 
 
+def format_sizes(memory: ActivationMemory, codes: Mapping[str, np.ndarray], run_bits: int = DEFAULT_RUN_BITS
+                 ) -> dict[str, dict[str, float]]:
+    """Mean encoded bits per image of each tensor in each storage format, exact from real codes.
+
+    ``codes`` maps each tensor name to its stored codes, one row (or leading index) per image.
+
+    Example:
+        >>> memory = ActivationMemory.from_tensors([("x", "uint8", (4,), 0, 0.1, "Conv")])
+        >>> format_sizes(memory, {"x": np.array([[0, 0, 5, 0], [1, 2, 3, 4]])})["x"]
+        {'dense': 32.0, 'bitmap': 24.0, 'rle': 35.5}
+    """
+    sizes = {}
+    for tensor in memory.tensors:
+        rows = np.asarray(codes[tensor.name]).reshape(-1, tensor.elements)
+        sizes[tensor.name] = {name: float(tensor.with_format(name, run_bits).buffer_format.encoded_bits(rows).mean())
+                              for name in ACT_FORMATS}
+    return sizes
+
+
 def find_activations(model: onnx.ModelProto, shapes: Mapping[str, tuple[tuple[int, ...], int]] | None = None
                      ) -> list[tuple[str, str, tuple[int, ...], int, float | None, str]]:
     """The activation tensors of a model in canonical order, as specs for :meth:`ActivationMemory.from_tensors`.
