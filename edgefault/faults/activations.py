@@ -44,6 +44,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from edgefault.errors import EdgefaultError
+from edgefault.faults.chip import Chip
 from edgefault.faults.discover import constant_derived, constant_tensors
 from edgefault.faults.formats import ACT_FORMATS, DEFAULT_RUN_BITS, BufferFormat
 from edgefault.faults.memory import AddressedMemory, load_proto
@@ -66,6 +67,7 @@ QOPERATOR_INPUTS: dict[str, tuple[tuple[int, int | None, int], ...]] = {
     "MatMulIntegerToFloat": ((0, 2, 4), (1, 3, 5)),
 }
 OUTPUT_CONSUMER = "output"  # the consumer named for the quantized model output
+TRANSIENT_STREAM = 2  # seed streams: weights (), activations (1,), per-image transient chips (2, image)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +270,24 @@ class ActivationMemory(AddressedMemory):
         form = "" if report["format"] == "dense" else f" as {report['format']}"
         return (f"activation memory: {_plural(report['tensors'], 'tensor')}, {report['values']:,} values, "
                 f"{report['bits']:,} stored bits per image{form} ({kinds})")
+
+
+def image_chip(chip: Chip, image: int) -> Chip:
+    """The chip of transient faults that image number ``image`` meets: the same settings, a seed of its own.
+
+    The seed derives from (chip seed, image index) alone, so an image meets the same faults
+    whatever the batch size, worker count or order, and each image's faults stay nested
+    across rates and paired across models.
+
+    Example:
+        >>> chip = Chip("flip", rate=0.01, seed=3)
+        >>> image_chip(chip, 7) == image_chip(chip, 7), image_chip(chip, 7).seed == image_chip(chip, 8).seed
+        (True, False)
+    """
+    if not isinstance(image, (int, np.integer)) or image < 0:
+        raise EdgefaultError(f"image index must be a non-negative integer, got {image!r}")
+    state = np.random.SeedSequence(chip.seed, spawn_key=(TRANSIENT_STREAM, int(image))).generate_state(1, np.uint64)
+    return dataclasses.replace(chip, seed=int(state[0] >> np.uint64(1)))
 
 
 def format_sizes(memory: ActivationMemory, codes: Mapping[str, np.ndarray], run_bits: int = DEFAULT_RUN_BITS
