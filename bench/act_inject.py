@@ -94,8 +94,8 @@ def main() -> None:
     print(f"faults: {len(records)} (expected {mean:.1f} +- {sigma:.1f}: {(len(records) - mean) / sigma:+.2f} sigma); "
           f"same seed, same file: {same}")
     higher = sample_faults(memory, Chip("flip", rate=1.1 * args.rate, seed=args.seed))
-    print(f"faults at {args.rate} within those at {1.1 * args.rate:g}: {np.isin(records.address, higher.address).all()} "
-          f"({len(records)} of {len(higher)})")
+    nested = np.isin(records.address, higher.address).all()
+    print(f"faults at {args.rate} within those at {1.1 * args.rate:g}: {nested} ({len(records)} of {len(higher)})")
     for label, count in zip(("clean", "faulty"), kernels):
         print(f"{label} model after ONNX Runtime's optimization: {count.integer_kernels} integer, "
               f"{count.float_kernels} float conv/linear kernels; Bitwise ops: "

@@ -8,7 +8,8 @@ import pytest
 from act_models import float_only, residual_qdq
 from edgefault.errors import EdgefaultError
 from edgefault.faults import Chip, WeightMemory, records_from_entries, sample_faults
-from edgefault.faults.activations import ActivationMemory, ShapesUnknown, image_chip
+from edgefault.faults.actdiscover import ShapesUnknown
+from edgefault.faults.activations import ActivationMemory, image_chip
 from edgefault.runtime.actprobe import activation_memory, read_activations
 from input_models import uint8_input_cnn
 from weight_forms import quantized_both_ways
