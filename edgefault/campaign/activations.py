@@ -26,7 +26,7 @@ Time scales. A *permanent* chip faults the same buffer cells for every image. A 
 chip gives every image fresh faults: the images are taken in blocks of
 :data:`TRANSIENT_BLOCK` (image ``i`` in block ``i // TRANSIENT_BLOCK``), and block ``j`` is a
 *tape*, its images' buffers laid end to end, faulted by the chip on its own seed stream
-``(2, j)``. Image ``i``'s faults are thus a function of the chip seed and ``i`` alone: batch
+``(3, j)``. Image ``i``'s faults are thus a function of the chip seed and ``i`` alone: batch
 size, workers and order change nothing, chips stay nested across rates, and drawing them
 costs one draw per block, in proportion to the faults.
 
@@ -56,7 +56,8 @@ from edgefault.runtime.actprobe import activation_memory
 from edgefault.runtime.stages import StagedModel
 
 TRANSIENT_BLOCK = 64  # images per transient tape (a constant of the fault model, not of the evaluation)
-TRANSIENT_STREAM = 2  # seed stream of transient tapes: weights use (), permanent activation chips (1,)
+TAPE_STREAM = 3  # seed streams: weights (), activations (1,), per-image chips (2, image), tapes (3, block)
+
 # Images per run of the segments (results do not depend on it): dense buffers cost little numpy work,
 # so larger batches save ONNX Runtime calls; encoded buffers expand to one byte per stored bit.
 DENSE_BATCH, CODED_BATCH = 256, 64
@@ -299,7 +300,7 @@ class _TransientFaults:
 
     def _block(self, block: int) -> dict[str, tuple]:
         if block not in self._blocks:
-            tape = Tape(self.tape.tensors, (TRANSIENT_STREAM, block))
+            tape = Tape(self.tape.tensors, (TAPE_STREAM, block))
             records = sample_faults(tape, self.chip)
             hits = _by_tensor(records, tape, self.tensors)
             self._blocks[block] = {name: (rows + block * TRANSIENT_BLOCK, cells, kinds)
