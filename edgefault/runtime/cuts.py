@@ -13,6 +13,10 @@ computes in integers. The integer tensor between two fused kernels is what both 
 compute and consume alike, so a suffix started there gives the whole model's outputs bit
 for bit (the campaign checks this on every model it caches).
 
+:func:`split_model` cuts a graph at several integer tensors at once, into segments that each
+read the split tensors computed before them (:mod:`edgefault.runtime.stages` runs them, with
+the activation buffers faulted in between).
+
 Example:
     >>> cuts = find_cuts(load_model("resnet20.onnx"), "logits")  # doctest: +SKIP
     >>> [cut.name for cut in cuts][:3]  # doctest: +SKIP
