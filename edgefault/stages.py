@@ -34,6 +34,7 @@ from edgefault.campaign.results import CampaignRecord, ResultsLog, measured_reco
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.cost import CostOptions, model_cost
 from edgefault.data import Dataset
+from edgefault.errors import EdgefaultError
 from edgefault.export.api import ExportSettings, export_run
 from edgefault.fileio import read_json, to_json, write_bytes_atomic, write_json_atomic
 from edgefault.progress import say
@@ -228,8 +229,8 @@ class Stages:
             return summary
 
     def campaign(self, models: Sequence[Path], grid: FaultGrid, folder: Path,
-                 protect_bits: tuple[int, ...] = ()) -> CampaignStage:
-        """Run (or resume) one paired campaign of ``models`` over ``grid`` into ``folder``.
+                 protect_bits: tuple[int, ...] = (), stage: str = "campaign") -> CampaignStage:
+        """Run (or resume) one paired campaign of ``models`` over ``grid`` into ``folder`` (timed as ``stage``).
 
         Example:
             >>> stage = Stages("reproduce").campaign([Path("m/a.onnx")], grid, Path("study/campaign"))  # doctest: +SKIP
@@ -239,7 +240,7 @@ class Stages:
         extra = {"protect_bits": protect_bits} if protect_bits else {}
         if grid.sites != ("weights",):
             extra.update(sites=grid.sites, act_formats=grid.act_formats)
-        with self.timed("campaign"):
+        with self.timed(stage):
             if protect_bits:
                 self.say(f"campaign with ECC on bit(s) {', '.join(map(str, protect_bits))}, same chips")
             else:
@@ -279,7 +280,8 @@ class Stages:
 
     def attack(self, run_dir: Path, model_path: Path, data: str, stamp: Path, settings: AttackSettings,
                batches: int) -> dict:
-        """Flips to break a deployed model (:func:`edgefault.attack.flips_to_break`) once, stamped in ``stamp``.
+        """Flips to break a deployed model (:func:`edgefault.attack.flips_to_break`) once, stamped in ``stamp``;
+        a model the attack refuses gives ``{"error": message}`` instead.
 
         Example:
             >>> Stages("reproduce").attack(run, Path("m/standard.onnx"), "mnist5k", Path("m/attack/standard.json"),
@@ -291,6 +293,9 @@ class Stages:
 
         def compute() -> dict:
             self.say(f"attack on {model_path.stem} ({batches} attack batches, up to {settings.flips} flips)")
-            return flips_to_break(run_dir, data, settings, batches, model_path=model_path).to_dict()
+            try:
+                return flips_to_break(run_dir, data, settings, batches, model_path=model_path).to_dict()
+            except EdgefaultError as error:  # a model the attack does not support: said, not fatal to the study
+                return {"error": str(error)}
 
         return self._stamped("attack", stamp, saved, compute)

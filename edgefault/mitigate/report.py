@@ -115,7 +115,7 @@ def cost_and_attack(seeds: list[SeedCampaigns], model: str, measured: bool = Tru
         "speedup": _over_seeds([speedup(s.cost[BASELINE], s.cost[model]) for s in seeds]),
         "energy_saving": _over_seeds([energy_saving(s.cost[BASELINE], s.cost[model]) for s in seeds]),
         "flips_to_break": None}
-    if measured and all(model in s.attack for s in seeds):
+    if measured and all("error" not in s.attack.get(model, {"error": ""}) for s in seeds):
         entries = [s.attack[model] for s in seeds]
         found["flips_to_break"] = {"median": float(sum(flips_median(e) for e in entries) / len(entries)),
                                    "text": flips_text(entries), "per_seed": entries}

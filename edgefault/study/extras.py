@@ -124,7 +124,8 @@ def measure_extras(config: StudyConfig, names: Sequence[str], places: dict[int, 
     found = []
     for seed, place in places.items():
         models = {n: place / "models" / f"{n}.onnx" for n in names}
-        records = stages.campaign(list(models.values()), act_grid(config), place / "act_campaign").records
+        records = stages.campaign(list(models.values()), act_grid(config), place / "act_campaign",
+                                  stage="activation campaign").records
         cost = {n: stages.cost(m, config.data, place / "cost" / f"{n}.json", config.cost_limit or None)
                 for n, m in models.items()}
         attack = {n: stages.attack(runs[seed][n], m, config.data, place / "attack" / f"{n}.json",

@@ -182,7 +182,8 @@ def worst_case_section(inputs: Any) -> list[str]:
         return []
     extras: Sequence[SeedExtras] = inputs.extras
     config = inputs.config
-    names = [n for n in inputs.names if all(n in x.attack for x in extras)]
+    names = [n for n in inputs.names if all(n in x.attack and "error" not in x.attack[n] for x in extras)]
+    refused = {n: x.attack[n]["error"] for x in extras for n in inputs.names if "error" in x.attack.get(n, {})}
     images = "every test image" if not config.attack_limit else f"the first {config.attack_limit} test images"
     lines = ["## The worst case: flips to break", "",
              f"Progressive bit search (`edgefault attack`, docs/attack.md) on each deployed model, {config.attack_batches} "
@@ -194,7 +195,7 @@ def worst_case_section(inputs: Any) -> list[str]:
         per_batch = "; ".join(", ".join(">" + str(config.attack_flips) if c is None else str(c)
                                         for c in x.attack[n]["counts"]) for x in extras)
         lines.append(f"| {n} | {flips_text([x.attack[n] for x in extras])} | {per_batch} |")
-    lines.append("")
+    lines += [f"| {n} | not measured: {message} | |" for n, message in refused.items()] + [""]
     for first, second in (("sparse", "standard"), ("sparse_saq", "standard_saq"), ("standard_saq", "standard"),
                           ("sparse_saq", "sparse")):
         if first in names and second in names:
