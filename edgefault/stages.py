@@ -258,7 +258,7 @@ class Stages:
                 saved = read_json(stamp)
                 if isinstance(saved, dict) and saved.get("settings") == json.loads(to_json(settings)):
                     return saved["result"]
-            result = compute()
+            result = json.loads(to_json(compute()))  # as a rerun reads it back (tuples become lists)
             write_json_atomic(stamp, {"settings": settings, "result": result})
             return result
 
