@@ -64,7 +64,7 @@ SAM_VARIANTS = (Variant("standard_sam", False, "sam"), Variant("sparse_sam", Tru
 # bits per image, so 1e-3 already costs ~14 points (bitmap ~28); its rates sit a decade below the weights'.
 # cost_limit / attack_limit: test images for the cost model and for the attack's ORT accuracy (0: all);
 # attack_batches: attack batches per model (flips to chance + 1 point, median and range).
-EXTRA_QUICK = {"act_rates": (1e-4, 1e-3), "act_chips": 8, "cost_limit": 500, "attack_flips": 60,
+EXTRA_QUICK = {"act_rates": (1e-4, 1e-3), "act_chips": 6, "cost_limit": 500, "attack_flips": 60,
                "attack_batches": 2, "attack_limit": 500}
 EXTRA_FULL = {"act_rates": (1e-4, 5e-4, 1e-3, 5e-3), "act_chips": 30, "cost_limit": 0, "attack_flips": 100,
               "attack_batches": 3, "attack_limit": 0}

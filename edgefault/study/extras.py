@@ -97,7 +97,7 @@ def act_grid(config: StudyConfig) -> FaultGrid:
 
     Example:
         >>> act_grid(StudyConfig(quick=True)).describe(4)
-        '4 models x 1 kinds x 2 rates x 8 chips, activation memory (dense, bitmap)'
+        '4 models x 1 kinds x 2 rates x 6 chips, activation memory (dense, bitmap)'
     """
     return FaultGrid(config.data, (ACT_KIND,), config.act_rates, config.act_chips, config.seed, ("activations",),
                      ACT_FORMATS)
@@ -194,13 +194,15 @@ def ranking_text(random_score: dict[str, float], attack_score: dict[str, float],
     """Whether the attack ranks models (or methods) as random faults do, naming the pairs it swaps.
 
     Example:
-        >>> ranking_text({"a": 2, "b": 1}, {"a": 5, "b": 5}, "least drop")
-        'The attack orders them as random faults do where it separates them (most robust first, by least drop: a, b; by flips to break: a, b).'
+        >>> ranking_text({"a": 2, "b": 1, "c": 0}, {"a": 5, "b": 5, "c": 3}, "least drop")
+        'The attack orders them as random faults do where it separates them (most robust first, by least drop: a, b, c; by flips to break: a, b, c).'
     """
     by_random = sorted(random_score, key=lambda n: -random_score[n])
     by_attack = sorted(attack_score, key=lambda n: -attack_score[n])
     orders = f"most robust first, by {random_name}: {', '.join(by_random)}; by flips to break: {', '.join(by_attack)}"
     pairs = discordant(random_score, attack_score)
+    if len(set(attack_score.values())) == 1:
+        return f"The attack does not separate them (the same flips to break for all; {orders})."
     if not pairs:
         return f"The attack orders them as random faults do where it separates them ({orders})."
     return (f"The attack ranks them differently from random faults ({orders}): "
