@@ -86,7 +86,7 @@ def test_more_seeds_train_only_the_new_seeds_on_the_same_chips_and_pool_the_clai
     # seed 0's own value is exactly the one-seed study's estimate
     one_seed = re.search(r"= ([+-]\d+\.\d+) pts", first.claims[0].evidence[0]).group(1)
     assert f"per seed: seed 0 {one_seed}, seed 1 " in result.claims[0].evidence[0]
-    assert "over 8 (model, seed) points (4 models x 2 seeds)" in text
+    assert "(model, seed) points (4 models x 2 seeds" in text  # 1-epoch models may collapse: left out
 
 
 def test_the_sparsity_sweep_reuses_the_study_models_and_their_cells(tiny_study, tmp_path):
