@@ -203,5 +203,5 @@ def worst_case_section(inputs: Any) -> list[str]:
     drop, _, _ = seed_tables(inputs.measurements)
     robust = {n: -(pool({s: v[n] for s, v in drop.items() if n in v}).pooled.mean or 0.0) for n in names}
     lines += ["", ranking_text(robust, {n: median_flips(extras, n) for n in names}, "least weight-fault drop")
-              + " (point estimates; the intervals above say which differences are significant)", ""]
+              + " Orders are by point estimates; the intervals above say which differences are significant.", ""]
     return lines
