@@ -105,6 +105,11 @@ def test_the_sparsity_sweep_reuses_the_study_models_and_their_cells(tiny_study, 
     standard = json.loads((folder / "runs" / "standard" / "metrics.json").read_text())
     assert points["T0"].sparsity == standard["activation_sparsity"]["overall"]
     assert points["T0.5"].versus_baseline.difference.n == 3 and points["T1"].drop.n == 3
+    # speedups: T0 and T0.5 costed once, as the study's standard and sparse models; T1 in the sweep's folder
+    assert sorted(p.name for p in (sweep / "cost").iterdir()) == ["T1.json"]
+    standard_cost = json.loads((folder / "cost" / "standard.json").read_text())["result"]
+    assert points["T0"].speedup == standard_cost["speedup"]["skipping_imbalanced"]
+    assert (sweep / "sweep_sparsity_speedup.png").stat().st_size > 10_000
 
 
 def test_a_rerun_reuses_every_stage(tiny_study):
