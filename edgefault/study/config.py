@@ -66,8 +66,10 @@ SAM_VARIANTS = (Variant("standard_sam", False, "sam"), Variant("sparse_sam", Tru
 # attack_batches: attack batches per model (flips to chance + 1 point, median and range).
 EXTRA_QUICK = {"act_rates": (1e-4, 1e-3), "act_chips": 6, "cost_limit": 500, "attack_flips": 60,
                "attack_batches": 2, "attack_limit": 500}
-EXTRA_FULL = {"act_rates": (1e-4, 5e-4, 1e-3, 5e-3), "act_chips": 30, "cost_limit": 0, "attack_flips": 100,
-              "attack_batches": 3, "attack_limit": 0}
+# Full: per training seed ~70 s of activation cells and up to ~100 s of attack on 2 cores (estimated from the quick
+# profile's 0.14 s per activation cell and 0.09 s per flip), ~15 minutes over 5 seeds.
+EXTRA_FULL = {"act_rates": (1e-4, 5e-4, 1e-3), "act_chips": 20, "cost_limit": 0, "attack_flips": 100,
+              "attack_batches": 3, "attack_limit": 500}
 QUICK = {"epochs": 15, "rates": (5e-3, 1e-2, 2e-2, 5e-2), "chips": 20, "sharpness_samples": 500,
          "sharpness_probes": 15, "landscape_grid": 11, "seeds": 1, **EXTRA_QUICK}
 FULL = {"epochs": 30, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1), "chips": 50, "sharpness_samples": 2000,
