@@ -54,6 +54,9 @@ def test_the_report_has_the_activation_tradeoff_and_worst_case_sections_with_num
         assert len(saved["counts"]) == 1 and (saved["counts"][0] is None or 1 <= saved["counts"][0] <= 8)
     cells = [json.loads(line) for line in (out / "act_campaign" / "results.jsonl").read_text().splitlines()]
     assert {c["format"] for c in cells if c["mode"] == "grid"} == {"dense", "bitmap"}
+    for name in ("dense", "bitmap"):  # the plots the section shows
+        assert f"act_campaign/accuracy_vs_rate_activations_{name}.png" in act
+        assert (out / "act_campaign" / f"accuracy_vs_rate_activations_{name}.png").stat().st_size > 10_000
 
 
 def test_one_seed_says_its_verdicts_are_about_the_trained_models(tiny_study):

@@ -88,8 +88,9 @@ def activation_section(inputs: Any) -> list[str]:
               f"{', '.join(fragile) or 'no model'}; less fragile for {', '.join(sturdier) or 'no model'}; "
               f"inconclusive for {', '.join(n for n in names if n not in fragile + sturdier) or 'no model'}. "
               "A bitmap flag flip inserts or drops a value and shifts every later one, so one fault moves many.",
-              "", "![activation faults](act_campaign/accuracy_vs_rate.png)", ""]
-    return lines
+              ""]
+    lines += [f"![activation faults, {f}](act_campaign/accuracy_vs_rate_activations_{f}.png)" for f in ACT_FORMATS]
+    return lines + [""]
 
 
 def _speedup_claim(inputs: Any, drop: dict) -> tuple[str, list[str]]:
