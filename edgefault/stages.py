@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import multiprocessing
 import tempfile
 import time
@@ -26,13 +27,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from edgefault.campaign.config import CampaignConfig
+from edgefault.attack import AttackSettings, flips_to_break
+from edgefault.campaign.config import CampaignConfig, file_hash
 from edgefault.campaign.engines import RayEngine, available_cores
 from edgefault.campaign.results import CampaignRecord, ResultsLog, measured_records
 from edgefault.campaign.run import ExecutionSettings, run_campaign
+from edgefault.cost import CostOptions, model_cost
 from edgefault.data import Dataset
+from edgefault.errors import EdgefaultError
 from edgefault.export.api import ExportSettings, export_run
-from edgefault.fileio import read_json, write_bytes_atomic, write_json_atomic
+from edgefault.fileio import read_json, to_json, write_bytes_atomic, write_json_atomic
 from edgefault.progress import say
 from edgefault.train import TrainConfig, train
 from edgefault.train.run_dir import CHECKPOINT_NAME, RUN_FILES, load_config
@@ -61,11 +65,14 @@ class TrainJob:
 
 @dataclasses.dataclass(frozen=True)
 class FaultGrid:
-    """The fault sweep a campaign stage runs: kinds x rates x chips, chip patterns from ``seed``.
+    """The fault sweep a campaign stage runs: kinds x rates x chips, chip patterns from ``seed``, in the weight
+    memory or (``sites``) the activation memory in the storage formats ``act_formats`` (permanent faults).
 
     Example:
         >>> FaultGrid("mnist5k", ("flip",), (0.01,), 5, 0).describe(4)
         '4 models x 1 kinds x 1 rates x 5 chips'
+        >>> FaultGrid("mnist5k", ("flip",), (0.01,), 5, 0, ("activations",), ("dense", "bitmap")).describe(4)
+        '4 models x 1 kinds x 1 rates x 5 chips, activation memory (dense, bitmap)'
     """
 
     data: str
@@ -73,9 +80,13 @@ class FaultGrid:
     rates: tuple[float, ...]
     chips: int
     seed: int
+    sites: tuple[str, ...] = ("weights",)
+    act_formats: tuple[str, ...] = ("dense",)
 
     def describe(self, models: int) -> str:
-        return f"{models} models x {len(self.kinds)} kinds x {len(self.rates)} rates x {self.chips} chips"
+        names = {"weights": "weight memory", "activations": f"activation memory ({', '.join(self.act_formats)})"}
+        memory = "" if self.sites == ("weights",) else ", " + " and ".join(names[s] for s in self.sites)
+        return f"{models} models x {len(self.kinds)} kinds x {len(self.rates)} rates x {self.chips} chips{memory}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +229,8 @@ class Stages:
             return summary
 
     def campaign(self, models: Sequence[Path], grid: FaultGrid, folder: Path,
-                 protect_bits: tuple[int, ...] = ()) -> CampaignStage:
-        """Run (or resume) one paired campaign of ``models`` over ``grid`` into ``folder``.
+                 protect_bits: tuple[int, ...] = (), stage: str = "campaign") -> CampaignStage:
+        """Run (or resume) one paired campaign of ``models`` over ``grid`` into ``folder`` (timed as ``stage``).
 
         Example:
             >>> stage = Stages("reproduce").campaign([Path("m/a.onnx")], grid, Path("study/campaign"))  # doctest: +SKIP
@@ -227,7 +238,9 @@ class Stages:
             'clean'
         """
         extra = {"protect_bits": protect_bits} if protect_bits else {}
-        with self.timed("campaign"):
+        if grid.sites != ("weights",):
+            extra.update(sites=grid.sites, act_formats=grid.act_formats)
+        with self.timed(stage):
             if protect_bits:
                 self.say(f"campaign with ECC on bit(s) {', '.join(map(str, protect_bits))}, same chips")
             else:
@@ -237,3 +250,52 @@ class Stages:
             result = run_campaign(config, folder, self.execution)
             records = measured_records(ResultsLog(folder / "results.jsonl").read(repair=False))
         return CampaignStage(result.summary, records)
+
+    def _stamped(self, stage: str, stamp: Path, settings: dict, compute) -> dict:
+        """A stage whose result is one JSON value: reused from ``stamp`` when it holds the same settings."""
+        with self.timed(stage):
+            if stamp.exists():
+                saved = read_json(stamp)
+                if isinstance(saved, dict) and saved.get("settings") == json.loads(to_json(settings)):
+                    return saved["result"]
+            result = json.loads(to_json(compute()))  # as a rerun reads it back (tuples become lists)
+            write_json_atomic(stamp, {"settings": settings, "result": result})
+            return result
+
+    def cost(self, model_path: Path, data: str, stamp: Path, limit: int | None = None) -> dict:
+        """Model a model's zero-skipping cost (:func:`edgefault.cost.model_cost`, default accelerator) once: its
+        totals are stamped in ``stamp`` and a rerun with the same settings returns them.
+
+        Example:
+            >>> Stages("reproduce").cost(Path("m/sparse.onnx"), "mnist5k", Path("m/cost/sparse.json"))["speedup"]  # doctest: +SKIP
+            {'gating': 1.0, 'skipping_ideal': 1.4, 'skipping_imbalanced': 1.25}
+        """
+        settings = {"model_sha256": file_hash(str(model_path)), "data": data, "limit": limit, "accelerator": "default"}
+
+        def compute() -> dict:
+            self.say(f"cost of {model_path.stem}" + ("" if limit is None else f" ({limit} images)"))
+            return model_cost(model_path, data, options=CostOptions(limit=limit)).total
+
+        return self._stamped("cost", stamp, settings, compute)
+
+    def attack(self, run_dir: Path, model_path: Path, data: str, stamp: Path, settings: AttackSettings,
+               batches: int) -> dict:
+        """Flips to break a deployed model (:func:`edgefault.attack.flips_to_break`) once, stamped in ``stamp``;
+        a model the attack refuses gives ``{"error": message}`` instead.
+
+        Example:
+            >>> Stages("reproduce").attack(run, Path("m/standard.onnx"), "mnist5k", Path("m/attack/standard.json"),
+            ...                            AttackSettings(flips=50, chips=0), 2)["median"]  # doctest: +SKIP
+            25.0
+        """
+        saved = {"model_sha256": file_hash(str(model_path)), "data": data, "batches": batches,
+                 **dataclasses.asdict(settings)}
+
+        def compute() -> dict:
+            self.say(f"attack on {model_path.stem} ({batches} attack batches, up to {settings.flips} flips)")
+            try:
+                return flips_to_break(run_dir, data, settings, batches, model_path=model_path).to_dict()
+            except EdgefaultError as error:  # a model the attack does not support: said, not fatal to the study
+                return {"error": str(error)}
+
+        return self._stamped("attack", stamp, saved, compute)

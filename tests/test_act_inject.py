@@ -10,6 +10,7 @@ import pytest
 
 from act_models import float_only, residual_qdq
 from cli_helpers import assert_one_error_line, run
+from edgefault.errors import EdgefaultError
 from edgefault.faults import Chip, sample_faults
 from edgefault.faults.actinject import inject_sites_file
 from edgefault.faults.activations import ActivationMemory
@@ -149,3 +150,28 @@ def test_the_cli_prints_the_coverage_and_the_faults(models, tmp_path, capsys):
     assert lines[0] == ("activation memory: 5 tensors, 63 values, 504 stored bits per image "
                         "(uint8: 4 tensors, int8: 1 tensor)")
     assert "flip faults in" in lines[1] and lines[-1] == f"wrote {tmp_path / 'f.onnx'}"
+
+
+def test_an_opset_whose_ops_change_meaning_at_18_is_refused(tmp_path):
+    model = residual_qdq()
+    reduce = onnx.helper.make_node("ReduceMean", ["logits"], ["mean"], axes=[1])  # axes became an input at 18
+    model.graph.node.append(reduce)
+    model.graph.output.append(onnx.helper.make_tensor_value_info("mean", onnx.TensorProto.FLOAT, ["N", 1]))
+    source = tmp_path / "m.onnx"
+    onnx.save(model, source)
+    with pytest.raises(EdgefaultError, match="ReduceMean change meaning"):
+        inject_sites_file(source, tmp_path / "f.onnx", "activations", Chip("flip", rate=0.1, seed=1))
+    assert not (tmp_path / "f.onnx").exists()
+
+
+def test_the_cli_faults_both_sites_and_replays_one(models, tmp_path, capsys):
+    map_path = tmp_path / "a.json"
+    argv = ["inject", str(models["qdq"]), "--site", "all", "--kind", "flip", "--rate", "0.03", "--seed", "5",
+            "--out", str(tmp_path / "a.onnx"), "--map", str(map_path), "--json"]
+    code, out, _ = run(argv, capsys)
+    report = json.loads(out)
+    assert code == 0 and report["faults"] > 0 and report["activations"]["faults"] > 0
+    argv = ["inject", str(models["qdq"]), "--site", "activations", "--map-in", str(map_path), "--out",
+            str(tmp_path / "r.onnx"), "--json"]
+    code, out, _ = run(argv, capsys)
+    assert code == 0 and json.loads(out)["activations"]["faults"] == report["activations"]["faults"]

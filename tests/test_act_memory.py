@@ -8,7 +8,8 @@ import pytest
 from act_models import float_only, residual_qdq
 from edgefault.errors import EdgefaultError
 from edgefault.faults import Chip, WeightMemory, records_from_entries, sample_faults
-from edgefault.faults.activations import ActivationMemory, ShapesUnknown
+from edgefault.faults.actdiscover import ShapesUnknown
+from edgefault.faults.activations import ActivationMemory, image_chip
 from edgefault.runtime.actprobe import activation_memory, read_activations
 from input_models import uint8_input_cnn
 from weight_forms import quantized_both_ways
@@ -86,3 +87,13 @@ def test_sampling_layers_and_an_independent_stream_from_the_weights():
 def test_a_float_model_has_no_activation_memory():
     with pytest.raises(EdgefaultError, match="no integer activations"):
         ActivationMemory.from_model(float_only())
+
+
+def test_transient_image_chips_depend_on_the_seed_and_the_image_only():
+    memory = ActivationMemory.from_model(residual_qdq())
+    chip = Chip("flip", rate=0.05, seed=9)
+    per_image = [sample_faults(memory, image_chip(chip, image)).address for image in range(4)]
+    assert not np.array_equal(per_image[0], per_image[1])  # fresh faults for each image
+    np.testing.assert_array_equal(sample_faults(memory, image_chip(chip, 2)).address, per_image[2])
+    higher = sample_faults(memory, image_chip(Chip("flip", rate=0.06, seed=9), 2)).address
+    assert np.isin(per_image[2], higher).all()  # nested across rates, image by image

@@ -30,7 +30,8 @@ from edgefault.fileio import check_outputs
 from edgefault.progress import Progress
 from edgefault.train.run_dir import checkpoint_bytes, load_model
 
-SUBCOMMANDS = ("train", "export", "eval", "cost", "inject", "campaign", "sharpness", "attack", "reproduce", "mitigate")
+SUBCOMMANDS = ("train", "export", "eval", "cost", "inject", "campaign", "sharpness", "attack", "reproduce",
+               "mitigate")
 SHARPNESS_FAST = ["--samples", "32", "--batch-size", "32", "--power-iterations", "2", "--probes", "2", "--points",
                   "3", "--grid", "3", "--device", "cpu"]
 CAMPAIGN_FAST = ["--data", "mnist5k", "--limit", "20", "--kinds", "flip", "--rates", "0.01", "--chips", "1",
@@ -105,6 +106,8 @@ CASES = {
     "eval --threads 9999": (["eval", "ONNX", "--threads", "9999"], "--threads must be a non-negative integer (at most"),
     "eval --batch-size 0": (["eval", "ONNX", "--batch-size", "0"], "--batch-size must be a positive integer"),
     "eval --limit 10^12": (["eval", "ONNX", "--limit", "1000000000000"], "--limit must be a positive integer"),
+    "cost --out the models' folder": (["cost", "ONNX", "--out", "ONNXDIR"], "holds an input file"),
+    "cost --accelerator the model": (["cost", "ONNX", "--accelerator", "ONNX"], "not a text (TOML) file"),
     "campaign --workers 9999": (["campaign", "ONNX", "--out", "TMP/c", *CAMPAIGN_FAST, "--workers", "9999"],
                                 "--workers must be a positive integer (at most"),
     "campaign --chips 10^9": (["campaign", "ONNX", "--out", "TMP/c", *CAMPAIGN_FAST, "--chips", "1000000000"],

@@ -8,7 +8,8 @@ from edgefault.study import StudyConfig, run_study
 from cli_helpers import run_subprocess
 
 TINY = dict(quick=True, seeds=1, epochs=1, chips=3, rates=(2e-2, 5e-2), sharpness_samples=100, sharpness_probes=4,
-            landscape_grid=5)
+            landscape_grid=5, act_rates=(1e-3,), act_chips=3, cost_limit=100, attack_flips=8, attack_batches=1,
+            attack_limit=100)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,33 @@ def test_the_study_writes_a_report_with_all_four_claims_and_intervals(tiny_study
     assert (out / "drop_vs_sharpness.png").stat().st_size > 0
     for name in ("standard", "sparse", "standard_saq", "sparse_saq"):
         assert (out / "models" / f"{name}.onnx").exists() and (out / "sharpness" / name / "metrics.json").exists()
+
+
+def test_the_report_has_the_activation_tradeoff_and_worst_case_sections_with_numbers(tiny_study):
+    out, result = tiny_study
+    text = result.report.read_text()
+    act = text.split("## Faults in the activation memory")[1].split("\n## ")[0]
+    assert "| standard |" in act and "bitmap − dense" in act and "[" in act.split("| sparse_saq |")[1]
+    assert "dense, sparse against standard: " in act and "**Bitmap against dense at the same bit error rate:**" in act
+    trade = text.split("## What sparsity buys: speed against robustness")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): line.split("|") for line in trade.splitlines() if line.startswith("| s")}
+    # the standard model's speedup against its own dense execution is the cost model's own total
+    standard = json.loads((out / "cost" / "standard.json").read_text())["result"]
+    assert rows["standard"][5].strip() == f"{standard['speedup']['skipping_imbalanced']:.3f}x"
+    for name in ("sparse", "standard_saq", "sparse_saq"):
+        assert float(rows[name][5].strip().rstrip("x")) >= 1.0  # skipping zeros never costs cycles
+    claim = trade.split("keep its speedup at a drop no worse")[1].splitlines()[0]
+    assert any(v in claim for v in ("**held**", "**did not hold**", "**inconclusive**")) and "95% CI" in trade
+    worst = text.split("## The worst case: flips to break")[1].split("\n## ")[0]
+    assert "| sparse_saq |" in worst and "most robust first, by least weight-fault drop" in worst
+    for name in ("standard", "sparse"):
+        saved = json.loads((out / "attack" / f"{name}.json").read_text())["result"]
+        assert len(saved["counts"]) == 1 and (saved["counts"][0] is None or 1 <= saved["counts"][0] <= 8)
+    cells = [json.loads(line) for line in (out / "act_campaign" / "results.jsonl").read_text().splitlines()]
+    assert {c["format"] for c in cells if c["mode"] == "grid"} == {"dense", "bitmap"}
+    for name in ("dense", "bitmap"):  # the plots the section shows
+        assert f"act_campaign/accuracy_vs_rate_activations_{name}.png" in act
+        assert (out / "act_campaign" / f"accuracy_vs_rate_activations_{name}.png").stat().st_size > 10_000
 
 
 def test_one_seed_says_its_verdicts_are_about_the_trained_models(tiny_study):
@@ -61,7 +89,7 @@ def test_more_seeds_train_only_the_new_seeds_on_the_same_chips_and_pool_the_clai
     # seed 0's own value is exactly the one-seed study's estimate
     one_seed = re.search(r"= ([+-]\d+\.\d+) pts", first.claims[0].evidence[0]).group(1)
     assert f"per seed: seed 0 {one_seed}, seed 1 " in result.claims[0].evidence[0]
-    assert "over 8 (model, seed) points (4 models x 2 seeds)" in text
+    assert "(model, seed) points (4 models x 2 seeds" in text  # 1-epoch models may collapse: left out
 
 
 def test_the_sparsity_sweep_reuses_the_study_models_and_their_cells(tiny_study, tmp_path):
@@ -80,6 +108,11 @@ def test_the_sparsity_sweep_reuses_the_study_models_and_their_cells(tiny_study, 
     standard = json.loads((folder / "runs" / "standard" / "metrics.json").read_text())
     assert points["T0"].sparsity == standard["activation_sparsity"]["overall"]
     assert points["T0.5"].versus_baseline.difference.n == 3 and points["T1"].drop.n == 3
+    # speedups: T0 and T0.5 costed once, as the study's standard and sparse models; T1 in the sweep's folder
+    assert sorted(p.name for p in (sweep / "cost").iterdir()) == ["T1.json"]
+    standard_cost = json.loads((folder / "cost" / "standard.json").read_text())["result"]
+    assert points["T0"].speedup == standard_cost["speedup"]["skipping_imbalanced"]
+    assert (sweep / "sweep_sparsity_speedup.png").stat().st_size > 10_000
 
 
 def test_a_rerun_reuses_every_stage(tiny_study):

@@ -59,6 +59,20 @@ def test_the_sparsity_sweep_names_the_level_from_which_sparse_models_lose_more(t
     assert "| T2 | 2 | 0.01 | 91.0% | 97.00% |" in text and "loses more" in text and "collapsed; " in text
 
 
+def test_the_sparsity_sweep_with_speedups_plots_drop_against_modelled_speedup(tmp_path):
+    variants = sweep_variants(CONFIG, "sparsity")
+    names = [v.name for v in variants]
+    runs = _write_runs(tmp_path, dict(zip(names, (0.60, 0.78, 0.85, 0.91, 0.97))))
+    clean = dict.fromkeys(names, 0.98)
+    drop = dict(zip(names, (0.05, 0.04, 0.05, 0.08, 0.09)))
+    speedups = dict(zip(names, (1.10, 1.20, 1.30, 1.45, 1.60)))
+    result = analyze_sweep("sparsity", variants, _one_seed(_records(clean, drop)), runs, tmp_path, {}, speedups)
+    assert [p.speedup for p in result.points] == list(speedups.values())
+    assert (tmp_path / "sweep_sparsity_speedup.png").stat().st_size > 10_000
+    text = "\n".join(sweep_lines(result))
+    assert "T2 1.450x" in text and "sweep_sparsity_speedup.png" in text
+
+
 def test_a_sparsity_sweep_where_nothing_loses_more_says_so(tmp_path):
     config = StudyConfig(quick=True, thresholds=(0.0, 1.0, 3.0), strong_thresholds=(0.5,))
     variants = sweep_variants(config, "sparsity")

@@ -26,7 +26,7 @@ Time scales. A *permanent* chip faults the same buffer cells for every image. A 
 chip gives every image fresh faults: the images are taken in blocks of
 :data:`TRANSIENT_BLOCK` (image ``i`` in block ``i // TRANSIENT_BLOCK``), and block ``j`` is a
 *tape*, its images' buffers laid end to end, faulted by the chip on its own seed stream
-``(2, j)``. Image ``i``'s faults are thus a function of the chip seed and ``i`` alone: batch
+``(3, j)``. Image ``i``'s faults are thus a function of the chip seed and ``i`` alone: batch
 size, workers and order change nothing, chips stay nested across rates, and drawing them
 costs one draw per block, in proportion to the faults.
 
@@ -46,19 +46,22 @@ import numpy as np
 
 from edgefault.campaign.cells import Cell
 from edgefault.errors import EdgefaultError
-from edgefault.faults import FaultRecords, sample_faults
+from edgefault.faults import Chip, FaultRecords, sample_faults
 from edgefault.faults.activations import ActivationMemory
 from edgefault.faults.formats import BufferFormat, apply_bit_faults
 from edgefault.faults.memory import AddressedMemory
 from edgefault.faults.records import patch_words, word_masks
-from edgefault.runtime import PreparedInputs, SessionSettings
 from edgefault.onnxio import parse_model
+from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
 from edgefault.runtime.actprobe import activation_memory
 from edgefault.runtime.stages import StagedModel
 
 TRANSIENT_BLOCK = 64  # images per transient tape (a constant of the fault model, not of the evaluation)
-TRANSIENT_STREAM = 2  # seed stream of transient tapes: weights use (), permanent activation chips (1,)
-BATCH = 64  # images per run of the segments
+TAPE_STREAM = 3  # seed streams: weights (), activations (1,), per-image chips (2, image), tapes (3, block)
+
+# Images per run of the segments (results do not depend on it): dense buffers cost little numpy work,
+# so larger batches save ONNX Runtime calls; encoded buffers expand to one byte per stored bit.
+DENSE_BATCH, CODED_BATCH = 256, 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,27 +166,26 @@ class ActivationCells:
     """
 
     def __init__(self, model, inputs: PreparedInputs, settings: SessionSettings, budget: int,
-                 batch_size: int = BATCH):
-        self.model, self.inputs, self.batch_size = model, inputs, batch_size
-        self.memories = {}
-        memory = self.memory("dense")
-        names = [t.name for t in memory.tensors]
-        self.staged = StagedModel(model.data, names, model.input_name, model.output_name, settings,
-                                  inputs.images[:batch_size])
+                 batch_size: int | None = None):
+        self.model, self.inputs, self.settings, self.budget = model, inputs, settings, budget
+        self.batch_size = batch_size
+        self.memories: dict[str, ActivationMemory] = {}
+        self.staged = StagedModel(model.data, self.memory("dense").names, model.input_name, model.output_name,
+                                  settings, inputs.images[:CODED_BATCH])
         self.segment = {segment.output: index for index, segment in enumerate(self.staged.segments)}
-        self.budget = budget
         self._cache: dict[str, np.ndarray] | None = None
         self._tapes: dict[str, Tape] = {}
 
-    def memory(self, act_format: str):
+    def memory(self, act_format: str) -> ActivationMemory:
         """The model's activation memory in a storage format (built once per format).
 
         Example:
             >>> cells.memory("bitmap").nbits  # doctest: +SKIP
-            74736
+            23166
         """
         if act_format not in self.memories:
-            self.memories[act_format] = activation_memory(parse_model(self.model.data), act_format)
+            self.memories[act_format] = (activation_memory(parse_model(self.model.data)) if act_format == "dense"
+                                         else self.memory("dense").with_format(act_format))
         return self.memories[act_format]
 
     def buffers(self, act_format: str) -> list[Buffer]:
@@ -197,58 +199,74 @@ class ActivationCells:
                 for t in self.memory(act_format).tensors]
 
     def measure(self, cell: Cell) -> dict[str, Any]:
-        """Faults, changed bits (each a mean per image) and the predicted class of every test image.
+        """The predicted class of every test image, with the faulty cells and the stored bits they changed
+        (each a mean per image).
 
         Example:
             >>> cells.measure(cell)["predictions"][:3]  # doctest: +SKIP
             array([7, 2, 1])
         """
-        buffers = self.buffers(cell.act_format)
-        chip = cell.to_chip()
-        images = len(self.inputs.images)
+        logits, faults, changed = self.run(cell)
+        if logits.ndim != 2:
+            raise EdgefaultError(f"model output has shape {list(logits.shape)}; a campaign needs [N, classes]")
+        return {"predictions": np.argmax(logits, axis=1), "faults": faults, "faulty_bits": changed}
+
+    def run(self, cell: Cell) -> tuple[np.ndarray, float, float]:
+        """The model's outputs for every test image under the cell's chip, and the faults and changed bits per image.
+
+        Example:
+            >>> logits, faults, changed = cells.run(cell)  # doctest: +SKIP
+        """
         memory = self.memory(cell.act_format)
+        by_name = {b.name: b for b in self.buffers(cell.act_format)}
         if cell.transient:
             if cell.act_format not in self._tapes:
                 self._tapes[cell.act_format] = Tape.of(memory, TRANSIENT_BLOCK, ())
-            faults = _TransientFaults(self._tapes[cell.act_format], len(memory.tensors), chip)
+            faults = _TransientFaults(self._tapes[cell.act_format], len(memory.tensors), cell.to_chip())
         else:
-            faults = _PermanentFaults(memory, chip)
-        by_name = {b.name: b for b in buffers}
-        predictions, count, changed = [], 0, 0
+            faults = _PermanentFaults(memory, cell.to_chip())
+        images = len(self.inputs.images)
+        step = self.batch_size or (DENSE_BATCH if cell.act_format == "dense" else CODED_BATCH)
+        outputs, count, changed = [], 0, 0
         cache = self._clean()
-        for begin in range(0, images, self.batch_size):
-            end = min(begin + self.batch_size, images)
-            hits = faults.batch(begin, end)  # name -> (rows or None, cells, kinds)
-            count += sum(cells.size for _, cells, _ in hits.values()) * (1 if faults.transient else end - begin)
+        for begin in range(0, images, step):
+            end = min(begin + step, images)
+            hits = faults.batch(begin, end)  # buffer name -> (image rows or None, cells, kinds)
+            count += sum(cells.size for _, cells, _ in hits.values()) * (1 if cell.transient else end - begin)
 
             def hook(name: str, value: np.ndarray) -> np.ndarray:
                 nonlocal changed
                 if name not in hits:
                     return value
-                rows, cells, kinds = hits[name]
-                faulty, bits = by_name[name].fault(value, rows, cells, kinds)
+                faulty, bits = by_name[name].fault(value, *hits[name])
                 changed += bits
                 return faulty
 
             if cache is None:
                 values, start = self.staged.feed(self.inputs.images[begin:end]), 0
-            else:
+            else:  # start after the first faulty buffer: the segments before it compute clean values
                 values = {name: array[begin:end] for name, array in cache.items()}
                 start = min((self.segment[name] for name in hits), default=len(self.segment) - 1) + 1
-            logits = self.staged.logits(values, hook, start)
-            if logits.ndim != 2:
-                raise EdgefaultError(f"model output has shape {list(logits.shape)}; a campaign needs [N, classes]")
-            predictions.append(np.argmax(logits, axis=1))
-        return {"predictions": np.concatenate(predictions), "faults": count / images, "faulty_bits": changed / images}
+            outputs.append(self.staged.logits(values, hook, start))
+        return np.concatenate(outputs), count / images, changed / images
 
     def _clean(self) -> dict[str, np.ndarray] | None:
-        """Every buffer's clean codes and the clean output for all test images, when they fit the budget."""
+        """Every buffer's clean codes and the clean outputs for all test images, when they fit the budget.
+
+        Built once, and checked against the whole model's outputs on every image.
+        """
         if self._cache is None and self.budget > 0:
             per_image = sum(np.dtype(dtype).itemsize * int(np.prod(shape)) for dtype, shape in self.staged.types.values())
-            if per_image * len(self.inputs.images) <= self.budget:
-                batches = [self.staged.outputs(self.inputs.images[b:b + self.batch_size])
-                           for b in range(0, len(self.inputs.images), self.batch_size)]
-                self._cache = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+            images = self.inputs.images
+            if per_image * len(images) <= self.budget:
+                batches = [self.staged.outputs(images[b:b + DENSE_BATCH]) for b in range(0, len(images), DENSE_BATCH)]
+                cache = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+                whole = Evaluator(self.model.data, self.settings, input_name=self.model.input_name,
+                                  output_name=self.model.output_name).logits(images, DENSE_BATCH)
+                if not np.array_equal(whole, cache[self.model.output_name]):
+                    raise EdgefaultError("the model run segment by segment does not reproduce its own outputs on "
+                                         "every test image; its activations cannot be faulted between the segments")
+                self._cache = cache
         return self._cache
 
 
@@ -283,7 +301,7 @@ class _TransientFaults:
 
     def _block(self, block: int) -> dict[str, tuple]:
         if block not in self._blocks:
-            tape = Tape(self.tape.tensors, (TRANSIENT_STREAM, block))
+            tape = Tape(self.tape.tensors, (TAPE_STREAM, block))
             records = sample_faults(tape, self.chip)
             hits = _by_tensor(records, tape, self.tensors)
             self._blocks[block] = {name: (rows + block * TRANSIENT_BLOCK, cells, kinds)

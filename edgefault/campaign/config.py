@@ -163,7 +163,7 @@ class CampaignConfig:
 
         Example:
             >>> sorted(CampaignConfig(models=("a.onnx",), model_hashes=("0" * 64,)).identity())[:3]
-            ['chip_seeding', 'chips', 'data']
+            ['act_formats', 'chip_seeding', 'chips']
         """
         values = self.to_dict()
         return {name: values[name] for name in IDENTITY_FIELDS}

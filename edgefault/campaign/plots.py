@@ -105,8 +105,9 @@ def accuracy_figure(summary: dict[str, Any], kinds: tuple[str, ...], memory: str
         axes[0].set_ylim(max(0.0, low - pad), min(1.02, high + pad))
     axes[0].legend(loc="lower left", fontsize=8)
     chips = max((g["chips"] for g in summary["groups"] if g["mode"] == "grid"), default=0)
-    figure.suptitle(f"Accuracy under {_in_words(memory)[0]} faults ({chips} chips per point, same chips for every "
-                    "model)")
+    gap = " " if memory == WEIGHTS else "\n"  # activation titles are longer: two lines fit one panel
+    figure.suptitle(f"Accuracy under {_in_words(memory)[0]} faults{gap}({chips} chips per point, same chips for "
+                    "every model)")
     return figure
 
 

@@ -89,19 +89,27 @@ def prepare_campaign(config: CampaignConfig) -> PreparedCampaign:
             if key not in inputs:
                 inputs[key] = prepare_inputs(samples, spec, config.limit, options.scale_factor)
             model_classes(data, io, inputs[key], samples)
-            injector = Injector(data, config.stored_bits)
-            memory = injector.memory(config.include_bias)
+            about = {"name": name, "path": str(path), "sha256": digest, "input": dataclasses.asdict(spec),
+                     "feed": inputs[key].description}
+            if "weights" in config.sites:  # an activations-only campaign needs no weight memory
+                injector = Injector(data, config.stored_bits)
+                memory = injector.memory(config.include_bias)
+                about.update({"weight_tensors": list(memory.names), "weight_bits": memory.nbits,
+                              "coverage": injector.discovery.coverage(memory)})
             activations = activation_memories(proto, config)
+        if "weights" in config.sites:
+            tensors.append(memory.names)
+            bit_widths.append(max(t.bits for t in memory.tensors if not t.is_bias))
+        else:
+            tensors.append(())
+            bit_widths.append(0)
+        if activations:
+            about["activations"] = {"tensors": list(activations[0].names),
+                                    "bits": {m.format: m.nbits for m in activations},
+                                    "coverage": activations[0].coverage_line()}
         act_tensors.append(activations[0].names if activations else ())
         models.append(WorkerModel(name, digest, data, io.input_name, io.output_name, key, config.stored_bits))
-        tensors.append(memory.names)
-        bit_widths.append(max(t.bits for t in memory.tensors if not t.is_bias))
-        described.append({"name": name, "path": str(path), "sha256": digest, "input": dataclasses.asdict(spec),
-                          "feed": inputs[key].description, "weight_tensors": list(memory.names),
-                          "weight_bits": memory.nbits, "coverage": injector.discovery.coverage(memory),
-                          **({"activations": {"tensors": list(activations[0].names),
-                                              "bits": {m.format: m.nbits for m in activations},
-                                              "coverage": activations[0].coverage_line()}} if activations else {})})
+        described.append(about)
     fingerprint = hashlib.sha256(np.ascontiguousarray(samples.x[:count]).tobytes()
                                  + np.ascontiguousarray(samples.labels[:count]).tobytes()).hexdigest()
     info = {"models": described, "data": {"spec": samples.spec, "images": count, "fingerprint": fingerprint}}

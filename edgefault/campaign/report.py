@@ -153,7 +153,7 @@ def _difference(p) -> list[str]:
 
 
 def _several_memories(summary) -> bool:
-    return any(g.get("memory", "weights") != "weights" for g in summary["groups"])
+    return any(g.get("memory", "weights") != "weights" for g in summary.get("groups", []))
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:

@@ -136,6 +136,7 @@ class CampaignRecord:
     wrong: str | None = None
     error: str | None = None
     site: str | None = None
+    format: str | None = None  # the activation storage format of an activation cell
 
     @property
     def measured(self) -> bool:

@@ -6,6 +6,8 @@ one :class:`~edgefault.faults.Injector` per model on first use and keeps it, so 
 only its chip: sample and patch the weight bytes in memory, open a session from those bytes,
 score the test split. A chip whose faults all lie after a cut of the graph runs only the
 suffix from that cut, on clean activations the worker cached (:mod:`edgefault.campaign.suffix`).
+Activation cells run the model segment by segment with their buffers faulted in between
+(:mod:`edgefault.campaign.activations`); the worker keeps one such runner per model.
 Local processes and Ray actors run this same :class:`CellRunner`, which is why both engines
 give the same numbers.
 """

@@ -61,9 +61,10 @@ def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_addr
     """Measure accuracy of MODEL.onnx... on the test split of --data under memory faults.
 
     Every model meets the same chips (fault addresses), so differences between models are
-    paired; with --sites weights,activations the activation buffers meet the same chips too. Results stream to DIR/results.jsonl; rerunning the same command resumes. At the
-    end DIR holds summary.json/.csv/.md (mean, std, 95% CI, drop from clean, paired
-    differences) and plots.
+    paired; with --sites weights,activations the activation buffers meet the same chips too.
+    Results stream to DIR/results.jsonl; rerunning the same command resumes. At the end DIR
+    holds summary.json/.csv/.md (mean, std, 95% CI, drop from clean, paired differences) and
+    plots.
 
     Example: edgefault campaign a.onnx b.onnx --out runs/ab --kinds flip --rates 1e-3,1e-2 --chips 10
     """
@@ -90,6 +91,8 @@ def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_addr
                                   for model in result.models))
     click.echo("\n".join(f"{printable(model['name'])}: {coverage_line(model['coverage'])}"
                          for model in result.models if "coverage" in model))
+    click.echo("\n".join(f"{printable(model['name'])}: {model['activations']['coverage']}"
+                         for model in result.models if "activations" in model))
     if config.protect_bits:
         click.echo(f"\nECC: {result.ecc.describe()} (faults on protected bits are dropped, as the code would correct them)")
     click.echo(f"\n{result.ran} cells run, {result.resumed} already done ({result.engine}, {result.seconds:.1f} s); "

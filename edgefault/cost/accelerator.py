@@ -40,10 +40,10 @@ class Accelerator:
         >>> accelerator = load_accelerator()
         >>> accelerator.macs, accelerator.lanes, accelerator.groups, accelerator.energy_pj["multiply"]
         (256, 16, 16, 0.2)
-        >>> dataclasses.replace(accelerator, lanes=-1)
+        >>> dataclasses.replace(accelerator, lanes=-1, source="acc.toml")
         Traceback (most recent call last):
         ...
-        edgefault.errors.EdgefaultError: default accelerator (default_accelerator.toml): lanes must be a positive integer, got -1
+        edgefault.errors.EdgefaultError: acc.toml: lanes must be a positive integer, got -1
     """
 
     name: str

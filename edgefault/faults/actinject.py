@@ -12,8 +12,8 @@ Runtime keeps fusing DequantizeLinear -> Conv -> QuantizeLinear into integer ker
 the masks (measured: docs/activation-memory.md).
 
 Models below opset 18 are lifted to 18 when none of their ops changes meaning between
-their opset and 18 (true of every quantized CNN edgefault exports); otherwise ONNX's
-version converter does it or the injection is refused.
+their opset and 18 (true of every quantized CNN edgefault exports); otherwise the injection
+is refused, naming the ops (ReduceMean, Split, Pad, Resize, ... changed at 18).
 """
 
 from __future__ import annotations
@@ -152,8 +152,9 @@ def _lift_opset(model: onnx.ModelProto) -> None:
         changed = sorted({node.op_type for node in model.graph.node if node.domain in _DEFAULT_DOMAINS
                           and _since(node.op_type, BITWISE_OPSET) > entry.version})
         if changed:
-            raise EdgefaultError(f"activation masks need opset {BITWISE_OPSET} (BitwiseXor), and ops {', '.join(changed)} "
-                                 f"change meaning between this model's opset {entry.version} and {BITWISE_OPSET}; "
+            raise EdgefaultError(f"activation masks need opset {BITWISE_OPSET} (BitwiseXor), and ops "
+                                 f"{', '.join(changed)} change meaning between this model's opset {entry.version} "
+                                 f"and {BITWISE_OPSET}; "
                                  f"convert the model to opset {BITWISE_OPSET} first")
         entry.version = BITWISE_OPSET
     model.ir_version = max(model.ir_version, 8)
@@ -262,7 +263,7 @@ def inject_sites_file(
     models whose shapes ONNX cannot infer). Nothing is written when anything fails.
 
     Example:
-        >>> inject_sites_file("model.onnx", "f.onnx", "all", Chip("flip", rate=1e-3), map_out="f.json")  # doctest: +SKIP
+        >>> inject_sites_file("m.onnx", "f.onnx", "all", Chip("flip", rate=1e-3), map_out="f.json")  # doctest: +SKIP
     """
     if site not in SITES:
         raise EdgefaultError(f"unknown site {site!r}; choose one of {', '.join(SITES)}")

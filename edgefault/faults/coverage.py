@@ -39,18 +39,18 @@ def coverage_line(report: dict[str, Any]) -> str:
         >>> coverage_line(report)
         'weight memory: 2 tensors, 44 stored bits (int8: 2 tensors, 44 bits), from 2 Constant nodes'
     """
-    storage = "; ".join(f"{k}: {_plural(v['tensors'], 'tensor')}, {v['bits']:,} bits"
+    storage = "; ".join(f"{k}: {plural(v['tensors'], 'tensor')}, {v['bits']:,} bits"
                         for k, v in report["storage"].items())
-    sources = " and ".join(_plural(v["tensors"], "initializer" if k == "initializer" else "Constant node")
+    sources = " and ".join(plural(v["tensors"], "initializer" if k == "initializer" else "Constant node")
                            for k, v in report["source"].items())
-    line = (f"weight memory: {_plural(report['tensors'], 'tensor')}, {report['bits']:,} stored bits ({storage}), "
+    line = (f"weight memory: {plural(report['tensors'], 'tensor')}, {report['bits']:,} stored bits ({storage}), "
             f"from {sources}")
     if report["stored_bits_from"] != "native widths":
         line += f"; k-bit widths from {report['stored_bits_from']}"
     left = report["biases_left_out"]
     if left:
         them = "them" if left > 1 else "it"
-        line += f"; {_plural(left, 'int32 bias', 'int32 biases')} left out (--include-bias adds {them})"
+        line += f"; {plural(left, 'int32 bias', 'int32 biases')} left out (--include-bias adds {them})"
     if report["skipped"]:
         line += f"; {len(report['skipped'])} not faulted (see the warnings)"
     return line
@@ -67,5 +67,11 @@ def warning_lines(report: dict[str, Any]) -> list[str]:
     return [f"warning: not faulted: {Skipped(**entry).line()}" for entry in report["skipped"]]
 
 
-def _plural(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count:,} {word if count == 1 else plural or word + 's'}"
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``count`` and the word, in the plural unless count is 1.
+
+    Example:
+        >>> plural(1, "tensor"), plural(2, "bias", "biases")
+        ('1 tensor', '2 biases')
+    """
+    return f"{count:,} {word if count == 1 else many or word + 's'}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from edgefault import __version__
+from edgefault.attack import AttackSettings
 from edgefault.errors import EdgefaultError
 from edgefault.models import available_models
 from edgefault.stages import MAX_SEEDS
@@ -38,8 +39,12 @@ LABELS = {
 }
 BASELINE = "qat"
 
-QUICK = {"epochs": 15, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1), "chips": 10}
-FULL = {"epochs": 30, "rates": (1e-4, 1e-3, 3e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1), "chips": 30}
+# cost_limit / attack_limit: test images for the cost model and the attack's ORT accuracy (0: all); attack_batches
+# attack batches per method, up to attack_flips flips each (flips to chance + 1 point).
+QUICK = {"epochs": 15, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1), "chips": 10, "cost_limit": 500,
+         "attack_flips": 60, "attack_batches": 2, "attack_limit": 500}
+FULL = {"epochs": 30, "rates": (1e-4, 1e-3, 3e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1), "chips": 30, "cost_limit": 0,
+        "attack_flips": 100, "attack_batches": 3, "attack_limit": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +75,10 @@ class MitigateConfig:
     kinds: tuple[str, ...] = ("flip", "sa0", "sa1")
     rates: tuple[float, ...] | None = None
     chips: int | None = None
+    cost_limit: int | None = None
+    attack_flips: int | None = None
+    attack_batches: int | None = None
+    attack_limit: int | None = None
     version: str = __version__
 
     def __post_init__(self) -> None:
@@ -83,7 +92,7 @@ class MitigateConfig:
             raise EdgefaultError(f"--methods must list distinct mitigations, got {', '.join(methods) or 'none'}")
         object.__setattr__(self, "methods", methods)
         profile = QUICK if self.quick else FULL
-        for name in ("epochs", "rates", "chips"):
+        for name in ("epochs", "rates", "chips", "cost_limit", "attack_flips", "attack_batches", "attack_limit"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, profile[name])
         object.__setattr__(self, "rates", tuple(sorted(float(r) for r in self.rates)))
@@ -96,6 +105,11 @@ class MitigateConfig:
             raise EdgefaultError(f"epochs must be >= 1, got {self.epochs}")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= MAX_SEEDS:
             raise EdgefaultError(f"seeds must be a whole number in [1, {MAX_SEEDS}], got {self.seeds!r}")
+        for name, low, high in (("cost_limit", 0, 10**9), ("attack_flips", 1, 100_000), ("attack_batches", 1, 100),
+                                ("attack_limit", 0, 10**9)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise EdgefaultError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
 
     @property
     def training_seeds(self) -> tuple[int, ...]:
@@ -132,6 +146,15 @@ class MitigateConfig:
         """
         return TrainConfig(model=self.model, data=self.data, epochs=self.epochs,
                            seed=self.seed if seed is None else seed, **METHODS[method])
+
+    def attack_settings(self) -> AttackSettings:
+        """The attack's settings on the leaderboard: the profile's flips and test images, no random contrast.
+
+        Example:
+            >>> MitigateConfig(quick=True).attack_settings().flips
+            60
+        """
+        return AttackSettings(flips=self.attack_flips, seed=self.seed, chips=0, limit=self.attack_limit or None)
 
     def to_dict(self) -> dict:
         """The saved settings (``seeds`` left out: each seed's models are reused whatever their number)."""

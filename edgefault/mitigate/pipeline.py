@@ -85,7 +85,12 @@ def run_mitigate(config: MitigateConfig, out: str | Path, execution: ExecutionSe
         if "ecc" in config.methods:
             ecc = stages.campaign([place / "models" / f"{BASELINE}.onnx"], grid, place / "campaign_ecc",
                                   protect_bits=ECC_BITS).records
-        seeds.append(SeedCampaigns(seed, runs, records, ecc))
+        cost = {m: stages.cost(model, config.data, place / "cost" / f"{m}.json", config.cost_limit or None)
+                for m, model in zip(config.trained, models)}
+        attack = {m: stages.attack(runs[m], model, config.data, place / "attack" / f"{m}.json",
+                                   config.attack_settings(), config.attack_batches)
+                  for m, model in zip(config.trained, models)}
+        seeds.append(SeedCampaigns(seed, runs, records, ecc, cost, attack))
     board = build_board(config, seeds, curve, stages.seconds)
     files = write_board(folder, board) + write_board_plots(folder, board)
     return MitigateResult(board, tuple(files), stages.seconds)

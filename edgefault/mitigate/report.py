@@ -20,6 +20,7 @@ from edgefault.fileio import read_json, write_bytes_atomic, write_json_atomic
 from edgefault.mitigate.board import lowest_voltage, method_scores
 from edgefault.mitigate.config import BASELINE, ECC_BITS, LABELS, MitigateConfig
 from edgefault.faults.ecc import ecc_overhead
+from edgefault.study.extras import energy_saving, flips_median, flips_text, over_seeds, ranking_text, speedup
 from edgefault.text import csv_bytes, md_table, printable
 
 BOARD_FORMAT = "edgefault-leaderboard-1"
@@ -33,6 +34,8 @@ class SeedCampaigns:
     runs: dict[str, Path]
     records: list[CampaignRecord]
     ecc_records: list[CampaignRecord] = dataclasses.field(default_factory=list)
+    cost: dict[str, dict] = dataclasses.field(default_factory=dict)  # method -> cost totals
+    attack: dict[str, dict] = dataclasses.field(default_factory=dict)  # method -> flips to break
 
 
 def scope_line(seeds: int) -> str:
@@ -74,6 +77,7 @@ def build_board(config: MitigateConfig, seeds: list[SeedCampaigns], curve, secon
             "train_seconds": train_seconds[model],
             "train_time_relative": round(train_seconds[model] / max(base_seconds, 1e-9), 3),
             "storage_overhead": overhead.relative, "storage_note": overhead.describe(),
+            **cost_and_attack(seeds, model, measured=not ecc),
         })
     if curve is not None:
         target = rows[0]["clean_accuracy"] - 0.01  # rows[0] is the conventional model
@@ -90,6 +94,49 @@ def build_board(config: MitigateConfig, seeds: list[SeedCampaigns], curve, secon
             "seconds": {k: round(v, 1) for k, v in seconds.items()}}
 
 
+def _over_seeds(values: list[float]) -> dict[str, Any]:
+    e = over_seeds(values)
+    return {"mean": e.mean, "low": e.low, "high": e.high, "per_seed": values}
+
+
+def cost_and_attack(seeds: list[SeedCampaigns], model: str, measured: bool = True) -> dict[str, Any]:
+    """A method's modelled speedup and energy saving (zero-skipping with lane imbalance, against the conventional
+    model's dense execution, same seed) and its flips to break, over training seeds (``measured=False``: the
+    attack does not apply, e.g. to ECC-protected bits, and ``flips_to_break`` is None).
+
+    Example:
+        >>> cost_and_attack([SeedCampaigns(0, {}, [])], "qat")
+        {}
+    """
+    if not all(model in s.cost and BASELINE in s.cost for s in seeds):
+        return {}
+    found: dict[str, Any] = {
+        "speedup": _over_seeds([speedup(s.cost[BASELINE], s.cost[model]) for s in seeds]),
+        "energy_saving": _over_seeds([energy_saving(s.cost[BASELINE], s.cost[model]) for s in seeds]),
+        "flips_to_break": None}
+    if measured and all("error" not in s.attack.get(model, {"error": ""}) for s in seeds):
+        entries = [s.attack[model] for s in seeds]
+        found["flips_to_break"] = {"median": float(sum(flips_median(e) for e in entries) / len(entries)),
+                                   "text": flips_text(entries), "per_seed": entries}
+    return found
+
+
+def ranking_note(board: dict[str, Any]) -> str:
+    """Where the attack's ranking (most flips to break first) differs from the random-fault ranking (highest
+    tolerable bit error rate within 1 point first).
+
+    Example:
+        >>> ranking_note({"headline_kind": "flip", "methods": []})
+        ''
+    """
+    kind = board["headline_kind"]
+    rows = [r for r in board["methods"] if r.get("flips_to_break")]
+    if len(rows) < 2:
+        return ""
+    return ranking_text({r["method"]: r["kinds"][kind]["tolerable"]["1"]["median"] or 0.0 for r in rows},
+                        {r["method"]: r["flips_to_break"]["median"] for r in rows}, f"tolerable {kind} rate (1 pt)")
+
+
 def write_board(folder: Path, board: dict[str, Any]) -> list[Path]:
     """Write ``leaderboard.json``, ``leaderboard.csv`` and ``leaderboard.md`` atomically.
     """
@@ -104,6 +151,13 @@ def _energy_fields(row: dict) -> dict:
     return {"lowest_voltage": energy.get("voltage"), "energy_saved": energy.get("energy_saved")}
 
 
+def _cost_fields(row: dict) -> dict:
+    flips = row.get("flips_to_break")
+    return {"speedup": (row.get("speedup") or {}).get("mean"),
+            "energy_saving_skipping": (row.get("energy_saving") or {}).get("mean"),
+            "flips_to_break": None if flips is None else flips["median"]}
+
+
 def board_csv(board: dict[str, Any]) -> str:
     """One line per method x kind x rate, with the method's summary columns repeated.
     """
@@ -115,8 +169,8 @@ def board_csv(board: dict[str, Any]) -> str:
             for point in scores["rates"]:
                 lines.append({"method": row["method"], "clean_accuracy": row["clean_accuracy"],
                               "train_time_relative": row["train_time_relative"],
-                              "storage_overhead": row["storage_overhead"], **_energy_fields(row), "kind": kind,
-                              **tolerable, **point})
+                              "storage_overhead": row["storage_overhead"], **_energy_fields(row), **_cost_fields(row),
+                              "kind": kind, **tolerable, **point})
     return csv_bytes(list(lines[0]) if lines else [], lines).decode()
 
 
@@ -157,6 +211,9 @@ def board_markdown(board: dict[str, Any]) -> str:
     header = ["method", "clean acc %", "tolerable BER, 1 pt", "tolerable BER, 5 pt", "train time x QAT", "storage"]
     if energy:
         header += ["lowest V (1 pt of QAT)", "energy saved"]
+    cost = any("speedup" in row for row in board["methods"])
+    if cost:
+        header += ["speedup (skipping)", "energy saved (skipping)", "flips to break"]
     rows = []
     for row in board["methods"]:
         tolerable = row["kinds"][kind]["tolerable"]
@@ -166,8 +223,18 @@ def board_markdown(board: dict[str, Any]) -> str:
             fields = _energy_fields(row)
             cells += ["-" if fields["lowest_voltage"] is None else f"{fields['lowest_voltage']:g}",
                       "-" if fields["energy_saved"] is None else f"{100 * fields['energy_saved']:.0f}%"]
+        if cost:
+            flips = row.get("flips_to_break")
+            cells += [f"{row['speedup']['mean']:.3f}x", f"{100 * row['energy_saving']['mean']:.1f}%",
+                      "- (not attacked: the search does not model ECC)" if flips is None else flips["text"]]
         rows.append(cells)
     lines.append(md_table(header, rows))
+    if cost:
+        lines += ["", "Speedup and energy saved: the cost model (`edgefault cost`, default 45 nm accelerator) with "
+                  "zero-skipping and lane imbalance, against the conventional model's dense execution (mean over "
+                  "training seeds). Flips to break: progressive bit search (`edgefault attack`) until ONNX Runtime "
+                  "accuracy is at or below chance + 1 point, median [range] over attack batches "
+                  "(several seeds: mean of the seeds' medians [t interval]). " + ranking_note(board)]
     for kind_name in board["kinds"]:
         lines += ["", f"## {kind_name}: accuracy % / robust error % per rate (mean [95% CI])", ""]
         rows = [[row["method"], *(f"{_percent(p['accuracy'])} [{_percent(p['accuracy_low'])}, "

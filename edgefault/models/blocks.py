@@ -23,17 +23,18 @@ class QuantizedClassifier(nn.Module):
 
 def relu_quant(settings: QuantSettings) -> ActQuant:
     """ReLU (or FATReLU when the threshold is set) fused with its unsigned activation quantizer."""
-    return ActQuant(settings.abits, signed=False, threshold=settings.fat_threshold, role="activation")
+    return ActQuant(min(settings.abits, ACTIVATION_MAX_BITS), signed=False, threshold=settings.fat_threshold,
+                    role="activation")
 
 
-# Signed activations (zero point at mid-range) keep at most 7-bit codes, 0..127. ONNX Runtime's
-# u8 x s8 kernels on AVX2 CPUs without VNNI sum pairs of products in saturating int16
-# (vpmaddubsw): 255 * 127 * 2 overflows, 127 * 127 * 2 does not. A signed input has large codes
-# everywhere (its zero point is 128), so at 8 bits the first convolution saturated on such CPUs and
-# an exported model disagreed with PyTorch on 1.2% of images; at 7 bits no pair can saturate.
-# (ONNX Runtime's and OpenVINO's advice for these CPUs is the same "reduce range".) Unsigned
-# post-ReLU codes keep all 8 bits: they are mostly small, and large pairs are rare.
-SIGNED_ACTIVATION_MAX_BITS = 7
+# Activation codes keep at most 7 bits, 0..127. ONNX Runtime's u8 x s8 kernels on AVX2 CPUs without
+# VNNI sum pairs of products in saturating int16 (vpmaddubsw): 255 * 127 * 2 overflows, and even
+# 127 * 128 * 2 (a faulty -128 weight) does not. At 8 bits a signed input (zero point 128, large
+# codes everywhere) made the first convolution saturate, and an exported LeNet disagreed with
+# PyTorch on 1.2% of images; clipped-weight models still disagreed on 0.7% through post-ReLU layers.
+# At 7 bits no pair can saturate, so the deployed integer model equals PyTorch's on every x86 CPU
+# (ONNX Runtime's and OpenVINO's advice for such CPUs is the same "reduce range").
+ACTIVATION_MAX_BITS = 7
 
 
 def signed_quant(settings: QuantSettings, role: str) -> ActQuant:
@@ -44,12 +45,12 @@ def signed_quant(settings: QuantSettings, role: str) -> ActQuant:
         >>> q.max_code, q.zero_point
         (127, 64)
     """
-    return ActQuant(min(settings.abits, SIGNED_ACTIVATION_MAX_BITS), signed=True, role=role)
+    return ActQuant(min(settings.abits, ACTIVATION_MAX_BITS), signed=True, role=role)
 
 
 def pool_quant(settings: QuantSettings) -> ActQuant:
     """Unsigned quantizer after average pooling of non-negative activations (no threshold: not an activation)."""
-    return ActQuant(settings.abits, signed=False, role="pool")
+    return ActQuant(min(settings.abits, ACTIVATION_MAX_BITS), signed=False, role="pool")
 
 
 def conv(settings: QuantSettings, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,

@@ -16,7 +16,8 @@ import onnx
 from onnx import helper
 
 from edgefault.errors import EdgefaultError
-from edgefault.faults.activations import ActivationMemory, ShapesUnknown
+from edgefault.faults.actdiscover import ShapesUnknown
+from edgefault.faults.activations import ActivationMemory
 from edgefault.faults.formats import DEFAULT_RUN_BITS
 from edgefault.onnxio import load_proto
 from edgefault.runtime.session import ORT_ERRORS, SessionSettings, create_session

@@ -12,6 +12,11 @@ would split the pattern, and the suffix would compute in float what the whole mo
 computes in integers. The integer tensor between two fused kernels is what both graphs
 compute and consume alike, so a suffix started there gives the whole model's outputs bit
 for bit (the campaign checks this on every model it caches).
+
+:func:`split_model` cuts a graph at several integer tensors at once, into segments that each
+read the split tensors computed before them (:mod:`edgefault.runtime.stages` runs them, with
+the activation buffers faulted in between).
+
 """
 
 from __future__ import annotations

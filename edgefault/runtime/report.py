@@ -52,7 +52,7 @@ def format_report(report: EvalReport, show_graph: bool = False) -> str:
             lines.append("  no quantized activation tensor found")
         else:
             lines.append("  no quantized activations found (a float model?)")
-        lines += ["", "MAC skip (multiply-accumulates whose activation input is zero)"]
+        lines += ["", "MAC skip (multiply-accumulates whose activation input is zero; conv padding taps count as zero)"]
         if sparsity.layers:
             rows = [
                 (layer.node, layer.op_type, layer.activation, f"{layer.macs_per_image:,.0f}",

@@ -60,18 +60,32 @@ SAM_VARIANTS = (Variant("standard_sam", False, "sam"), Variant("sparse_sam", Tru
 # seeds: training seeds per recipe. Claims about recipes need several; make demo's 6 minutes on 2 cores hold
 # one (each further lenet5 seed costs ~4 minutes there), so the quick profile's verdicts are about its
 # trained models, and its report names the --seeds command that makes them recipe verdicts (docs/study.md).
+# The activation-memory campaign (flip, permanent, dense and bitmap): LeNet-5's activation memory holds ~20k
+# bits per image, so 1e-3 already costs ~14 points (bitmap ~28); its rates sit a decade below the weights'.
+# cost_limit / attack_limit: test images for the cost model and for the attack's ORT accuracy (0: all);
+# attack_batches: attack batches per model (flips to chance + 1 point, median and range).
+EXTRA_QUICK = {"act_rates": (1e-4, 1e-3), "act_chips": 6, "cost_limit": 500, "attack_flips": 60,
+               "attack_batches": 2, "attack_limit": 500}
+# Full: per training seed ~70 s of activation cells and up to ~100 s of attack on 2 cores (estimated from the quick
+# profile's 0.14 s per activation cell and 0.09 s per flip), ~15 minutes over 5 seeds.
+EXTRA_FULL = {"act_rates": (1e-4, 5e-4, 1e-3), "act_chips": 20, "cost_limit": 0, "attack_flips": 100,
+              "attack_batches": 3, "attack_limit": 500}
 QUICK = {"epochs": 15, "rates": (5e-3, 1e-2, 2e-2, 5e-2), "chips": 20, "sharpness_samples": 500,
-         "sharpness_probes": 15, "landscape_grid": 11, "seeds": 1}
+         "sharpness_probes": 15, "landscape_grid": 11, "seeds": 1, **EXTRA_QUICK}
 FULL = {"epochs": 30, "rates": (1e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1), "chips": 50, "sharpness_samples": 2000,
-        "sharpness_probes": 30, "landscape_grid": 15, "seeds": 5}
+        "sharpness_probes": 30, "landscape_grid": 15, "seeds": 5, **EXTRA_FULL}
+ACT_FORMATS = ("dense", "bitmap")
 # Per architecture, what differs from the profile, so every architecture's stage takes minutes on 2 cores:
 # resnet20 reaches ~97% on mnist5k in 2 epochs (26 s each) but costs ~100x LeNet-5 per image, so its quick
-# campaign and Hessian estimates are smaller; vit_tiny needs ~15 epochs (4 s each) for 95%.
+# campaign, Hessian estimates, activation campaign and attack (~5 s per search iteration) are smaller;
+# vit_tiny needs ~15 epochs (4 s each) for 95%.
 MODEL_PROFILES = {
     "quick": {"resnet20": {"epochs": 2, "chips": 10, "rates": (5e-3, 1e-2, 2e-2), "sharpness_samples": 200,
-                           "sharpness_probes": 6, "landscape_grid": 7},
+                           "sharpness_probes": 6, "landscape_grid": 7, "act_rates": (1e-3,), "act_chips": 3,
+                           "attack_flips": 15, "attack_batches": 1, "attack_limit": 200, "cost_limit": 200},
               "vgg_small": {"epochs": 2, "chips": 10, "rates": (5e-3, 1e-2, 2e-2), "sharpness_samples": 200,
-                            "sharpness_probes": 6, "landscape_grid": 7},
+                            "sharpness_probes": 6, "landscape_grid": 7, "act_rates": (1e-3,), "act_chips": 3,
+                            "attack_flips": 15, "attack_batches": 1, "attack_limit": 200, "cost_limit": 200},
               "vit_tiny": {"epochs": 15}},
     "full": {"resnet20": {"epochs": 8}, "vgg_small": {"epochs": 8}, "vit_tiny": {"epochs": 30}},
 }
@@ -125,6 +139,12 @@ class StudyConfig:
     thresholds: tuple[float, ...] | None = None
     strong_thresholds: tuple[float, ...] | None = None
     radii: tuple[float, ...] | None = None
+    act_rates: tuple[float, ...] | None = None
+    act_chips: int | None = None
+    cost_limit: int | None = None
+    attack_flips: int | None = None
+    attack_batches: int | None = None
+    attack_limit: int | None = None
     version: str = __version__
 
     def __post_init__(self) -> None:
@@ -136,7 +156,8 @@ class StudyConfig:
                    "thresholds": THRESHOLDS[level], "strong_thresholds": STRONG_THRESHOLDS[level],
                    "radii": RADII[level]}
         for name in ("epochs", "rates", "chips", "sharpness_samples", "sharpness_probes", "landscape_grid",
-                     "thresholds", "strong_thresholds", "radii", "seeds"):
+                     "thresholds", "strong_thresholds", "radii", "seeds", "act_rates", "act_chips", "cost_limit",
+                     "attack_flips", "attack_batches", "attack_limit"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, profile[name])
         unknown = sorted(set(self.sweeps) - set(SWEEPS))
@@ -166,6 +187,14 @@ class StudyConfig:
             raise EdgefaultError(f"epochs must be >= 1, got {self.epochs}")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= MAX_SEEDS:
             raise EdgefaultError(f"seeds must be a whole number in [1, {MAX_SEEDS}], got {self.seeds!r}")
+        object.__setattr__(self, "act_rates", tuple(float(r) for r in self.act_rates))
+        if not self.act_rates or any(not 0 < r <= 1 for r in self.act_rates):
+            raise EdgefaultError(f"act_rates must be a non-empty list in (0, 1], got {self.act_rates}")
+        for name, low, high in (("act_chips", 2, 10_000), ("cost_limit", 0, 10**9), ("attack_flips", 1, 100_000),
+                                ("attack_batches", 1, 100), ("attack_limit", 0, 10**9)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise EdgefaultError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
 
     @property
     def training_seeds(self) -> tuple[int, ...]:

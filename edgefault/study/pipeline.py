@@ -23,6 +23,7 @@ from edgefault.fileio import check_output_folder
 from edgefault.stages import CampaignStage, FaultGrid, Stages, TrainJob
 from edgefault.study.claims import Claim, SeedMeasurements, judge_claims
 from edgefault.study.folders import SettingsFolder
+from edgefault.study.extras import measure_extras
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig, Variant
 from edgefault.study.report import write_report
 from edgefault.study.sweeps import SweepResult, analyze_sweep, sweep_settings, sweep_variants
@@ -156,6 +157,29 @@ def shared_variants(config: StudyConfig, variants: Sequence[Variant], main: dict
     return {name: (theirs, main) for name, theirs in found.items() if theirs is not None}
 
 
+def sweep_speedups(config: StudyConfig, variants: Sequence[Variant], shared: dict, places: dict[int, Path],
+                   folder: Path, stages: Stages) -> dict[str, float]:
+    """Each swept model's modelled zero-skipping speedup (lane imbalance) against dense, mean over training seeds;
+    a model shared with the main study is costed there (its stamp reused).
+
+    Example:
+        >>> sweep_speedups(config, variants, {}, {0: Path("study")}, Path("study/sweeps/sparsity"), stages)  # doctest: +SKIP
+        {'T0': 1.13, 'T0.5': 1.25, ...}
+    """
+    found: dict[str, float] = {}
+    for v in variants:
+        values = []
+        for seed, place in places.items():
+            theirs = shared.get(v.name, (None,))[0]
+            home = place if theirs else seed_folder(folder, config, seed)
+            name = theirs or v.name
+            total = stages.cost(home / "models" / f"{name}.onnx", config.data, home / "cost" / f"{name}.json",
+                                config.cost_limit or None)
+            values.append(total["speedup"]["skipping_imbalanced"])
+        found[v.name] = sum(values) / len(values)
+    return found
+
+
 def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> StudyResult:
     """Run the whole study into ``out`` (resuming whatever an earlier run finished) and write the report.
 
@@ -183,6 +207,9 @@ def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> St
                 reports[seed][name] = analyze_sharpness(place / "runs" / name, data, sharpness_config,
                                                         place / "sharpness" / name, progress=progress, reuse=True)
 
+    places = {seed: seed_folder(folder, config, seed) for seed in config.training_seeds}
+    extras = measure_extras(config, names, places, {s: trained[s].runs for s in places}, stages)
+
     sweeps = []
     for sweep in config.sweeps:
         sweep_stages = Stages("reproduce", stages.execution, progress)
@@ -192,12 +219,15 @@ def run_study(config: StudyConfig, out: str | Path, progress: bool = True) -> St
         variants = sweep_variants(config, sweep)
         swept = train_export_campaign(config, variants, sweep_folder, data, sweep_stages,
                                       shared_variants(config, variants, trained))
+        speedups = sweep_speedups(config, variants, shared_variants(config, variants, trained), places,
+                                  sweep_folder, sweep_stages) if sweep == "sparsity" else None
         sweeps.append(analyze_sweep(sweep, variants, [SeedMeasurements(s, t.records) for s, t in swept.items()],
-                                    {s: t.runs for s, t in swept.items()}, sweep_folder, sweep_stages.seconds))
+                                    {s: t.runs for s, t in swept.items()}, sweep_folder, sweep_stages.seconds,
+                                    speedups))
         stages.seconds[f"sweep {sweep}"] = sum(sweep_stages.seconds.values())
 
     measurements = [SeedMeasurements(s, trained[s].records, reports[s]) for s in config.training_seeds]
     claims = judge_claims(measurements, names)
-    report = write_report(folder, config, trained, measurements, claims, stages.seconds, sweeps)
+    report = write_report(folder, config, trained, measurements, claims, stages.seconds, sweeps, extras)
     return StudyResult(report, {c.number: c.verdict for c in claims}, stages.seconds, claims, sweeps,
                        config.training_seeds)

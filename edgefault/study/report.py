@@ -14,6 +14,7 @@ from edgefault.campaign.stats import ACCURACY
 from edgefault.fileio import read_json, write_bytes_atomic, write_png_atomic
 from edgefault.study.claims import Claim, SeedMeasurements, collapsed_models, seed_tables
 from edgefault.study.config import SPARSE_ACT_L1, SPARSE_FAT_THRESHOLD, StudyConfig
+from edgefault.study.extras_report import activation_section, tradeoff_section, worst_case_section
 from edgefault.study.pooled import METHOD, pool
 from edgefault.study.sweeps import SweepResult, sweep_lines
 from edgefault.text import printable
@@ -37,6 +38,7 @@ class ReportInputs:
     claims: list[Claim]
     seconds: dict[str, float]
     sweeps: Sequence[SweepResult] = ()
+    extras: Sequence[Any] = ()  # per training seed: the study's SeedExtras (activation campaign, cost, attack)
 
     @property
     def names(self) -> list[str]:
@@ -185,6 +187,8 @@ def _files(inputs: ReportInputs) -> list[str]:
         "",
         "`runs/` (checkpoints and training metrics), `models/` (int8 ONNX models), `campaign/` (results.jsonl, "
         "summary.md/csv/json, plots), `sharpness/` (metrics.json and landscapes per model)"
+        + (", `act_campaign/` (the activation-memory campaign), `cost/` and `attack/` (cost totals and flips to "
+           "break per model)" if inputs.extras else "")
         + (", `seeds/<training seed>/` (the same for each further training seed)" if len(inputs.seeds) > 1 else "")
         + (", `sweeps/<name>/` (the same for each sweep)." if inputs.sweeps else "."),
         "",
@@ -194,8 +198,9 @@ def _files(inputs: ReportInputs) -> list[str]:
     ]
 
 
-SECTIONS: tuple[Callable[[ReportInputs], list[str]], ...] = (_header, _claims, _models, _faults, _figures, _sweeps,
-                                                              _files)
+SECTIONS: tuple[Callable[[ReportInputs], list[str]], ...] = (_header, _claims, _models, _faults, _figures,
+                                                              activation_section, tradeoff_section,
+                                                              worst_case_section, _sweeps, _files)
 
 
 def _drop_plot(path: Path, names: list[str], measurements: list[SeedMeasurements]) -> None:
@@ -223,14 +228,15 @@ def _drop_plot(path: Path, names: list[str], measurements: list[SeedMeasurements
 
 
 def write_report(folder: Path, config: StudyConfig, trained: dict[int, Any], measurements: list[SeedMeasurements],
-                 claims: list[Claim], seconds: dict[str, float], sweeps: Sequence[SweepResult] = ()) -> Path:
+                 claims: list[Claim], seconds: dict[str, float], sweeps: Sequence[SweepResult] = (),
+                 extras: Sequence[Any] = ()) -> Path:
     """Write ``folder/report.md`` (its :data:`SECTIONS`) and ``folder/drop_vs_sharpness.png``; return the report.
 
     Example:
         >>> write_report(Path("study/quick"), config, trained, measurements, claims, seconds)  # doctest: +SKIP
         PosixPath('study/quick/report.md')
     """
-    inputs = ReportInputs(folder, config, trained, measurements, claims, seconds, sweeps)
+    inputs = ReportInputs(folder, config, trained, measurements, claims, seconds, sweeps, extras)
     lines = [line for section in SECTIONS for line in section(inputs)]
     path = folder / "report.md"
     write_bytes_atomic(path, "\n".join(lines).encode())

@@ -36,6 +36,7 @@ class SweepPoint:
     drop: Estimate
     versus_baseline: Comparison | None
     collapsed: bool = False
+    speedup: float | None = None  # modelled zero-skipping speedup (lane imbalance) against dense, mean over seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +89,11 @@ def _baseline(sweep: str, variant: Variant) -> str:
 
 
 def analyze_sweep(sweep: str, variants: tuple[Variant, ...], measurements: list[SeedMeasurements],
-                  runs: dict[int, dict[str, Path]], folder: Path, seconds: dict[str, float]) -> SweepResult:
+                  runs: dict[int, dict[str, Path]], folder: Path, seconds: dict[str, float],
+                  speedups: dict[str, float] | None = None) -> SweepResult:
     """Paired drops of the swept models against their baseline, the conclusion, and ``folder/sweep_<name>.png``.
+
+    ``speedups`` (model -> modelled speedup) adds the drop-against-speedup plot ``sweep_<name>_speedup.png``.
 
     ``measurements`` holds each training seed's campaign records, ``runs`` each seed's run directory per
     model; sparsity and clean accuracy are means over seeds, drops and differences pooled over seeds and chips.
@@ -110,11 +114,13 @@ def analyze_sweep(sweep: str, variants: tuple[Variant, ...], measurements: list[
         collapsed = accuracy is None or (base_accuracy is not None and accuracy < base_accuracy - COLLAPSE)
         pooled = pool({s: d[name] for s, d in drop.items() if name in d}).pooled
         points.append(SweepPoint(variant, float(value), float(sum(sparsity) / len(sparsity)), accuracy, pooled,
-                                 versus, collapsed))
+                                 versus, collapsed, (speedups or {}).get(name)))
     conclusion = _sparsity_conclusion(points) if sweep == "sparsity" else _rho_conclusion(points)
     plot = folder / f"sweep_{sweep}.png"
     if sweep == "sparsity":
         _plot_sparsity(plot, points)
+        if speedups:
+            _plot_speedup(folder / f"sweep_{sweep}_speedup.png", points)
     else:
         _plot_rho(plot, points)
     return SweepResult(sweep, tuple(points), conclusion, plot, dict(seconds))
@@ -220,7 +226,13 @@ def sweep_lines(result: SweepResult) -> list[str]:
         lines.append(f"| {p.variant.name} | {p.value:g} |{l1} {100 * p.sparsity:.1f}% | {clean} | {mean} | {versus} | "
                      f"{verdict} |")
     seconds = ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items())
-    lines += ["", f"**{result.conclusion}**", "", f"![{title}](sweeps/{result.name}/{result.plot.name})", "",
+    lines += ["", f"**{result.conclusion}**", "", f"![{title}](sweeps/{result.name}/{result.plot.name})", ""]
+    if any(p.speedup is not None for p in result.points):
+        lines += ["Modelled zero-skipping speedup (lane imbalance, `edgefault cost`) against dense: "
+                  + ", ".join(f"{p.variant.name} {p.speedup:.3f}x" for p in result.points if p.speedup is not None)
+                  + ". The front of fast and robust models is the lower right of the plot.", "",
+                  f"![drop against speedup](sweeps/{result.name}/sweep_{result.name}_speedup.png)", ""]
+    lines += [
               f"Seconds: {seconds}.", ""]
     return lines
 
@@ -258,6 +270,30 @@ def _plot_sparsity(path: Path, points: list[SweepPoint]) -> None:
     axis.set_title("Fault-induced drop against activation sparsity")
     axis.grid(alpha=0.3)
     figure.tight_layout()
+    write_png_atomic(path, figure)
+
+
+def _plot_speedup(path: Path, points: list[SweepPoint]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    shown = [p for p in points if p.speedup is not None and p.drop.mean is not None]
+    for collapsed, style in ((False, {"color": "C0", "label": "trained models"}),
+                             (True, {"color": "C3", "label": "collapsed"})):
+        mine = [p for p in shown if p.collapsed == collapsed]
+        if mine:
+            _errorbar(axis, [p.speedup for p in mine], [p.drop for p in mine], linestyle="none", **style)
+    for p in shown:
+        axis.annotate(f"T={p.value:g}" + ("" if p.variant.act_l1 is None else f", L1={p.variant.act_l1:g}"),
+                      (p.speedup, 100 * p.drop.mean), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    axis.set_xlabel("modelled speedup, zero-skipping with lane imbalance (x dense)")
+    axis.set_ylabel("mean fault-induced drop (points, 95% CI)")
+    axis.set_title("Drop against modelled speedup")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
     write_png_atomic(path, figure)
 
 

@@ -1,0 +1,86 @@
+"""Benchmark of activation cells against a weight cell: same model, same test images, same chips, one worker.
+
+Measured in one run, interleaved chip by chip (so background load hits every method alike), each
+the median over the chips, through :class:`~edgefault.campaign.CellRunner` (what a campaign worker
+runs, results record included):
+
+* a weight cell (the baseline: sample the chip, patch the int8 bytes, open a session, score);
+* activation cells, permanent dense (the goal: at most 1.3x the weight cell), transient dense,
+  permanent and transient bitmap, permanent rle;
+* the in-graph alternative for permanent dense: the chip as bitwise masks in one ONNX file
+  (``inject --site activations``), a session opened on it and the test split scored.
+
+Run: ``.venv/bin/python bench/campaign_activations.py [--model MODEL.onnx] [--data SPEC] [--rate P] [--chips K]``
+(default: the quick study's standard LeNet, /work/artifacts/quick/models/standard.onnx, on mnist5k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from edgefault.campaign import CampaignConfig, Cell, CellRunner, prepare_campaign
+from edgefault.faults import sample_faults
+from edgefault.faults.actinject import mask_model
+from edgefault.runtime import Evaluator
+from edgefault.onnxio import parse_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="/work/artifacts/quick/models/standard.onnx")
+    parser.add_argument("--data", default="mnist5k")
+    parser.add_argument("--rate", type=float, default=1e-3)
+    parser.add_argument("--chips", type=int, default=15)
+    args = parser.parse_args()
+
+    config = CampaignConfig.create([args.model], data=args.data, kinds=("flip",), rates=(args.rate,), chips=args.chips,
+                                   sites=("weights", "activations"))
+    prepared = prepare_campaign(config)
+    runner = CellRunner(prepared.payload(threads=1))
+    model = prepared.models[0]
+    proto = parse_model(model.data)
+    inputs = prepared.inputs[model.inputs]
+    methods = {
+        "weight cell": dict(),
+        "activations, permanent dense": dict(site="activations", act_format="dense"),
+        "activations, transient dense": dict(site="activations", act_format="dense", transient=True),
+        "activations, permanent bitmap": dict(site="activations", act_format="bitmap"),
+        "activations, transient bitmap": dict(site="activations", act_format="bitmap", transient=True),
+        "activations, permanent rle": dict(site="activations", act_format="rle"),
+    }
+
+    def in_graph(cell: Cell) -> None:
+        memory = runner._activations(0, model).memory("dense")
+        data = mask_model(proto, memory, sample_faults(memory, cell.to_chip())).SerializeToString()
+        Evaluator(data, runner.settings, input_name=model.input_name, output_name=model.output_name).score(inputs, 64)
+
+    times: dict[str, list[float]] = {name: [] for name in [*methods, "in-graph masks, permanent dense"]}
+    for chip in range(-1, args.chips):  # chip -1 warms every method up (sessions, caches) and is not counted
+        for name, memory in methods.items():
+            cell = Cell(0, "grid", "flip", args.rate, max(chip, 0), 1000 + max(chip, 0), **memory)
+            start = time.perf_counter()
+            record = runner.run(cell)
+            if record["error"] is not None:
+                raise SystemExit(f"{name}: {record['error']}")
+            if chip >= 0:
+                times[name].append(time.perf_counter() - start)
+        cell = Cell(0, "grid", "flip", args.rate, max(chip, 0), 1000 + max(chip, 0), site="activations",
+                    act_format="dense")
+        start = time.perf_counter()
+        in_graph(cell)
+        if chip >= 0:
+            times["in-graph masks, permanent dense"].append(time.perf_counter() - start)
+    base = statistics.median(times["weight cell"])
+    print(f"{args.model}: {prepared.images} images, rate {args.rate:g}, {args.chips} chips, 1 worker x 1 thread")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"  {name:34s} {median * 1000:8.1f} ms   {median / base:5.2f}x the weight cell")
+    goal = statistics.median(times["activations, permanent dense"]) / base
+    print(f"goal: permanent dense activation cell <= 1.3x a weight cell: {goal:.2f}x "
+          f"({'met' if goal <= 1.3 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
