@@ -81,7 +81,8 @@ def every_cut_matches_the_whole_model(path, digits, **flags):
 
 
 def test_every_cut_of_a_resnet_gives_the_whole_models_predictions(resnet, digits):
-    names = every_cut_matches_the_whole_model(resnet, digits)
+    # A 7-bit activation is QuantizeLinear then Clip: both outputs are the same cut, keep the Clip's.
+    names = [n for n in every_cut_matches_the_whole_model(resnet, digits) if not n.endswith(".q")]
     # Block boundaries: the stem's output and every block's output are cuts; nothing inside a block is.
     assert names[:2] == ["stem_act", "blocks_0_act_out"]
     assert [f"blocks_{i}_act_out" for i in range(9)] == [n for n in names if n.startswith("blocks_")]
@@ -148,5 +149,5 @@ def test_campaign_with_and_without_the_cache_writes_the_same_results(resnet, dig
 
 
 def test_cache_budget_must_be_a_non_negative_number():
-    with pytest.raises(EdgefaultError, match="--cache-mb"):
+    with pytest.raises(EdgefaultError, match="cache_mb"):
         ExecutionSettings(cache_mb=-1)

@@ -100,12 +100,14 @@ def test_fat_threshold_stays_on_the_uint8_codes():
     producers = {node.output[0]: node for node in graph.graph.node}
     assert producers["act"].op_type == "Mul"  # codes * (codes > t)
     quantized, mask = (producers[name] for name in producers["act"].input)
-    assert (quantized.op_type, mask.op_type, producers[mask.input[0]].op_type) == ("QuantizeLinear", "Cast", "Greater")
+    # 7-bit activation codes (models/blocks.py): QuantizeLinear, then a Clip to 0..127, then the threshold.
+    assert (quantized.op_type, mask.op_type, producers[mask.input[0]].op_type) == ("Clip", "Cast", "Greater")
+    assert producers[quantized.input[0]].op_type == "QuantizeLinear"
     assert list(producers[mask.input[0]].input) == [quantized.output[0], "act.threshold_code"]
     fc1 = np.array([[0.04, 0.06, 0.15, 0.24, 0.26]], np.float32)  # codes 0, 1, 2, 2, 3 (round half to even)
     np.testing.assert_array_equal(run_subgraph(graph, "fc1", "act", fc1), [[0, 0, 0, 0, 3]])
     np.testing.assert_array_equal(run_subgraph(graph, "fc1", "act", np.array([[-1, 0.3, 0.35, 25.4, 99]], np.float32)),
-                                  [[0, 3, 4, 254, 255]])
+                                  [[0, 3, 4, 127, 127]])
 
 
 def test_fewer_bits_clip_codes_in_the_integer_domain():
