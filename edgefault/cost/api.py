@@ -17,6 +17,7 @@ from edgefault.cost.tally import LayerTally
 from edgefault.data import load_samples
 from edgefault.errors import EdgefaultError
 from edgefault.runtime.activations import find_mac_layers, find_quantized_tensors
+from edgefault.runtime.evaluate import check_limit_and_batch
 from edgefault.runtime.feed import check_classes, prepare_inputs
 from edgefault.runtime.inputs import InputOptions, PreparedInputs, resolve_model_input
 from edgefault.errors import about_model
@@ -45,10 +46,7 @@ class CostOptions:
     inputs: InputOptions = InputOptions()
 
     def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise EdgefaultError(f"limit must be >= 1, got {self.limit}")
-        if self.batch_size < 1:
-            raise EdgefaultError(f"batch size must be >= 1, got {self.batch_size}")
+        check_limit_and_batch(self.limit, self.batch_size)
 
 
 def cost_of_inputs(model, prepared: PreparedInputs, input_name: str, accelerator: Accelerator,

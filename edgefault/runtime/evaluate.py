@@ -40,10 +40,21 @@ class EvalOptions:
     inputs: InputOptions = InputOptions()
 
     def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise EdgefaultError(f"limit must be >= 1, got {self.limit}")
-        if self.batch_size < 1:
-            raise EdgefaultError(f"batch size must be >= 1, got {self.batch_size}")
+        check_limit_and_batch(self.limit, self.batch_size)
+
+
+def check_limit_and_batch(limit: int | None, batch_size: int) -> None:
+    """The checks every pass over the test images shares: ``limit`` (None: all) and ``batch_size`` >= 1.
+
+    Example:
+        >>> check_limit_and_batch(None, 0)
+        Traceback (most recent call last):
+        edgefault.errors.EdgefaultError: batch size must be >= 1, got 0
+    """
+    if limit is not None and limit < 1:
+        raise EdgefaultError(f"limit must be >= 1, got {limit}")
+    if batch_size < 1:
+        raise EdgefaultError(f"batch size must be >= 1, got {batch_size}")
 
 
 @dataclasses.dataclass(frozen=True)
