@@ -68,6 +68,10 @@ def cli() -> None:
     """Train sparse quantized CNNs, export int8 ONNX, inject memory faults, measure accuracy."""
 
 
+# eval "$(_EDGEFAULT_COMPLETE=bash_source edgefault)" (zsh_source, fish_source): click's completion protocol.
+COMPLETE_VARIABLE = "_EDGEFAULT_COMPLETE"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become ``edgefault: error: ...`` on stderr and exit status 2.
 
@@ -80,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         edgefault, version 0.1.0
     """
     args = sys.argv[1:] if argv is None else list(argv)
+    if argv is None and COMPLETE_VARIABLE in os.environ:
+        cli.main(prog_name="edgefault", complete_var=COMPLETE_VARIABLE)  # click's shell completion: prints, exits
     try:
         with terminate_as_interrupt():
             # make_context + invoke rather than cli.main: click's main prints a blank line on an interrupt.
