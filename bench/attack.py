@@ -49,14 +49,17 @@ def gradient_seconds(deployed: Deployed, settings: AttackSettings, repeats: int 
     return statistics.median(times)
 
 
-COLUMNS = ["model", "weights", "parameters", "stored weight bits", "ONNX file (bytes)", "clean (ORT)",
+COLUMNS = ["model", "threads", "weights", "parameters", "stored weight bits", "ONNX file (bytes)", "clean (ORT)",
            "gradient pass (s)", "search iteration (s)", "ratio to a gradient pass", "flips", "final (ORT)",
            "random flips, same count (ORT)", "flips to chance + 1 point"]
 
 
-def measure(name: str, run_dir: Path, model_path: Path | None, settings: AttackSettings, out: Path) -> list:
-    """Attack one run; print its numbers and return them as a row of :data:`COLUMNS`."""
+def measure(name: str | None, run_dir: Path, model_path: Path | None, settings: AttackSettings, out: Path) -> list:
+    """Attack one run; print its numbers and return them as a row of :data:`COLUMNS` (``name`` None: the run's
+    architecture and recipe)."""
     deployed = deploy(run_dir, None, model_path, settings)
+    config = deployed.run.config
+    name = name or f"{config.model}, {config.epochs} epoch(s) on {config.data} (seed {config.seed})"
     baseline = gradient_seconds(deployed, settings)
     result = attack_run(run_dir, None, out, settings, model_path=model_path)
     weights = sum(t.size for t in deployed.injector.memory().tensors)
@@ -71,7 +74,7 @@ def measure(name: str, run_dir: Path, model_path: Path | None, settings: AttackS
     print(f"  search iteration {result.seconds_per_iteration:.3f} s = {result.seconds_per_iteration / baseline:.1f}x "
           f"one gradient pass ({baseline:.3f} s) on {torch.get_num_threads()} threads; flips hit {layers} tensors")
     print(f"  {result.summary}; {result.seconds:.0f} s in all")
-    return [name, weights, parameters, result.weight_bits, onnx_bytes, f"{result.clean_accuracy:.1%}",
+    return [name, settings.threads, weights, parameters, result.weight_bits, onnx_bytes, f"{result.clean_accuracy:.1%}",
             round(baseline, 3), round(result.seconds_per_iteration, 3),
             round(result.seconds_per_iteration / baseline, 1), len(result.flips), f"{result.final_accuracy:.1%}",
             random_text, len(result.flips) if result.reached else f">{len(result.flips)} ({result.stop})"]
@@ -84,17 +87,19 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--flips", type=int, default=100)
     parser.add_argument("--chips", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="2", help="torch and ONNX Runtime threads; a list (1,2) measures each")
     parser.add_argument("--run", type=Path, default=None, help="attack this run instead of training")
     parser.add_argument("--model", type=Path, default=None, help="the run's deployed model")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (bench/report.py)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    settings = AttackSettings(flips=args.flips, chips=args.chips, threads=args.threads)
+    counts = [int(t) for t in args.threads.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-attack-") as folder:
         if args.run is not None:
-            rows.append(measure(str(args.run), args.run, args.model, settings, Path(folder) / "out"))
+            for threads in counts:
+                torch.set_num_threads(threads)
+                settings = AttackSettings(flips=args.flips, chips=args.chips, threads=threads)
+                rows.append(measure(None, args.run, args.model, settings, Path(folder) / f"out-{threads}"))
             setup = f"the run given ({args.run})"
         else:
             full = load_dataset("mnist5k")
@@ -106,14 +111,17 @@ def main() -> None:
                 train(TrainConfig(model=name, epochs=args.epochs, device="cpu"), run_dir, data=data, progress=False)
                 print(f"{name}: trained {args.epochs} epoch(s) on {len(data.train_labels)} images in "
                       f"{time.perf_counter() - started:.0f} s")
-                rows.append(measure(name, run_dir, None, settings, Path(folder) / f"{name}-attack"))
+                for threads in counts:
+                    torch.set_num_threads(threads)
+                    settings = AttackSettings(flips=args.flips, chips=args.chips, threads=threads)
+                    rows.append(measure(name, run_dir, None, settings, Path(folder) / f"{name}-attack-{threads}"))
             setup = f"each model trained {args.epochs} epoch(s) on the first {args.train_images:,} mnist5k training images"
     if args.json:
         argv = sys.argv[1:]
         kept = [a for i, a in enumerate(argv) if a != "--json" and (i == 0 or argv[i - 1] != "--json")
                 and not a.startswith("--json=")]
         numbers = {"command": " ".join(["python bench/attack.py", *map(shlex.quote, kept)]),
-                   "setup": (f"{setup}; {args.threads} threads (ONNX Runtime and PyTorch), up to {args.flips} flips, "
+                   "setup": (f"{setup}; threads: torch's and ONNX Runtime's, up to {args.flips} flips, "
                              f"{args.chips} random chips per count, ONNX Runtime on every test image of the run's data; "
                              "weights: stored int8 codes (stored bits: their cells); search iteration: mean over the "
                              "committed flips; the gradient pass is the baseline, measured in the same run"),
