@@ -288,8 +288,9 @@ class Stages:
             ...                            AttackSettings(flips=50, chips=0), 2)["median"]  # doctest: +SKIP
             25.0
         """
+        # "chance": how the default target is defined (a stamp from before it was the most frequent class is stale)
         saved = {"model_sha256": file_hash(str(model_path)), "data": data, "batches": batches,
-                 **dataclasses.asdict(settings)}
+                 **dataclasses.asdict(settings), "chance": "most frequent class"}
 
         def compute() -> dict:
             self.say(f"attack on {model_path.stem} ({batches} attack batches, up to {settings.flips} flips)")

@@ -105,6 +105,17 @@ def test_flips_to_break_gives_median_and_range(attacked, lenet_run):
     assert never.counts == (None, None) and never.median is None and never.text() == ">2 [>2, >2]"
 
 
+def test_chance_is_the_most_frequent_class_of_the_images_scored(attacked, lenet_run, mnist5k):
+    # The first 200 test images are unbalanced (class 8 is 15% of them): a model collapsed onto class 8
+    # scores 15% there, so the default target is 16%, not 1 / classes + 1 point.
+    out, _ = attacked
+    share = np.bincount(mnist5k.test_labels[:200]).max() / 200
+    assert share > 0.1
+    found = flips_to_break(lenet_run, "mnist5k", AttackSettings(flips=1, chips=0, limit=200, batch=16), batches=1,
+                           model_path=out / "clean.onnx")
+    assert found.target == pytest.approx(share + 0.01)
+
+
 def test_no_flip_outside_the_stored_width_of_a_4_bit_model(tmp_path, capsys):
     full = load_dataset("mnist5k")
     data = dataclasses.replace(full, train_images=full.train_images[:512], train_labels=full.train_labels[:512])

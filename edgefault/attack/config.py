@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 from edgefault.errors import EdgefaultError
 
@@ -17,7 +19,7 @@ class AttackSettings:
     """How the progressive bit search runs and stops.
 
     ``flips``: the most flips to commit. ``until``: stop once ONNX Runtime's test accuracy is at
-    or below this (None: chance plus 1 point). ``batch``: attack-batch images, drawn with ``seed``
+    or below this (None: chance plus 1 point, :meth:`target`). ``batch``: attack-batch images, drawn with ``seed``
     from the training split. ``topk``: codes per layer ranked by gradient magnitude; ``tries``:
     candidate ranks per layer tried on the actual loss before the search gives up. ``chips``:
     random-flip chips per count for the contrast (0: none). ``limit``: test images for ONNX
@@ -59,14 +61,28 @@ class AttackSettings:
                 raise EdgefaultError(f"--until must be an accuracy in [0, 1], got {self.until!r}")
             object.__setattr__(self, "until", float(self.until))
 
-    def target(self, num_classes: int) -> float:
-        """The accuracy that ends the attack: ``until``, or chance (1 / classes) plus 1 point.
+    def target(self, labels: Sequence[int] | np.ndarray) -> float:
+        """The accuracy that ends the attack: ``until``, or chance plus 1 point on the test images scored.
+
+        Chance is the accuracy of always answering the most frequent class of ``labels`` (the
+        labels of the test images ONNX Runtime scores): 1 / classes on a balanced test split
+        (11% for 10 classes), more on an unbalanced one or a subset (``limit``), where a model
+        the attack has collapsed onto a frequent class would otherwise never count as broken.
 
         Example:
-            >>> round(AttackSettings().target(10), 4)
+            >>> round(AttackSettings().target(list(range(10))), 4)
             0.11
+            >>> round(AttackSettings().target([0, 1, 1, 8]), 4)  # always answering 1 scores 50%
+            0.51
+            >>> AttackSettings(until=0.5).target([0, 1])
+            0.5
         """
-        return self.until if self.until is not None else 1.0 / num_classes + 0.01
+        if self.until is not None:
+            return self.until
+        _, counts = np.unique(np.asarray(labels).ravel(), return_counts=True)
+        if counts.size == 0:
+            raise EdgefaultError("no test images to measure the attack's accuracy on")
+        return float(counts.max()) / float(counts.sum()) + 0.01
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,8 +48,8 @@ class Deployed:
 
     Example:
         >>> deployed = deploy("runs/std", "mnist5k")  # doctest: +SKIP
-        >>> deployed.num_classes  # doctest: +SKIP
-        10
+        >>> len(deployed.prepared)  # doctest: +SKIP
+        1000
     """
 
     run: LoadedRun
@@ -57,7 +57,6 @@ class Deployed:
     clean: bytes
     injector: Injector
     prepared: PreparedInputs
-    num_classes: int
     source: str
     exported: bool
 
@@ -97,13 +96,12 @@ def deploy(run_dir: str | Path, data_spec: str | None = None, model_path: str | 
             export_run(run_dir, target, ExportSettings(progress=progress), data_spec=data.spec)
             clean, source = target.read_bytes(), "clean.onnx"
     proto = parse_model(clean, source)
-    metadata, io, spec = resolve_model_input(proto)
+    _, _, spec = resolve_model_input(proto)
     injector = Injector(clean)
     memory = injector.memory()
     CodeTwin(run.model, memory, injector.arrays(), source).close()  # refuses disagreeing codes
     prepared = prepare_inputs(data, spec, settings.limit)
-    classes = io.num_classes or (metadata.num_classes if metadata else data.num_classes)
-    return Deployed(run, data, clean, injector, prepared, classes, source, model_path is None)
+    return Deployed(run, data, clean, injector, prepared, source, model_path is None)
 
 
 def attack_batch(data: Dataset, size: int, seed: int) -> np.ndarray:
@@ -141,7 +139,7 @@ def search(deployed: Deployed, settings: AttackSettings, progress: bool = False)
     labels = torch.from_numpy(np.asarray(deployed.data.train_labels[indices], dtype=np.int64))
     injector, memory = deployed.injector, deployed.injector.memory(include_bias=True)  # what --map-in replays on
     clean_accuracy = accuracy(deployed, deployed.clean, settings)
-    target = settings.target(deployed.num_classes)
+    target = settings.target(deployed.prepared.labels)
     twin = CodeTwin(deployed.run.model, deployed.injector.memory(), injector.arrays(), deployed.source)
     entries: list[dict] = []
     stop, searching = ("target" if clean_accuracy <= target else "flips"), 0.0
@@ -313,4 +311,4 @@ def flips_to_break(run_dir: str | Path, dataset: str | None = None, settings: At
     for number in range(batches):
         found = search(deployed, dataclasses.replace(settings, seed=settings.seed + number), progress)
         counts.append(len(found["entries"]) if found["stop"] == "target" else None)
-    return FlipsToBreak.from_counts(tuple(counts), settings.flips, settings.target(deployed.num_classes))
+    return FlipsToBreak.from_counts(tuple(counts), settings.flips, settings.target(deployed.prepared.labels))

@@ -233,7 +233,8 @@ def board_markdown(board: dict[str, Any]) -> str:
         lines += ["", "Speedup and energy saved: the cost model (`edgefault cost`, default 45 nm accelerator) with "
                   "zero-skipping and lane imbalance, against the conventional model's dense execution (mean over "
                   "training seeds). Flips to break: progressive bit search (`edgefault attack`) until ONNX Runtime "
-                  "accuracy is at or below chance + 1 point, median [range] over attack batches "
+                  "accuracy is at or below chance + 1 point (chance: always answering the most frequent class of the test "
+                  "images scored), median [range] over attack batches (>N: not reached within N flips) "
                   "(several seeds: mean of the seeds' medians [t interval]). " + ranking_note(board)]
     for kind_name in board["kinds"]:
         lines += ["", f"## {kind_name}: accuracy % / robust error % per rate (mean [95% CI])", ""]

@@ -63,9 +63,11 @@ SAM_VARIANTS = (Variant("standard_sam", False, "sam"), Variant("sparse_sam", Tru
 # The activation-memory campaign (flip, permanent, dense and bitmap): LeNet-5's activation memory holds ~20k
 # bits per image, so 1e-3 already costs ~14 points (bitmap ~28); its rates sit a decade below the weights'.
 # cost_limit / attack_limit: test images for the cost model and for the attack's ORT accuracy (0: all);
-# attack_batches: attack batches per model (flips to chance + 1 point, median and range).
+# attack_batches: attack batches per model (flips to chance + 1 point, median and range). The quick profile's one
+# batch: its four LeNet-5s break in 12-26 flips (71 search iterations against 356 for two batches with the old
+# 11% target), a fifth of the stage's time: ~7 s of the ~35 s it took (docs/attack.md, "The study's budget").
 EXTRA_QUICK = {"act_rates": (1e-4, 1e-3), "act_chips": 6, "cost_limit": 500, "attack_flips": 60,
-               "attack_batches": 2, "attack_limit": 500}
+               "attack_batches": 1, "attack_limit": 500}
 # Full: 5 training seeds (the fewest whose t quantile, 2.78, decides the larger effects), each about 9 minutes on
 # 2 cores (the quick profile's stage times scaled): 20 epochs (LeNet-5 on mnist5k stops improving by then), 30 chips
 # per (kind, rate), smaller Hessian estimates than a one-model study would use (their spread is reported), 10
