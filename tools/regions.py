@@ -13,8 +13,9 @@ regions that differ (exit 1), and the test suite runs it, so a page cannot drift
 What a region holds is named after the colon:
 
 - ``claims``: a table of the report's claims (statement, first measured line, verdict);
-- ``section: TITLE``: the body of the report's ``## TITLE`` section, its links made relative to
-  the page, its figures left out (they live beside the report, not in the docs);
+- ``section: TITLE``: the body of the report's ``## TITLE`` section (no title: what comes before
+  the first section), its links made relative to the page, its figures left out (they live
+  beside the report, not in the docs);
 - ``line: PREFIX``: the report's first line that starts with PREFIX.
 """
 
@@ -35,18 +36,19 @@ CLAIM = re.compile(r"^\*\*(?P<head>Claim.+?)(?:\*\*)? — \*\*(?P<verdict>[^*]+)
 
 
 def sections(report: str) -> dict[str, list[str]]:
-    """The report's ``## `` sections by title, each as its body lines (without the heading).
+    """The report's ``## `` sections by title, each as its body lines; ``""``: the lines before the first.
 
     Example:
-        >>> sections("# T\\n\\n## A\\nx\\n## B\\ny\\nz\\n")["B"]
-        ['y', 'z']
+        >>> found = sections("# T\\nintro\\n## A\\nx\\n## B\\ny\\nz\\n")
+        >>> found["B"], found[""]
+        (['y', 'z'], ['intro'])
     """
-    found: dict[str, list[str]] = {}
-    current: list[str] | None = None
+    found: dict[str, list[str]] = {"": []}
+    current = found[""]  # what comes before the first section, the title left out
     for line in report.splitlines():
         if line.startswith("## "):
             current = found.setdefault(line[3:].strip(), [])
-        elif current is not None:
+        elif not line.startswith("# "):
             current.append(line)
     return found
 
