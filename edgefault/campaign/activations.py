@@ -23,12 +23,10 @@ segments it must run, never a session; clean activations of every buffer are cac
 worker (within the suffix-cache budget), so a cell starts at the first faulty buffer.
 
 Time scales. A *permanent* chip faults the same buffer cells for every image. A *transient*
-chip gives every image fresh faults: the images are taken in blocks of
-:data:`TRANSIENT_BLOCK` (image ``i`` in block ``i // TRANSIENT_BLOCK``), and block ``j`` is a
-*tape*, its images' buffers laid end to end, faulted by the chip on its own seed stream
-``(3, j)``. Image ``i``'s faults are thus a function of the chip seed and ``i`` alone: batch
-size, workers and order change nothing, chips stay nested across rates, and drawing them
-costs one draw per block, in proportion to the faults.
+chip gives every image fresh faults: :func:`~edgefault.faults.activations.transient_faults`
+draws them once per cell for all the test images (a tape, one copy of the buffers per image),
+and image ``i``'s faults depend on the chip seed and ``i`` alone, so batch size, workers and
+order change nothing, chips stay nested across rates, and drawing costs what the faults cost.
 
 Example:
     >>> cells = ActivationCells(model, prepared, SessionSettings(intra_op_threads=1), budget=64 << 20)  # doctest: +SKIP
@@ -47,17 +45,13 @@ import numpy as np
 from edgefault.campaign.cells import Cell
 from edgefault.errors import EdgefaultError
 from edgefault.faults import Chip, FaultRecords, sample_faults
-from edgefault.faults.activations import ActivationMemory
+from edgefault.faults.activations import ActivationMemory, transient_faults
 from edgefault.faults.formats import BufferFormat, apply_bit_faults
-from edgefault.faults.memory import AddressedMemory
 from edgefault.faults.records import patch_words, word_masks
 from edgefault.onnxio import parse_model
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
 from edgefault.runtime.actprobe import activation_memory
 from edgefault.runtime.stages import StagedModel
-
-TRANSIENT_BLOCK = 64  # images per transient tape (a constant of the fault model, not of the evaluation)
-TAPE_STREAM = 3  # seed streams: weights (), activations (1,), per-image chips (2, image), tapes (3, block)
 
 # Images per run of the segments (results do not depend on it): dense buffers cost little numpy work,
 # so larger batches save ONNX Runtime calls; encoded buffers expand to one byte per stored bit.
@@ -174,7 +168,6 @@ class ActivationCells:
                                   settings, inputs.images[:CODED_BATCH])
         self.segment = {segment.output: index for index, segment in enumerate(self.staged.segments)}
         self._cache: dict[str, np.ndarray] | None = None
-        self._tapes: dict[str, Tape] = {}
 
     def memory(self, act_format: str) -> ActivationMemory:
         """The model's activation memory in a storage format (built once per format).
@@ -219,13 +212,9 @@ class ActivationCells:
         """
         memory = self.memory(cell.act_format)
         by_name = {b.name: b for b in self.buffers(cell.act_format)}
-        if cell.transient:
-            if cell.act_format not in self._tapes:
-                self._tapes[cell.act_format] = Tape.of(memory, TRANSIENT_BLOCK, ())
-            faults = _TransientFaults(self._tapes[cell.act_format], len(memory.tensors), cell.to_chip())
-        else:
-            faults = _PermanentFaults(memory, cell.to_chip())
         images = len(self.inputs.images)
+        faults = (_TransientFaults(memory, cell.to_chip(), images) if cell.transient
+                  else _PermanentFaults(memory, cell.to_chip()))
         step = self.batch_size or (DENSE_BATCH if cell.act_format == "dense" else CODED_BATCH)
         outputs, count, changed = [], 0, 0
         cache = self._clean()
@@ -273,85 +262,40 @@ class ActivationCells:
 class _PermanentFaults:
     """A permanent chip: the same cells of every buffer for every image."""
 
-    transient = False
-
-    def __init__(self, memory, chip: Chip):
-        self.hits = _by_tensor(sample_faults(memory, chip), memory, None)
+    def __init__(self, memory: ActivationMemory, chip: Chip):
+        records = sample_faults(memory, chip)
+        self.hits = _by_tensor(records, memory, records.address)
 
     def batch(self, begin: int, end: int) -> dict[str, tuple]:
-        return self.hits
+        return {name: (None, cells, kinds) for name, (_, cells, kinds) in self.hits.items()}
 
 
 class _TransientFaults:
-    """A transient chip: image ``i``'s faults from the tape of its block (see the module docstring)."""
+    """A transient chip: every test image's own faults, drawn at once (see the module docstring)."""
 
-    transient = True
-
-    def __init__(self, tape: Tape, tensors: int, chip: Chip):
-        self.tape, self.tensors, self.chip = tape, tensors, chip
-        self._blocks: dict[int, dict[str, tuple]] = {}
+    def __init__(self, memory: ActivationMemory, chip: Chip, images: int):
+        records = transient_faults(memory, chip, images)
+        image, address = np.divmod(records.address, memory.nbits)
+        self.hits = _by_tensor(records, memory, address, image)
 
     def batch(self, begin: int, end: int) -> dict[str, tuple]:
-        parts: dict[str, list[tuple]] = {}
-        for block in range(begin // TRANSIENT_BLOCK, (end - 1) // TRANSIENT_BLOCK + 1):
-            for name, (image, cells, kinds) in self._block(block).items():
-                keep = (image >= begin) & (image < end)
-                parts.setdefault(name, []).append((image[keep] - begin, cells[keep], kinds[keep]))
-        return {name: tuple(np.concatenate(column) for column in zip(*chunks)) for name, chunks in parts.items()}
-
-    def _block(self, block: int) -> dict[str, tuple]:
-        if block not in self._blocks:
-            tape = Tape(self.tape.tensors, (TAPE_STREAM, block))
-            records = sample_faults(tape, self.chip)
-            hits = _by_tensor(records, tape, self.tensors)
-            self._blocks[block] = {name: (rows + block * TRANSIENT_BLOCK, cells, kinds)
-                                   for name, (rows, cells, kinds) in hits.items()}
-        return self._blocks[block]
+        hits = {}
+        for name, (image, cells, kinds) in self.hits.items():  # images in increasing order within a buffer
+            low, high = np.searchsorted(image, [begin, end]).tolist()
+            if high > low:
+                hits[name] = (image[low:high] - begin, cells[low:high], kinds[low:high])
+        return hits
 
 
-def _by_tensor(records: FaultRecords, memory, tensors: int | None) -> dict[str, tuple]:
+def _by_tensor(records: FaultRecords, memory: ActivationMemory, address: np.ndarray,
+               image: np.ndarray | None = None) -> dict[str, tuple]:
     """Faults grouped by buffer: (image of each, or None; cell within one image's buffer; kind code).
 
-    On a tape, ``tensors`` is the number of buffers per image: tape tensor ``p`` is buffer
-    ``p % tensors`` of image ``p // tensors``.
+    ``address`` is each record's address within one image's buffers.
     """
-    cells = records.address - memory.bit_starts[records.tensor]
-    buffer = records.tensor if tensors is None else records.tensor % tensors
+    cells = address - memory.bit_starts[records.tensor]
     hits = {}
-    for position in np.unique(buffer).tolist():
-        rows = buffer == position
-        image = None if tensors is None else records.tensor[rows] // tensors
-        hits[records.tensors[position]] = (image, cells[rows], records.kind[rows])
+    for position in np.unique(records.tensor).tolist():
+        rows = records.tensor == position
+        hits[records.tensors[position]] = (None if image is None else image[rows], cells[rows], records.kind[rows])
     return hits
-
-
-@dataclasses.dataclass(frozen=True)
-class Tape(AddressedMemory):
-    """The buffers of ``images`` images laid end to end (image-major), faulted as one memory on its own seed stream.
-
-    Tensor ``p`` of a tape is buffer ``p % m`` of image ``p // m`` (``m`` buffers per image);
-    the names repeat, so a chip's ``layers`` filter picks the same buffer in every image.
-
-    Example:
-        >>> memory = ActivationMemory.from_tensors([("x", "uint8", (4,), 0, 0.1, "Conv")])
-        >>> tape = Tape.of(memory, 3, (2, 0))
-        >>> tape.nbits, tape.names
-        (96, ('x', 'x', 'x'))
-    """
-
-    tensors: tuple
-    seed_stream: tuple[int, ...] = ()
-    label = "activation"
-
-    @classmethod
-    def of(cls, memory: ActivationMemory, images: int, stream: tuple[int, ...]) -> Tape:
-        """The tape of ``images`` copies of ``memory``'s buffers, drawn from seed stream ``stream``.
-
-        Example:
-            >>> Tape.of(ActivationMemory.from_tensors([("x", "uint8", (4,), 0, 0.1, "Conv")]), 2, (2, 5)).seed_stream
-            (2, 5)
-        """
-        per_image = memory.nbits
-        tensors = tuple(dataclasses.replace(t, start=image * per_image + t.start)
-                        for image in range(images) for t in memory.tensors)
-        return cls(tensors, tuple(stream))
