@@ -20,8 +20,8 @@ from edgefault.campaign.activations import ActivationCells, Buffer, _PermanentFa
 from edgefault.campaign.worker import WorkerModel
 from edgefault.errors import EdgefaultError
 from edgefault.faults import KINDS, sample_faults
-from edgefault.faults.actinject import mask_model
-from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
+from edgefault.faults.actinject import mask_input_model, mask_model
+from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings, optimized_kernel_counts
 from edgefault.onnxio import parse_model
 from act_models import residual_qdq
 from cli_helpers import assert_one_error_line, run
@@ -64,9 +64,26 @@ def act(kind, rate, chip=0, seed=11, act_format="dense", transient=False, **more
                 **more)
 
 
-def test_numpy_path_equals_the_in_graph_masks_on_permanent_dense_faults(models, digits):
-    """The campaign's segment-by-segment numpy path and ``inject --site activations``'s masked model agree
-    exactly (logits, every image) for every kind, on QDQ, QOperator and a net with a twice-read buffer."""
+def _numpy_path(cells: ActivationCells, faults) -> tuple[np.ndarray, int]:
+    """Logits and changed bits of a chip through the segments, every buffer faulted in numpy."""
+    by_name, changed = {b.name: b for b in cells.buffers("dense")}, 0
+    hits = faults.batch(0, len(cells.inputs.images))
+
+    def hook(name, value):
+        nonlocal changed
+        if name not in hits:
+            return value
+        faulty, bits = by_name[name].fault(value, *hits[name])
+        changed += bits
+        return faulty
+
+    return cells.staged.logits(cells.staged.feed(cells.inputs.images), hook), changed
+
+
+def test_permanent_dense_paths_agree_exactly(models, digits):
+    """Three exact paths of a permanent dense chip give the same logits on every image, for every kind, on
+    QDQ, QOperator and a net with a twice-read buffer: the campaign's one session with mask inputs, the
+    segments with numpy between them, and ``inject --site activations``'s file with constant masks."""
     for cells in [cells_for(models[0], digits)[0], cells_for(models[1], digits)[0], residual_cells()]:
         images = cells.inputs.images
         proto = parse_model(cells.model.data)
@@ -75,9 +92,17 @@ def test_numpy_path_equals_the_in_graph_masks_on_permanent_dense_faults(models, 
             cell = act(kind, 0.02, seed=5)
             logits, faults, changed = cells.run(cell)
             records = sample_faults(memory, cell.to_chip())
+            assert records.tensor.min() == 0  # the chip faults the first buffer: the mask-input session ran
             masked = Evaluator(mask_model(proto, memory, records).SerializeToString(), ONE).logits(images)
+            numpy_logits, numpy_changed = _numpy_path(cells, _PermanentFaults(memory, cell.to_chip()))
             assert faults == len(records) > 0 and 0 < changed <= faults
+            assert changed == numpy_changed / len(images)
             np.testing.assert_array_equal(logits, masked)
+            np.testing.assert_array_equal(logits, numpy_logits)
+        masked_kernels = optimized_kernel_counts(mask_input_model(proto, memory).SerializeToString())
+        clean_kernels = optimized_kernel_counts(cells.model.data)
+        assert (masked_kernels.integer_kernels, masked_kernels.float_kernels) == \
+            (clean_kernels.integer_kernels, clean_kernels.float_kernels)
 
 
 def test_a_permanent_chip_hits_the_same_addresses_on_every_image(models, digits):

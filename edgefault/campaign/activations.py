@@ -14,13 +14,22 @@ a device's decoder would:
   faulty rows back; its shifts depend on each image's zeros, so this is per-image work, done
   for a whole batch at once.
 
-Why not a faulty ONNX file per chip, as for weights: a permanent dense chip can be masks in
-the graph (``inject --site activations`` writes that file, and the tests check that both
-paths give the same logits), but transient faults change with every image and a sparse
-format's decoder moves values by data-dependent amounts, which no constant mask expresses.
-The segment sessions serve every cell of a worker, so a cell costs the numpy work and the
-segments it must run, never a session; clean activations of every buffer are cached once per
-worker (within the suffix-cache budget), so a cell starts at the first faulty buffer.
+Permanent dense chips have a faster exact path. In the dense format a permanent chip is
+constant masks, ``((T & and) | or) ^ xor`` on each buffer ``T`` (what ``inject --site
+activations`` writes into a file); so each worker builds, once per model, the model with
+every buffer passing through and/or/xor masks that are model *inputs*
+(:func:`~edgefault.faults.actinject.mask_input_model`), and a permanent dense chip that
+faults the first buffer (at rates of 1e-4 and up, nearly all of them) is one run of that
+session per batch, fed the chip's masks: no segment boundaries, which cost ONNX Runtime its
+NHWC layout between convolutions, and no new session, which a weight cell pays. A chip whose
+first fault lies later starts from the cached clean activations on the segment path. The
+tests check that the mask-input session, the segment path and the file with constant masks
+give identical logits and changed-bit counts. Transient faults change with every image and a
+sparse format's decoder moves values by data-dependent amounts, which no mask expresses:
+those cells take the segment path. Its sessions serve every cell of a worker, so a cell costs
+the numpy work and the segments it must run, never a session; clean activations of every
+buffer are cached once per worker (within the suffix-cache budget), so a cell starts at the
+first faulty buffer.
 
 Time scales. A *permanent* chip faults the same buffer cells for every image. A *transient*
 chip gives every image fresh faults: :func:`~edgefault.faults.activations.transient_faults`
@@ -43,14 +52,16 @@ from typing import Any
 import numpy as np
 
 from edgefault.campaign.cells import Cell
-from edgefault.errors import EdgefaultError
+from edgefault.errors import EdgefaultError, error_line
 from edgefault.faults import Chip, FaultRecords, sample_faults
 from edgefault.faults.activations import ActivationMemory, transient_faults
+from edgefault.faults.actinject import activation_masks, mask_feed, mask_input_model
 from edgefault.faults.formats import BufferFormat, apply_bit_faults
 from edgefault.faults.records import patch_words, word_masks
 from edgefault.onnxio import parse_model
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
 from edgefault.runtime.actprobe import activation_memory
+from edgefault.runtime.session import ORT_ERRORS, create_session
 from edgefault.runtime.stages import StagedModel
 
 # Images per run of the segments (results do not depend on it): dense buffers cost little numpy work,
@@ -168,6 +179,7 @@ class ActivationCells:
                                   settings, inputs.images[:CODED_BATCH])
         self.segment = {segment.output: index for index, segment in enumerate(self.staged.segments)}
         self._cache: dict[str, np.ndarray] | None = None
+        self._mask_session = None  # built on the first permanent dense cell that needs it
 
     def memory(self, act_format: str) -> ActivationMemory:
         """The model's activation memory in a storage format (built once per format).
@@ -215,9 +227,13 @@ class ActivationCells:
         images = len(self.inputs.images)
         faults = (_TransientFaults(memory, cell.to_chip(), images) if cell.transient
                   else _PermanentFaults(memory, cell.to_chip()))
+        cache = self._clean()
+        if not cell.transient and cell.act_format == "dense" and faults.hits:
+            first = min(self.segment.get(name, 0) for name in faults.hits)
+            if cache is None or first == 0:  # the segments would run the whole model anyway: one session does it
+                return self._masked(memory, faults, by_name)
         step = self.batch_size or (DENSE_BATCH if cell.act_format == "dense" else CODED_BATCH)
         outputs, count, changed = [], 0, 0
-        cache = self._clean()
         for begin in range(0, images, step):
             end = min(begin + step, images)
             hits = faults.batch(begin, end)  # buffer name -> (image rows or None, cells, kinds)
@@ -238,6 +254,35 @@ class ActivationCells:
                 start = min((self.segment[name] for name in hits), default=len(self.segment) - 1) + 1
             outputs.append(self.staged.logits(values, hook, start))
         return np.concatenate(outputs), count / images, changed / images
+
+    def _masked(self, memory: ActivationMemory, faults: _PermanentFaults, by_name: dict[str, Buffer]
+                ) -> tuple[np.ndarray, float, float]:
+        """A permanent dense chip in one session: the model with its buffers' masks as inputs, fed this chip's masks.
+
+        The stored bits the faults changed are counted on the values each faulty buffer held
+        before its masks (extra outputs of the model), as the segment path counts them.
+        """
+        if self._mask_session is None:
+            masked = mask_input_model(parse_model(self.model.data), memory)
+            self._mask_session = create_session(masked.SerializeToString(), self.settings.options(),
+                                                "model with activation masks")
+        feed = mask_feed(memory, activation_masks(memory, faults.records))
+        computed = [name for name in faults.hits if name != self.model.input_name]
+        wanted = [self.model.output_name, *(f"{name}/edgefault_clean" for name in computed)]
+        images, step = self.inputs.images, self.batch_size or DENSE_BATCH
+        outputs, changed = [], 0
+        for begin in range(0, len(images), step):
+            batch = images[begin:begin + step].astype(self.staged.input_dtype, copy=False)
+            try:
+                logits, *before = self._mask_session.run(wanted, {self.model.input_name: batch, **feed})
+            except ORT_ERRORS as exc:
+                raise EdgefaultError(f"ONNX Runtime failed on the model with activation masks ({error_line(exc)})"
+                                     ) from None
+            stored = {self.model.input_name: batch, **dict(zip(computed, before))}
+            for name, (_, cells, kinds) in faults.hits.items():
+                changed += by_name[name].fault(stored[name], None, cells, kinds)[1]
+            outputs.append(logits)
+        return np.concatenate(outputs), float(len(faults.records)), changed / len(images)
 
     def _clean(self) -> dict[str, np.ndarray] | None:
         """Every buffer's clean codes and the clean outputs for all test images, when they fit the budget.
@@ -263,8 +308,8 @@ class _PermanentFaults:
     """A permanent chip: the same cells of every buffer for every image."""
 
     def __init__(self, memory: ActivationMemory, chip: Chip):
-        records = sample_faults(memory, chip)
-        self.hits = _by_tensor(records, memory, records.address)
+        self.records = sample_faults(memory, chip)
+        self.hits = _by_tensor(self.records, memory, self.records.address)
 
     def batch(self, begin: int, end: int) -> dict[str, tuple]:
         return {name: (None, cells, kinds) for name, (_, cells, kinds) in self.hits.items()}

@@ -42,6 +42,8 @@ from edgefault.onnxio import load_model, parse_model
 BITWISE_OPSET = 18
 ACT_METADATA_KEY = "edgefault.activation_faults"
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+MASK_PARTS = ("and", "or", "xor")  # applied in this order: ((T & and) | or) ^ xor
+_NHWC, _NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
 def activation_masks(memory: ActivationMemory, records: FaultRecords) -> dict[str, dict[str, np.ndarray]]:
@@ -90,8 +92,67 @@ def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultR
     out = onnx.ModelProto()
     out.CopyFrom(model)
     masks = activation_masks(memory, records)
-    if not masks:
-        return out
+    if masks:
+        _insert_masks(out, masks, lambda graph, name, mask: graph.initializer.append(numpy_helper.from_array(mask, name)))
+    return out
+
+
+def mask_input_model(model: onnx.ModelProto, memory: ActivationMemory) -> onnx.ModelProto:
+    """A copy of ``model`` in which every activation buffer passes through and, or and xor masks fed as inputs.
+
+    One model (and one ONNX Runtime session) for every permanent dense chip: feed each buffer's
+    masks from :func:`activation_masks` (:func:`mask_feed` fills in the masks that change
+    nothing). Buffer ``T``'s masks are the inputs ``T/edgefault_and_mask``, ``T/edgefault_or_mask``
+    and ``T/edgefault_xor_mask`` ([1, *shape], T's type); the value each computed buffer had before
+    its masks is the extra output ``T/edgefault_clean``. The masks of an image-like buffer
+    (``[N, C, H, W]``) act channels last, between two Transposes, so that ONNX Runtime's NHWC
+    layout (QLinearConv -> NhwcMaxPool -> QLinearConv) is kept: its masks are ``[1, H, W, C]``.
+
+    Example:
+        >>> masked = mask_input_model(onnx.load("model.onnx"), memory)  # doctest: +SKIP
+        >>> [i.name for i in masked.graph.input][1:3]  # doctest: +SKIP
+        ['input_quant/edgefault_and_mask', 'input_quant/edgefault_or_mask']
+    """
+    _check_dense(memory)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    masks = {tensor.name: {part: np.zeros((1, *tensor.shape), np.dtype(tensor.dtype)) for part in MASK_PARTS}
+             for tensor in memory.tensors}
+    _insert_masks(out, masks, lambda graph, name, mask: graph.input.append(
+        helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(mask.dtype), list(mask.shape))),
+        channels_last=True)
+    produced = {name for node in out.graph.node for name in node.output}
+    for tensor in memory.tensors:
+        if f"{tensor.name}/edgefault_clean" in produced:
+            out.graph.output.append(helper.make_tensor_value_info(
+                f"{tensor.name}/edgefault_clean", helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype)), None))
+    return out
+
+
+def mask_feed(memory: ActivationMemory, masks: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The mask inputs of :func:`mask_input_model` for a chip's masks: those it lacks change nothing.
+
+    Example:
+        >>> memory = ActivationMemory.from_tensors([("t", "uint8", (3,), 0, 1.0, "Conv")])
+        >>> {k: v.tolist() for k, v in mask_feed(memory, {"t": {"xor": np.array([[0, 4, 0]], np.uint8)}}).items()}
+        {'t/edgefault_and_mask': [[255, 255, 255]], 't/edgefault_or_mask': [[0, 0, 0]], 't/edgefault_xor_mask': [[0, 4, 0]]}
+    """
+    feed = {}
+    for tensor in memory.tensors:
+        parts = masks.get(tensor.name, {})
+        for part in MASK_PARTS:
+            default = np.full((1, *tensor.shape), -1 if part == "and" else 0, np.int64).astype(np.dtype(tensor.dtype))
+            feed[f"{tensor.name}/edgefault_{part}_mask"] = _channels_last(parts.get(part, default))
+    return feed
+
+
+def _channels_last(mask: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(mask.transpose(_NHWC)) if mask.ndim == 4 else mask
+
+
+def _insert_masks(out: onnx.ModelProto, masks: dict[str, dict[str, np.ndarray]], place: Callable,
+                  channels_last: bool = False) -> None:
+    """Put each tensor's mask chain into ``out`` (in place); ``place(graph, name, mask)`` declares each mask."""
     _lift_opset(out)
     graph = out.graph
     inputs = {i.name for i in graph.input}
@@ -103,7 +164,7 @@ def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultR
             clean = f"{name}/edgefault_clean"
             node = nodes[producer[name]]
             node.output[list(node.output).index(name)] = clean
-            chain = _mask_chain(graph, name, clean, name, parts)
+            chain = _mask_chain(graph, name, clean, name, parts, place, channels_last)
             before.setdefault(producer[name] + 1, []).extend(chain)
         elif name in inputs:
             faulty = f"{name}/edgefault_faulty"
@@ -112,7 +173,7 @@ def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultR
             for output in graph.output:
                 if output.name == name:
                     raise EdgefaultError(f"activation {name!r} is both a model input and output; cannot mask it")
-            before.setdefault(0, []).extend(_mask_chain(graph, name, name, faulty, parts))
+            before.setdefault(0, []).extend(_mask_chain(graph, name, name, faulty, parts, place, channels_last))
         else:
             raise EdgefaultError(f"activation {name!r} is neither computed by a node nor a model input")
     ordered = []
@@ -122,21 +183,26 @@ def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultR
     ordered.extend(before.get(len(nodes), []))
     del graph.node[:]
     graph.node.extend(ordered)
-    return out
 
 
-def _mask_chain(graph: onnx.GraphProto, name: str, source: str, target: str,
-                parts: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
-    """Nodes computing ``target`` from ``source`` through the masks, in And, Or, Xor order; their initializers added."""
+def _mask_chain(graph: onnx.GraphProto, name: str, source: str, target: str, parts: dict[str, np.ndarray],
+                place: Callable, channels_last: bool = False) -> list[onnx.NodeProto]:
+    """Nodes computing ``target`` from ``source`` through the masks, in And, Or, Xor order; each mask declared by
+    ``place``. ``channels_last``: 4-D masks act on the tensor transposed to NHWC, and the result is transposed back."""
     chain, current = [], source
-    operators = [(part, op) for part, op in (("and", "BitwiseAnd"), ("or", "BitwiseOr"), ("xor", "BitwiseXor"))
-                 if part in parts]
+    wrap = channels_last and next(iter(parts.values())).ndim == 4
+    if wrap:
+        current = f"{name}/edgefault_nhwc"
+        chain.append(helper.make_node("Transpose", [source], [current], name=f"edgefault/{name}/nhwc", perm=_NHWC))
+    operators = [(part, op) for part, op in zip(MASK_PARTS, ("BitwiseAnd", "BitwiseOr", "BitwiseXor")) if part in parts]
     for step, (part, op) in enumerate(operators):
         mask_name = f"{name}/edgefault_{part}_mask"
-        graph.initializer.append(numpy_helper.from_array(parts[part], mask_name))
-        output = target if step == len(operators) - 1 else f"{name}/edgefault_{part}"
+        place(graph, mask_name, _channels_last(parts[part]) if wrap else parts[part])
+        output = target if step == len(operators) - 1 and not wrap else f"{name}/edgefault_{part}"
         chain.append(helper.make_node(op, [current, mask_name], [output], name=f"edgefault/{name}/{part}"))
         current = output
+    if wrap:
+        chain.append(helper.make_node("Transpose", [current], [target], name=f"edgefault/{name}/nchw", perm=_NCHW))
     return chain
 
 
