@@ -21,6 +21,7 @@ from edgefault.campaign.worker import WorkerModel
 from edgefault.errors import EdgefaultError
 from edgefault.faults import KINDS, sample_faults
 from edgefault.faults.actinject import mask_input_model, mask_model
+from edgefault.faults.formats import BufferFormat, apply_bit_faults
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings, optimized_kernel_counts
 from edgefault.onnxio import parse_model
 from act_models import residual_qdq
@@ -169,9 +170,34 @@ def test_bitmap_faults_shift_values_as_documented():
 
 
 def cells_format(name, bits):
-    from edgefault.faults.formats import BufferFormat
-
     return BufferFormat(name, bits=bits, zero_point=0)
+
+
+@pytest.mark.parametrize("name", ["dense", "bitmap", "rle"])
+@pytest.mark.parametrize("dtype,zero_point", [(np.uint8, 3), (np.int8, -2)])
+def test_buffer_faults_equal_encode_fault_decode_on_the_cells(name, dtype, zero_point):
+    """The campaign patches a buffer's fields (codes, flags, values, header, run/code slots) in place of its
+    cells: on random codes and random faults of every kind, permanent and transient, the result and the
+    changed bits are exactly those of encoding the cells, faulting them and decoding them."""
+    rng = np.random.default_rng(7)
+    fmt = BufferFormat(name, 8, zero_point, run_bits=3, signed=np.dtype(dtype).kind == "i")
+    buffer = Buffer("t", 0, (3, 7), np.dtype(dtype), fmt)
+    low, high = fmt.code_range
+    codes = np.where(rng.random((6, 3, 7)) < 0.6, zero_point, rng.integers(low, high + 1, (6, 3, 7))).astype(dtype)
+    cells_per_image = buffer.capacity
+    for rate in (0.01, 0.1):
+        for transient in (False, True):
+            hit = np.flatnonzero(rng.random(6 * cells_per_image if transient else cells_per_image) < rate)
+            kinds = rng.integers(0, 4, hit.size).astype(np.uint8)
+            rows, cells = np.divmod(hit, cells_per_image) if transient else (None, hit)
+            faulty, changed = buffer.fault(codes, rows, cells, kinds)
+            bits = fmt.encode(codes.reshape(6, -1))
+            if transient:
+                after = apply_bit_faults(bits.reshape(-1), hit, kinds).reshape(bits.shape)
+            else:
+                after = apply_bit_faults(bits, cells, kinds)
+            np.testing.assert_array_equal(faulty, fmt.decode(after, 21).reshape(codes.shape).astype(dtype))
+            assert changed == np.count_nonzero(after != bits)
 
 
 def test_activation_and_weight_cells_share_chip_seeds_and_resume(models, digits, tmp_path):

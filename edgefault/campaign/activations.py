@@ -55,18 +55,17 @@ from edgefault.campaign.cells import Cell
 from edgefault.errors import EdgefaultError, error_line
 from edgefault.faults import Chip, FaultRecords, sample_faults
 from edgefault.faults.activations import ActivationMemory, transient_faults
-from edgefault.faults.actinject import activation_masks, mask_feed, mask_input_model
-from edgefault.faults.formats import BufferFormat, apply_bit_faults
+from edgefault.faults.actinject import mask_feed, mask_input_model, tensor_masks
+from edgefault.faults.formats import BufferFormat
 from edgefault.faults.records import patch_words, word_masks
 from edgefault.onnxio import parse_model
-from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
+from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings, optimized_kernel_counts
 from edgefault.runtime.actprobe import activation_memory
 from edgefault.runtime.session import ORT_ERRORS, create_session
 from edgefault.runtime.stages import StagedModel
 
-# Images per run of the segments (results do not depend on it): dense buffers cost little numpy work,
-# so larger batches save ONNX Runtime calls; encoded buffers expand to one byte per stored bit.
-DENSE_BATCH, CODED_BATCH = 256, 64
+# Images per ONNX Runtime run (results do not depend on it); measured on LeNet, 256 beats 64 for every format.
+BATCH = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,14 +119,28 @@ class Buffer:
         if self.format.name == "dense":
             faulty, changed = self._dense(flat, rows, cells, kinds)
         else:
-            buffer = self.format.encode(flat.astype(np.int64))
-            if rows is None:
-                hit = apply_bit_faults(buffer, cells, kinds)
-            else:
-                hit = apply_bit_faults(buffer.reshape(-1), rows * self.capacity + cells, kinds).reshape(buffer.shape)
-            changed = int(np.count_nonzero(hit != buffer))
-            faulty = self.format.decode(hit, self.size).astype(self.dtype)
+            faulty, changed = self._coded(flat, rows, cells, kinds)
         return faulty.reshape(values.shape), changed
+
+    def _coded(self, flat, rows, cells, kinds) -> tuple[np.ndarray, int]:
+        """Encoded buffers: the faults patch the encoder's fields (exactly its cells, without building them),
+        and the decoder reads the faulty fields back."""
+        fields = self.format.encode_fields(flat.astype(np.int64))
+        changed, start = 0, 0
+        for region, (width, count) in zip(fields, self.format.fields(self.size)):
+            inside = (cells >= start) & (cells < start + width * count)
+            if inside.any():
+                field, bit = np.divmod(cells[inside] - start, width)
+                words = field if rows is None else rows[inside] * count + field
+                starts, clear, stuck_one, toggle = word_masks(words, bit, kinds[inside], np.int64)
+                table = region if rows is None else region.reshape(-1)
+                index = (slice(None), field[starts]) if rows is None else words[starts]
+                before = table[index]
+                after = patch_words(before, clear, stuck_one, toggle)
+                changed += int(np.unpackbits(np.ascontiguousarray(before ^ after).view(np.uint8)).sum())
+                table[index] = after
+            start += width * count
+        return self.format.decode_fields(fields, self.size).astype(self.dtype), changed
 
     def _dense(self, flat, rows, cells, kinds) -> tuple[np.ndarray, int]:
         """Dense buffers hold the codes themselves: patch the faulty codes' bits in place of encode/decode."""
@@ -176,10 +189,10 @@ class ActivationCells:
         self.batch_size = batch_size
         self.memories: dict[str, ActivationMemory] = {}
         self.staged = StagedModel(model.data, self.memory("dense").names, model.input_name, model.output_name,
-                                  settings, inputs.images[:CODED_BATCH])
+                                  settings, inputs.images[:BATCH])
         self.segment = {segment.output: index for index, segment in enumerate(self.staged.segments)}
         self._cache: dict[str, np.ndarray] | None = None
-        self._mask_session = None  # built on the first permanent dense cell that needs it
+        self._mask_session, self._channels_last = None, False  # built for the first dense cell that needs it
 
     def memory(self, act_format: str) -> ActivationMemory:
         """The model's activation memory in a storage format (built once per format).
@@ -228,11 +241,12 @@ class ActivationCells:
         faults = (_TransientFaults(memory, cell.to_chip(), images) if cell.transient
                   else _PermanentFaults(memory, cell.to_chip()))
         cache = self._clean()
-        if not cell.transient and cell.act_format == "dense" and faults.hits:
+        if cell.act_format == "dense" and faults.hits:
             first = min(self.segment.get(name, 0) for name in faults.hits)
-            if cache is None or first == 0:  # the segments would run the whole model anyway: one session does it
-                return self._masked(memory, faults, by_name)
-        step = self.batch_size or (DENSE_BATCH if cell.act_format == "dense" else CODED_BATCH)
+            # The segments would run the whole model anyway: the model with mask inputs does it in one session.
+            if (cell.transient or cache is None or first == 0) and self._mask_ready(memory):
+                return self._masked(memory, faults, by_name, cell.transient)
+        step = self.batch_size or BATCH
         outputs, count, changed = [], 0, 0
         for begin in range(0, images, step):
             end = min(begin + step, images)
@@ -255,34 +269,61 @@ class ActivationCells:
             outputs.append(self.staged.logits(values, hook, start))
         return np.concatenate(outputs), count / images, changed / images
 
-    def _masked(self, memory: ActivationMemory, faults: _PermanentFaults, by_name: dict[str, Buffer]
+    def _masked(self, memory: ActivationMemory, faults, by_name: dict[str, Buffer], transient: bool
                 ) -> tuple[np.ndarray, float, float]:
-        """A permanent dense chip in one session: the model with its buffers' masks as inputs, fed this chip's masks.
+        """A dense chip in one session: the model with its buffers' masks as inputs, fed this chip's masks.
 
-        The stored bits the faults changed are counted on the values each faulty buffer held
-        before its masks (extra outputs of the model), as the segment path counts them.
+        A permanent chip's masks are one image's, broadcast over the batch; a transient chip's
+        are one per image. The stored bits the faults changed are counted on the values each
+        faulty buffer held before its masks (extra outputs of the model), as the segment path
+        counts them.
         """
-        if self._mask_session is None:
-            masked = mask_input_model(parse_model(self.model.data), memory)
-            self._mask_session = create_session(masked.SerializeToString(), self.settings.options(),
-                                                "model with activation masks")
-        feed = mask_feed(memory, activation_masks(memory, faults.records))
-        computed = [name for name in faults.hits if name != self.model.input_name]
-        wanted = [self.model.output_name, *(f"{name}/edgefault_clean" for name in computed)]
-        images, step = self.inputs.images, self.batch_size or DENSE_BATCH
-        outputs, changed = [], 0
+        position = {name: index for index, name in enumerate(memory.names)}
+        images, step = self.inputs.images, self.batch_size or BATCH
+        outputs, count, changed, feed = [], 0, 0, None
         for begin in range(0, len(images), step):
             batch = images[begin:begin + step].astype(self.staged.input_dtype, copy=False)
+            hits = faults.batch(begin, begin + len(batch))
+            if feed is None or transient:
+                masks = {}
+                for name, (rows, cells, kinds) in hits.items():
+                    tensor = memory.tensors[position[name]]
+                    masks[name] = tensor_masks(tensor, cells // tensor.bits, cells % tensor.bits, kinds, rows,
+                                               len(batch))
+                feed = mask_feed(memory, masks, self._channels_last)
+            computed = [name for name in hits if name != self.model.input_name]
+            wanted = [self.model.output_name, *(f"{name}/edgefault_clean" for name in computed)]
             try:
                 logits, *before = self._mask_session.run(wanted, {self.model.input_name: batch, **feed})
             except ORT_ERRORS as exc:
                 raise EdgefaultError(f"ONNX Runtime failed on the model with activation masks ({error_line(exc)})"
                                      ) from None
             stored = {self.model.input_name: batch, **dict(zip(computed, before))}
-            for name, (_, cells, kinds) in faults.hits.items():
-                changed += by_name[name].fault(stored[name], None, cells, kinds)[1]
+            for name, (rows, cells, kinds) in hits.items():
+                changed += by_name[name].fault(stored[name], rows, cells, kinds)[1]
+                count += cells.size * (1 if transient else len(batch))
             outputs.append(logits)
-        return np.concatenate(outputs), float(len(faults.records)), changed / len(images)
+        return np.concatenate(outputs), count / len(images), changed / len(images)
+
+    def _mask_ready(self, memory: ActivationMemory) -> bool:
+        """Whether the model with mask inputs runs every conv/linear layer as an integer kernel, as the model does.
+
+        Built and checked once: masks channels last where ONNX Runtime then keeps its integer
+        kernels (and its NHWC layout between convolutions), else in place; if neither keeps
+        them, dense cells take the segment path.
+        """
+        if self._mask_session is None:
+            self._mask_session = False
+            proto = parse_model(self.model.data)
+            clean = optimized_kernel_counts(self.model.data, self.settings)
+            for channels_last in (True, False):
+                masked = mask_input_model(proto, memory, channels_last).SerializeToString()
+                kernels = optimized_kernel_counts(masked, self.settings)
+                if (kernels.integer_kernels, kernels.float_kernels) == (clean.integer_kernels, clean.float_kernels):
+                    self._mask_session = create_session(masked, self.settings.options(), "model with activation masks")
+                    self._channels_last = channels_last
+                    break
+        return self._mask_session is not False
 
     def _clean(self) -> dict[str, np.ndarray] | None:
         """Every buffer's clean codes and the clean outputs for all test images, when they fit the budget.
@@ -293,10 +334,10 @@ class ActivationCells:
             per_image = sum(np.dtype(dtype).itemsize * int(np.prod(shape)) for dtype, shape in self.staged.types.values())
             images = self.inputs.images
             if per_image * len(images) <= self.budget:
-                batches = [self.staged.outputs(images[b:b + DENSE_BATCH]) for b in range(0, len(images), DENSE_BATCH)]
+                batches = [self.staged.outputs(images[b:b + BATCH]) for b in range(0, len(images), BATCH)]
                 cache = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
                 whole = Evaluator(self.model.data, self.settings, input_name=self.model.input_name,
-                                  output_name=self.model.output_name).logits(images, DENSE_BATCH)
+                                  output_name=self.model.output_name).logits(images, BATCH)
                 if not np.array_equal(whole, cache[self.model.output_name]):
                     raise EdgefaultError("the model run segment by segment does not reproduce its own outputs on "
                                          "every test image; its activations cannot be faulted between the segments")
@@ -308,8 +349,8 @@ class _PermanentFaults:
     """A permanent chip: the same cells of every buffer for every image."""
 
     def __init__(self, memory: ActivationMemory, chip: Chip):
-        self.records = sample_faults(memory, chip)
-        self.hits = _by_tensor(self.records, memory, self.records.address)
+        records = sample_faults(memory, chip)
+        self.hits = _by_tensor(records, memory, records.address)
 
     def batch(self, begin: int, end: int) -> dict[str, tuple]:
         return {name: (None, cells, kinds) for name, (_, cells, kinds) in self.hits.items()}

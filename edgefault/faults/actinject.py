@@ -58,25 +58,40 @@ def activation_masks(memory: ActivationMemory, records: FaultRecords) -> dict[st
     _check_dense(memory)
     masks: dict[str, dict[str, np.ndarray]] = {}
     for position in np.unique(records.tensor).tolist():
-        tensor = memory.tensors[position]
         rows = records.tensor == position
-        index, bit, kind = records.index[rows], records.bit[rows], records.kind[rows]
-        unsigned = np.dtype(f"uint{tensor.bits}")
-        parts = {}
-        for name, codes, start in (("and", (SA0,), ~np.zeros((), unsigned)), ("or", (SA1,), unsigned.type(0)),
-                                   ("xor", (FLIP, MBU), unsigned.type(0))):
-            chosen = np.isin(kind, codes)
-            if not chosen.any():
-                continue
-            mask = np.full(tensor.elements, start, dtype=unsigned)
-            bits = (np.ones(1, unsigned) << bit[chosen].astype(unsigned)).astype(unsigned)
-            if name == "and":
-                np.bitwise_and.at(mask, index[chosen], ~bits)
-            else:
-                np.bitwise_or.at(mask, index[chosen], bits)
-            parts[name] = mask.view(np.dtype(tensor.dtype)).reshape(1, *tensor.shape)
-        masks[tensor.name] = parts
+        tensor = memory.tensors[position]
+        masks[tensor.name] = tensor_masks(tensor, records.index[rows], records.bit[rows], records.kind[rows])
     return masks
+
+
+def tensor_masks(tensor, index: np.ndarray, bit: np.ndarray, kind: np.ndarray, image: np.ndarray | None = None,
+                 images: int = 1) -> dict[str, np.ndarray]:
+    """One dense buffer's masks (only those needed) for faults at (code ``index``, ``bit``) of kind ``kind``.
+
+    Without ``image`` the masks are one image's, ``[1, *shape]``, for every image; with it,
+    fault ``j`` hits image ``image[j]`` only, and the masks are ``[images, *shape]``.
+
+    Example:
+        >>> t = ActivationMemory.from_tensors([("t", "uint8", (2,), 0, 1.0, "Conv")]).tensors[0]
+        >>> tensor_masks(t, np.array([1]), np.array([0]), np.array([FLIP]), np.array([2]), 3)["xor"].tolist()
+        [[0, 0], [0, 0], [0, 1]]
+    """
+    unsigned = np.dtype(f"uint{tensor.bits}")
+    where = index if image is None else np.asarray(image, np.int64) * tensor.elements + index
+    parts = {}
+    for name, codes, start in (("and", (SA0,), ~np.zeros((), unsigned)), ("or", (SA1,), unsigned.type(0)),
+                               ("xor", (FLIP, MBU), unsigned.type(0))):
+        chosen = np.isin(kind, codes)
+        if not chosen.any():
+            continue
+        mask = np.full((1 if image is None else images) * tensor.elements, start, dtype=unsigned)
+        bits = (np.ones(1, unsigned) << np.asarray(bit)[chosen].astype(unsigned)).astype(unsigned)
+        if name == "and":
+            np.bitwise_and.at(mask, where[chosen], ~bits)
+        else:
+            np.bitwise_or.at(mask, where[chosen], bits)
+        parts[name] = mask.view(np.dtype(tensor.dtype)).reshape(-1, *tensor.shape)
+    return parts
 
 
 def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultRecords) -> onnx.ModelProto:
@@ -97,16 +112,20 @@ def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultR
     return out
 
 
-def mask_input_model(model: onnx.ModelProto, memory: ActivationMemory) -> onnx.ModelProto:
+def mask_input_model(model: onnx.ModelProto, memory: ActivationMemory, channels_last: bool = False
+                     ) -> onnx.ModelProto:
     """A copy of ``model`` in which every activation buffer passes through and, or and xor masks fed as inputs.
 
     One model (and one ONNX Runtime session) for every permanent dense chip: feed each buffer's
-    masks from :func:`activation_masks` (:func:`mask_feed` fills in the masks that change
-    nothing). Buffer ``T``'s masks are the inputs ``T/edgefault_and_mask``, ``T/edgefault_or_mask``
-    and ``T/edgefault_xor_mask`` ([1, *shape], T's type); the value each computed buffer had before
-    its masks is the extra output ``T/edgefault_clean``. The masks of an image-like buffer
-    (``[N, C, H, W]``) act channels last, between two Transposes, so that ONNX Runtime's NHWC
-    layout (QLinearConv -> NhwcMaxPool -> QLinearConv) is kept: its masks are ``[1, H, W, C]``.
+    masks from :func:`activation_masks` or :func:`tensor_masks` (:func:`mask_feed` fills in the
+    masks that change nothing). Buffer ``T``'s masks are the inputs ``T/edgefault_and_mask``,
+    ``T/edgefault_or_mask`` and ``T/edgefault_xor_mask`` of T's type, ``[1, *shape]`` for every
+    image or one per image; the value each computed buffer had before its masks is the extra
+    output ``T/edgefault_clean``. With ``channels_last``, the masks of an image-like buffer
+    (``[N, C, H, W]``) act between two Transposes, on ``[N, H, W, C]`` (and are fed so), which
+    can let ONNX Runtime keep its NHWC layout (QLinearConv -> NhwcMaxPool -> QLinearConv); on
+    some QDQ graphs its transpose optimizer then pulls a Transpose between DequantizeLinear and
+    Conv, which leaves a float conv: check the kernels (the campaign does).
 
     Example:
         >>> masked = mask_input_model(onnx.load("model.onnx"), memory)  # doctest: +SKIP
@@ -118,9 +137,8 @@ def mask_input_model(model: onnx.ModelProto, memory: ActivationMemory) -> onnx.M
     out.CopyFrom(model)
     masks = {tensor.name: {part: np.zeros((1, *tensor.shape), np.dtype(tensor.dtype)) for part in MASK_PARTS}
              for tensor in memory.tensors}
-    _insert_masks(out, masks, lambda graph, name, mask: graph.input.append(
-        helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(mask.dtype), list(mask.shape))),
-        channels_last=True)
+    _insert_masks(out, masks, lambda graph, name, mask: graph.input.append(helper.make_tensor_value_info(
+        name, helper.np_dtype_to_tensor_dtype(mask.dtype), ["masks", *mask.shape[1:]])), channels_last)
     produced = {name for node in out.graph.node for name in node.output}
     for tensor in memory.tensors:
         if f"{tensor.name}/edgefault_clean" in produced:
@@ -129,8 +147,11 @@ def mask_input_model(model: onnx.ModelProto, memory: ActivationMemory) -> onnx.M
     return out
 
 
-def mask_feed(memory: ActivationMemory, masks: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def mask_feed(memory: ActivationMemory, masks: dict[str, dict[str, np.ndarray]], channels_last: bool = False
+              ) -> dict[str, np.ndarray]:
     """The mask inputs of :func:`mask_input_model` for a chip's masks: those it lacks change nothing.
+
+    ``channels_last`` as the model was built (4-D masks are then fed as ``[N, H, W, C]``).
 
     Example:
         >>> memory = ActivationMemory.from_tensors([("t", "uint8", (3,), 0, 1.0, "Conv")])
@@ -139,10 +160,11 @@ def mask_feed(memory: ActivationMemory, masks: dict[str, dict[str, np.ndarray]])
     """
     feed = {}
     for tensor in memory.tensors:
-        parts = masks.get(tensor.name, {})
+        given = masks.get(tensor.name, {})
         for part in MASK_PARTS:
             default = np.full((1, *tensor.shape), -1 if part == "and" else 0, np.int64).astype(np.dtype(tensor.dtype))
-            feed[f"{tensor.name}/edgefault_{part}_mask"] = _channels_last(parts.get(part, default))
+            mask = given.get(part, default)
+            feed[f"{tensor.name}/edgefault_{part}_mask"] = _channels_last(mask) if channels_last else mask
     return feed
 
 

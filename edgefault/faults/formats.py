@@ -150,6 +150,20 @@ class BufferFormat:
         pairs = np.where(nonzero, 1 + _zeros_before(nonzero) // (1 << self.run_bits), 0).sum(axis=-1)
         return self.header_bits(n) + (self.run_bits + self.bits) * pairs.astype(np.int64)
 
+    def fields(self, n: int) -> tuple[tuple[int, int], ...]:
+        """The buffer of ``n`` codes as regions of fields, in address order: (cells per field, fields) of each.
+
+        Example:
+            >>> [BufferFormat(f, bits=8, zero_point=0).fields(10) for f in ACT_FORMATS]
+            [((8, 10),), ((1, 10), (8, 10)), ((4, 1), (13, 10))]
+        """
+        n = int(n)
+        if self.name == "dense":
+            return ((self.bits, n),)
+        if self.name == "bitmap":
+            return ((1, n), (self.bits, n))
+        return ((self.header_bits(n), 1), (self.run_bits + self.bits, n))
+
     def encode(self, codes: np.ndarray) -> np.ndarray:
         """The buffer holding ``codes`` (shape ``[..., n]``): uint8 0/1 cells of shape ``[..., capacity_bits(n)]``.
 
@@ -158,16 +172,8 @@ class BufferFormat:
             [1, 0, 1, 0, 1, 1, 0, 0]
         """
         codes = self._checked(codes)
-        if self.name == "dense":
-            return _to_bits(codes, self.bits)
-        nonzero = codes != self.zero_point
-        if self.name == "bitmap":
-            # Row by row, the non-z codes in order fill the first slots of the value region: boolean
-            # indexing walks both in row-major order, so one assignment packs every row.
-            packed = np.full(codes.shape, self.zero_point, dtype=np.int64)
-            packed[_first_slots(np.count_nonzero(nonzero, axis=-1), codes.shape[-1])] = codes[nonzero]
-            return np.concatenate([nonzero.view(np.uint8), _to_bits(packed, self.bits)], axis=-1)
-        return self._encode_rle(codes, nonzero)
+        regions = zip(self.encode_fields(codes), self.fields(codes.shape[-1]))
+        return np.concatenate([_to_bits(values, width) for values, (width, _) in regions], axis=-1)
 
     def decode(self, buffer: np.ndarray, n: int) -> np.ndarray:
         """The ``n`` codes a device reads from ``buffer`` (shape ``[..., capacity_bits(n)]``), faulty or not, as int64.
@@ -184,16 +190,54 @@ class BufferFormat:
         if buffer.shape[-1] != self.capacity_bits(n):
             raise EdgefaultError(f"a {self.name} buffer of {n} codes has {self.capacity_bits(n)} cells, "
                                  f"got {buffer.shape[-1]}")
+        fields, start = [], 0
+        for width, count in self.fields(n):
+            fields.append(_from_bits(buffer[..., start:start + width * count], width) if width
+                          else np.zeros((*buffer.shape[:-1], count), np.int64))
+            start += width * count
+        return self.decode_fields(fields, n)
+
+    def encode_fields(self, codes: np.ndarray) -> list[np.ndarray]:
+        """The buffer holding ``codes`` as field values (int64, each its field's bits, unsigned), one array per region.
+
+        Region ``k`` has shape ``[..., count]`` for ``fields(n)[k] = (width, count)``; laid end to
+        end, least significant bit first, the fields are :meth:`encode`'s cells.
+
+        Example:
+            >>> [f.tolist() for f in BufferFormat("rle", bits=4, zero_point=0, run_bits=2).encode_fields(
+            ...     np.array([0, 5, 0, 0, 3]))]
+            [[2], [21, 14, 0, 0, 0]]
+        """
+        codes = self._checked(codes)
+        raw = (1 << self.bits) - 1
         if self.name == "dense":
-            return self._signed(_from_bits(buffer, self.bits))
+            return [codes & raw]
+        nonzero = codes != self.zero_point
         if self.name == "bitmap":
-            flags = buffer[..., :n] != 0
-            values = self._signed(_from_bits(buffer[..., n:], self.bits))
+            # Row by row, the non-z codes in order fill the first slots of the value region: boolean
+            # indexing walks both in row-major order, so one assignment packs every row.
+            packed = np.full(codes.shape, self.zero_point & raw, dtype=np.int64)
+            packed[_first_slots(np.count_nonzero(nonzero, axis=-1), codes.shape[-1])] = codes[nonzero] & raw
+            return [nonzero.astype(np.int64), packed]
+        return self._encode_rle(codes, nonzero)
+
+    def decode_fields(self, fields: list[np.ndarray], n: int) -> np.ndarray:
+        """The ``n`` codes a device reads from a buffer given as field values (as :meth:`encode_fields` gives them).
+
+        Example:
+            >>> BufferFormat("bitmap", bits=4, zero_point=0).decode_fields(
+            ...     [np.array([0, 1, 1, 0, 1]), np.array([5, 3, 0, 0, 0])], 5).tolist()
+            [0, 5, 3, 0, 0]
+        """
+        if self.name == "dense":
+            return self._signed(fields[0])
+        if self.name == "bitmap":
+            flags, values = fields[0] != 0, self._signed(fields[1])
             out = np.full(flags.shape, self.zero_point, dtype=np.int64)
             # The k-th set flag of a row takes the row's k-th value: both walked in row-major order.
             out[flags] = values[_first_slots(np.count_nonzero(flags, axis=-1), n)]
             return out
-        return self._decode_rle(buffer, n)
+        return self._decode_rle(fields[0][..., 0], fields[1], n)
 
     def _checked(self, codes) -> np.ndarray:
         codes = np.asarray(codes)
@@ -210,7 +254,7 @@ class BufferFormat:
             return raw
         return np.where(raw >> (self.bits - 1) == 1, raw - (1 << self.bits), raw)
 
-    def _encode_rle(self, codes: np.ndarray, nonzero: np.ndarray) -> np.ndarray:
+    def _encode_rle(self, codes: np.ndarray, nonzero: np.ndarray) -> list[np.ndarray]:
         n = codes.shape[-1]
         rows = codes.reshape(-1, n)
         flat = np.flatnonzero(nonzero.reshape(-1, n))  # the non-z codes, row by row, in order
@@ -233,23 +277,17 @@ class BufferFormat:
         slots = np.full(rows.shape, clear << self.run_bits, dtype=np.int64)
         slot = np.arange(fields.size) - (np.cumsum(pairs) - pairs)[pair_rows]  # the pair's place in its row
         slots.reshape(-1)[pair_rows * n + slot] = fields
-        head = self.header_bits(n)
-        out = np.empty((len(rows), self.capacity_bits(n)), dtype=np.uint8)
-        out[:, :head] = _to_bits(pairs[:, None], head)
-        out[:, head:] = _to_bits(slots, self.run_bits + self.bits)
-        return out.reshape(*codes.shape[:-1], -1)
+        return [pairs.reshape(*codes.shape[:-1], 1), slots.reshape(codes.shape)]
 
-    def _decode_rle(self, buffer: np.ndarray, n: int) -> np.ndarray:
-        head = self.header_bits(n)
-        rows = buffer.reshape(-1, buffer.shape[-1])
-        count = _from_bits(rows[:, :head], head)[:, 0] if head else np.zeros(len(rows), np.int64)
-        slots = _from_bits(rows[:, head:], self.run_bits + self.bits)  # [rows, n]: run low, code high
+    def _decode_rle(self, count: np.ndarray, slots: np.ndarray, n: int) -> np.ndarray:
+        shape = slots.shape
+        count, slots = count.reshape(-1), slots.reshape(-1, n)
         where = np.cumsum((slots & ((1 << self.run_bits) - 1)) + 1, axis=-1) - 1  # each pair's position, increasing
         # A row reads its first min(count, N) pairs, and stops at the first that lands past position N.
         keep = _first_slots(np.minimum(count, np.count_nonzero(where < n, axis=-1)), n)
-        out = np.full((len(rows), n), self.zero_point, dtype=np.int64)
-        out.reshape(-1)[(where + (np.arange(len(rows)) * n)[:, None])[keep]] = self._signed(slots[keep] >> self.run_bits)
-        return out.reshape(*buffer.shape[:-1], n)
+        out = np.full(slots.shape, self.zero_point, dtype=np.int64)
+        out.reshape(-1)[(where + (np.arange(len(slots)) * n)[:, None])[keep]] = self._signed(slots[keep] >> self.run_bits)
+        return out.reshape(shape)
 
 
 def apply_bit_faults(buffer: np.ndarray, cells, kinds) -> np.ndarray:
@@ -298,8 +336,8 @@ def _to_bits(values: np.ndarray, width: int) -> np.ndarray:
     ``width`` is 0..32; negative values give their two's complement bits.
     """
     values = np.asarray(values)
-    if width == 0:
-        return np.zeros((*values.shape[:-1], 0), dtype=np.uint8)
+    if width <= 1:  # no cells, or one cell per value: the value's low bit
+        return (values & 1).astype(np.uint8)[..., :values.shape[-1] * width]
     word = _word_type(width)
     raw = np.ascontiguousarray(values.astype(word.newbyteorder("<")))  # integer casts keep the low bits
     bits = np.unpackbits(raw.view(np.uint8), axis=-1, bitorder="little")
@@ -311,6 +349,8 @@ def _to_bits(values: np.ndarray, width: int) -> np.ndarray:
 def _from_bits(cells: np.ndarray, width: int) -> np.ndarray:
     """Groups of ``width`` cells (least significant first; 1..32 cells) back to values, as int64."""
     cells = np.asarray(cells)
+    if width == 1:
+        return cells.astype(np.int64)
     packed = np.packbits(cells if cells.dtype in (np.uint8, bool) else cells.astype(np.uint8), axis=-1,
                          bitorder="little")  # the cells as bytes, field boundaries anywhere
     if width % 8 == 0:
