@@ -10,9 +10,10 @@ a device's decoder would:
 * ``dense``: the faults act on the codes directly (clear, set and toggle masks on the faulty
   codes only), which is the format's encode -> fault -> decode without building the bits;
 * ``bitmap`` and ``rle``: :class:`~edgefault.faults.formats.BufferFormat` encodes the batch
-  (vectorized, one row per image), the faults act on the cells, and the decoder reads the
-  faulty rows back; its shifts depend on each image's zeros, so this is per-image work, done
-  for a whole batch at once.
+  into its fields (vectorized, one row per image; laid end to end, the fields are the
+  buffer's cells), the faults patch the fields' bits, and the decoder reads the faulty fields
+  back; its shifts depend on each image's zeros, so this is per-image work, done for a whole
+  batch at once.
 
 Permanent dense chips have a faster exact path. In the dense format a permanent chip is
 constant masks, ``((T & and) | or) ^ xor`` on each buffer ``T`` (what ``inject --site

@@ -34,6 +34,13 @@ Worked example (``b = 4``, ``z = 0``, codes ``[0, 5, 0, 0, 3]``; bits listed fro
   of 33. Flip bit 0 of the first run (1 -> 0): ``(0, 5)`` writes position 0, ``(2, 3)`` skips 1, 2 and
   writes 3: ``[5, 0, 0, 3, 0]``.
 
+Fields. Each buffer is regions of fixed-width fields (:meth:`BufferFormat.fields`: the codes;
+the flags and the values; the header and the pair slots), and its cells are the fields laid
+end to end, least significant bit first. :meth:`BufferFormat.encode_fields` and
+:meth:`BufferFormat.decode_fields` work on the field values, so a caller can fault a field's
+bits without building the cells (the campaign does); :meth:`BufferFormat.encode` and
+:meth:`BufferFormat.decode` are them plus the bits.
+
 Every function takes a leading batch axis too: ``codes`` of shape ``[..., N]`` give buffers of
 shape ``[..., capacity]``, one image per row, vectorized (no loop over images).
 
