@@ -23,7 +23,9 @@ every buffer passing through and/or/xor masks that are model *inputs*
 faults the first buffer (at rates of 1e-4 and up, nearly all of them) is one run of that
 session per batch, fed the chip's masks: no segment boundaries, which cost ONNX Runtime its
 NHWC layout between convolutions, and no new session, which a weight cell pays. A chip whose
-first fault lies later starts from the cached clean activations on the segment path. The
+first fault lies later starts from the cached clean activations on the segment path, and so
+does every dense chip of a model on which masks would cost ONNX Runtime an integer kernel
+(checked once per worker). The
 tests check that the mask-input session, the segment path and the file with constant masks
 give identical logits and changed-bit counts. Transient faults change with every image and a
 sparse format's decoder moves values by data-dependent amounts, which no mask expresses:
