@@ -145,27 +145,39 @@ class Buffer:
             start += width * count
         return self.format.decode_fields(fields, self.size).astype(self.dtype), changed
 
-    def _dense(self, flat, rows, cells, kinds) -> tuple[np.ndarray, int]:
-        """Dense buffers hold the codes themselves: patch the faulty codes' bits in place of encode/decode."""
-        width, signed = self.format.bits, self.format.signed
+    def changed_bits(self, values: np.ndarray, rows: np.ndarray | None, cells: np.ndarray, kinds: np.ndarray) -> int:
+        """How many stored bits of a dense buffer holding ``values`` the faults change (as :meth:`fault` counts them).
+
+        Example:
+            >>> b = Buffer("a", 0, (3,), np.dtype(np.uint8), BufferFormat("dense", 8, 0))
+            >>> b.changed_bits(np.array([[1, 2, 3], [1, 3, 3]], np.uint8), None, np.array([8]), np.array([1]))
+            1
+        """
+        _, before, after = self._patch(values.reshape(len(values), self.size), rows, cells, kinds)
+        return int(np.unpackbits(np.ascontiguousarray(before ^ after).view(np.uint8)).sum())
+
+    def _patch(self, flat, rows, cells, kinds) -> tuple[tuple | np.ndarray, np.ndarray, np.ndarray]:
+        """The faulty words of dense codes: where they are (an index into the unsigned view), before and after."""
         unsigned = np.ascontiguousarray(flat).view(np.dtype(f"u{flat.dtype.itemsize}"))
-        code, bit = np.divmod(cells, width)
+        code, bit = np.divmod(cells, self.format.bits)
         words = code if rows is None else rows * self.size + code
         starts, clear, stuck_one, toggle = word_masks(words, bit, kinds, unsigned.dtype)
-        columns = code[starts]
-        if rows is None:
-            before = unsigned[:, columns]
-        else:
-            before = unsigned.reshape(-1)[words[starts]]
-        after = patch_words(before, clear, stuck_one, toggle)
-        changed = int(np.unpackbits((before ^ after).view(np.uint8)).sum())
-        if signed and width < 8 * flat.dtype.itemsize:  # a k-bit code in a wider word: sign-extend it
-            after = _sign_extend(after, width, unsigned.dtype)
+        index = (slice(None), code[starts]) if rows is None else words[starts]
+        before = unsigned[index] if rows is None else unsigned.reshape(-1)[index]
+        return index, before, patch_words(before, clear, stuck_one, toggle)
+
+    def _dense(self, flat, rows, cells, kinds) -> tuple[np.ndarray, int]:
+        """Dense buffers hold the codes themselves: patch the faulty codes' bits in place of encode/decode."""
+        index, before, after = self._patch(flat, rows, cells, kinds)
+        changed = int(np.unpackbits(np.ascontiguousarray(before ^ after).view(np.uint8)).sum())
+        unsigned = np.ascontiguousarray(flat).view(np.dtype(f"u{flat.dtype.itemsize}"))
+        if self.format.signed and self.format.bits < 8 * flat.dtype.itemsize:  # a k-bit code in a wider word
+            after = _sign_extend(after, self.format.bits, unsigned.dtype)
         out = unsigned.copy()
         if rows is None:
-            out[:, columns] = after
+            out[index] = after
         else:
-            out.reshape(-1)[words[starts]] = after
+            out.reshape(-1)[index] = after
         return out.view(flat.dtype), changed
 
 
@@ -303,7 +315,7 @@ class ActivationCells:
                                      ) from None
             stored = {self.model.input_name: batch, **dict(zip(computed, before))}
             for name, (rows, cells, kinds) in hits.items():
-                changed += by_name[name].fault(stored[name], rows, cells, kinds)[1]
+                changed += by_name[name].changed_bits(stored[name], rows, cells, kinds)
                 count += cells.size * (1 if transient else len(batch))
             outputs.append(logits)
         return np.concatenate(outputs), count / len(images), changed / len(images)
