@@ -1,6 +1,10 @@
-"""Check and time ``inject --site activations`` on a real model; print the numbers docs/activation-memory.md quotes.
+"""Check and time ``inject --site activations`` on a real model; the numbers docs/activation-memory.md links to.
 
-    python bench/act_inject.py MODEL.onnx [--data mnist5k] [--limit 1000] [--rate 0.01] [--seed 1]
+    python bench/act_inject.py MODEL.onnx [--data mnist5k] [--limit 1000] [--rate 0.01] [--seed 1] [--qoperator]
+        [--json bench/results/act_inject.json]
+
+``--qoperator`` measures the model's QOperator form too (ONNX Runtime's extended-level
+optimized graph); ``--json`` writes the tables ``bench/report.py`` puts in docs/benchmarks.md.
 
 For one chip (flip, --rate, --seed) on the model's activation memory it prints: the memory,
 the fault count against 0.01 x bits (in sigmas of the binomial), whether the same seed gives
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,12 +31,14 @@ from edgefault.data import load_samples
 from edgefault.faults import ACT_FORMATS, Chip, records_from_entries, sample_faults
 from edgefault.faults.actinject import activation_masks, inject_sites_file
 from edgefault.faults.activations import format_sizes
+from edgefault.faults.coverage import plural
 from edgefault.runtime.actprobe import activation_memory, read_activations
 from edgefault.runtime.cuts import find_cuts, suffix_model
 from edgefault.runtime.feed import prepare_inputs
 from edgefault.runtime.graph import optimized_kernel_counts
 from edgefault.runtime.inputs import resolve_model_input
 from edgefault.onnxio import load_model
+from edgefault.runtime.session import SessionSettings, create_session
 from edgefault.runtime.sparsity import probe_model
 
 
@@ -64,42 +71,28 @@ def _recompute(model, memory, masks, images, input_name, output_name) -> np.ndar
     raise SystemExit("empty memory")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path)
-    parser.add_argument("--data", default="mnist5k")
-    parser.add_argument("--limit", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    model = load_model(args.model)
+def measure(path: Path, args) -> dict:
+    """Every number of one model: the checks of ``inject --site activations`` and each format's encoded sizes."""
+    model = load_model(path)
     memory = activation_memory(model)
-    print(memory.coverage_line())
+    print(f"{path}: {memory.coverage_line()}")
     chip = Chip("flip", rate=args.rate, seed=args.seed)
     with tempfile.TemporaryDirectory() as folder:
         out, again, map_path = Path(folder) / "f.onnx", Path(folder) / "g.onnx", Path(folder) / "f.json"
         start = time.perf_counter()
-        done = inject_sites_file(args.model, out, "activations", chip, map_out=map_path, memory_of=activation_memory)
+        inject_sites_file(path, out, "activations", chip, map_out=map_path, memory_of=activation_memory)
         act_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        inject_sites_file(args.model, again, "weights", chip)
+        inject_sites_file(path, again, "weights", chip)
         weight_seconds = time.perf_counter() - start
-        inject_sites_file(args.model, again, "activations", chip, memory_of=activation_memory)
+        inject_sites_file(path, again, "activations", chip, memory_of=activation_memory)
         same = again.read_bytes() == out.read_bytes()
         faulty_model = load_model(out)
         records = records_from_entries(json.loads(map_path.read_text())["faults"], memory)
-        kernels = [optimized_kernel_counts(p.read_bytes()) for p in (args.model, out)]
+        kernels = [optimized_kernel_counts(p.read_bytes()) for p in (path, out)]
     mean = args.rate * memory.nbits
     sigma = np.sqrt(mean * (1 - args.rate))
-    print(f"faults: {len(records)} (expected {mean:.1f} +- {sigma:.1f}: {(len(records) - mean) / sigma:+.2f} sigma); "
-          f"same seed, same file: {same}")
     higher = sample_faults(memory, Chip("flip", rate=1.1 * args.rate, seed=args.seed))
-    nested = np.isin(records.address, higher.address).all()
-    print(f"faults at {args.rate} within those at {1.1 * args.rate:g}: {nested} ({len(records)} of {len(higher)})")
-    for label, count in zip(("clean", "faulty"), kernels):
-        print(f"{label} model after ONNX Runtime's optimization: {count.integer_kernels} integer, "
-              f"{count.float_kernels} float conv/linear kernels; Bitwise ops: "
-              f"{sum(v for k, v in count.ops.items() if k.startswith('Bitwise'))}")
     metadata, io, spec = resolve_model_input(model)
     prepared = prepare_inputs(load_samples(args.data), spec, args.limit)
     output = model.graph.output[0].name
@@ -107,23 +100,80 @@ def main() -> None:
     faulty_logits = read_activations(faulty_model, [output], feed)[output]
     clean_logits = read_activations(model, [output], feed)[output]
     recomputed = _recompute(model, memory, activation_masks(memory, records), prepared.images, io.input_name, output)
-    print(f"layer-by-layer recomputation equals the faulty file's logits: {np.array_equal(recomputed, faulty_logits)}")
-    for label, logits in (("clean", clean_logits), ("faulty", faulty_logits)):
-        print(f"{label} accuracy on {len(prepared)} images: {np.mean(logits.argmax(1) == prepared.labels):.4f}")
+    accuracy = [float(np.mean(logits.argmax(1) == prepared.labels)) for logits in (clean_logits, faulty_logits)]
     codes = read_activations(model, list(memory.names), feed)
-    print("mean encoded bits per image (" + ", ".join(ACT_FORMATS) + ") and zero share per tensor:")
-    totals = np.zeros(len(ACT_FORMATS))
     per_tensor = format_sizes(memory, codes)
-    for tensor in memory.tensors:
-        sizes = [per_tensor[tensor.name][f] for f in ACT_FORMATS]
-        totals += sizes
-        zeros = np.mean(codes[tensor.name] == tensor.zero_point)
-        print(f"  {tensor.name}: " + ", ".join(f"{s:,.0f}" for s in sizes) + f"; zeros {zeros:.1%}")
-    print("  all: " + ", ".join(f"{s:,.0f}" for s in totals) + " (" +
-          ", ".join(f"{s / totals[0]:.2f}x" for s in totals) + " of dense)")
-    print(f"inject time: activations {act_seconds:.2f} s, weights {weight_seconds:.2f} s "
-          f"(ratio {act_seconds / weight_seconds:.2f}; includes the probe and the map)")
+    sizes = [[t.name, float(np.mean(codes[t.name] == t.zero_point)), *(per_tensor[t.name][f] for f in ACT_FORMATS)]
+             for t in memory.tensors]
+    kernel_text = [f"{c.integer_kernels} integer, {c.float_kernels} float" for c in kernels]
+    bitwise = sum(v for k, v in kernels[1].ops.items() if k.startswith("Bitwise"))
+    return {
+        "images": len(prepared),
+        "sizes": sizes,
+        "checks": {
+            "activation memory": f"{plural(len(memory.tensors), 'tensor')}, {sum(t.elements for t in memory.tensors):,} "
+                                 f"values, {memory.nbits:,} bits/image",
+            f"faults at {args.rate:g}": f"{len(records)} (expected {mean:.1f} ± {sigma:.1f}: "
+                                        f"{(len(records) - mean) / sigma:+.2f} σ)",
+            "fault addresses (first 5)": ", ".join(str(a) for a in records.address[:5].tolist()),
+            "same seed, same file": "yes" if same else "NO",
+            f"faults at {args.rate:g} ⊂ faults at {1.1 * args.rate:g}":
+                f"{'yes' if np.isin(records.address, higher.address).all() else 'NO'} ({len(records)} of {len(higher)})",
+            "conv/linear kernels after ORT optimization (clean → faulty)": f"{kernel_text[0]} → {kernel_text[1]} "
+                                                                          f"(+{bitwise} Bitwise ops)",
+            "layer-by-layer recomputation equals f.onnx's logits": "exactly" if np.array_equal(recomputed, faulty_logits)
+                                                                  else "NO",
+            "accuracy clean → faulty": f"{accuracy[0]:.1%} → {accuracy[1]:.1%}",
+            "inject time, activations / weights": f"{act_seconds:.2f} s / {weight_seconds:.2f} s "
+                                                  f"({act_seconds / weight_seconds:.2f}x; includes the probe and the map)",
+        },
+    }
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--data", default="mnist5k")
+    parser.add_argument("--limit", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--qoperator", action="store_true",
+                        help="also the model's QOperator form (ONNX Runtime's extended-level optimized graph)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (for bench/report.py)")
+    args = parser.parse_args()
+    results = {"QDQ (as given)": measure(args.model, args)}
+    if args.qoperator:
+        with tempfile.TemporaryDirectory() as folder:
+            optimized = Path(folder) / "qoperator.onnx"
+            create_session(args.model.read_bytes(), SessionSettings(optimization="extended").options(str(optimized)))
+            results["QOperator (ORT-optimized)"] = measure(optimized, args)
+    for label, result in results.items():
+        print(f"\n{label}")
+        for name, value in result["checks"].items():
+            print(f"  {name}: {value}")
+    first = next(iter(results.values()))
+    columns = ["tensor", "zeros", *ACT_FORMATS]
+    totals = np.sum([row[2:] for row in first["sizes"]], axis=0)
+    size_rows = [[name, f"{zeros:.1%}", *(round(v) for v in sizes)] for name, zeros, *sizes in first["sizes"]]
+    size_rows.append(["all", "", *(f"{round(v):,} ({v / totals[0]:.2f}x)" for v in totals)])
+    print("\nmean encoded bits per image (first model):\n  " + " | ".join(columns))
+    for row in size_rows:
+        print("  " + " | ".join(str(v) for v in row))
+    if args.json:
+        shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--json" and sys.argv[i:i + 1] != ["--json"]]
+        check_names = list(first["checks"])
+        numbers = {
+            "command": " ".join(["python bench/act_inject.py", *shown]),
+            "setup": f"flip at {args.rate:g}, seed {args.seed}, the first {first['images']:,} {args.data} test images; "
+                     "sizes are mean bits per image over those images, exact from the real codes",
+            "tables": [
+                {"columns": ["check", *results], "rows": [[name, *(r["checks"][name] for r in results.values())]
+                                                          for name in check_names]},
+                {"columns": columns, "rows": size_rows},
+            ],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(numbers, indent=2, ensure_ascii=False) + "\n")
 
 if __name__ == "__main__":
     main()

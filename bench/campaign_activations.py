@@ -6,19 +6,23 @@ runs, results record included):
 
 * a weight cell (the baseline: sample the chip, patch the int8 bytes, open a session, score);
 * activation cells, permanent dense (the goal: at most 1.3x the weight cell), transient dense,
-  permanent and transient bitmap, permanent rle;
+  permanent and transient bitmap and rle;
 * the in-graph alternative for permanent dense: the chip as bitwise masks in one ONNX file
   (``inject --site activations``), a session opened on it and the test split scored.
 
-Run: ``.venv/bin/python bench/campaign_activations.py [--model MODEL.onnx] [--data SPEC] [--rate P] [--chips K]``
-(default: the quick study's standard LeNet, /work/artifacts/quick/models/standard.onnx, on mnist5k).
+Run: ``.venv/bin/python bench/campaign_activations.py [--model MODEL.onnx] [--data SPEC] [--rate P] [--chips K]
+[--json bench/results/campaign_activations.json]`` (default: the quick study's standard LeNet,
+/work/artifacts/quick/models/standard.onnx, on mnist5k); ``bench/report.py`` puts the JSON in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 from edgefault.campaign import CampaignConfig, Cell, CellRunner, prepare_campaign
 from edgefault.faults import sample_faults
@@ -33,6 +37,7 @@ def main() -> None:
     parser.add_argument("--data", default="mnist5k")
     parser.add_argument("--rate", type=float, default=1e-3)
     parser.add_argument("--chips", type=int, default=15)
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (for bench/report.py)")
     args = parser.parse_args()
 
     config = CampaignConfig.create([args.model], data=args.data, kinds=("flip",), rates=(args.rate,), chips=args.chips,
@@ -49,6 +54,7 @@ def main() -> None:
         "activations, permanent bitmap": dict(site="activations", act_format="bitmap"),
         "activations, transient bitmap": dict(site="activations", act_format="bitmap", transient=True),
         "activations, permanent rle": dict(site="activations", act_format="rle"),
+        "activations, transient rle": dict(site="activations", act_format="rle", transient=True),
     }
 
     def in_graph(cell: Cell) -> None:
@@ -73,13 +79,24 @@ def main() -> None:
         if chip >= 0:
             times["in-graph masks, permanent dense"].append(time.perf_counter() - start)
     base = statistics.median(times["weight cell"])
-    print(f"{args.model}: {prepared.images} images, rate {args.rate:g}, {args.chips} chips, 1 worker x 1 thread")
+    setup = (f"{Path(args.model).name}, {prepared.images:,} {args.data} test images, flip at {args.rate:g}, "
+             f"{args.chips} chips, one worker with one thread, every method interleaved chip by chip, medians")
+    print(setup)
+    rows = []
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:34s} {median * 1000:8.1f} ms   {median / base:5.2f}x the weight cell")
+        label = f"{name} (baseline)" if name == "weight cell" else name
+        rows.append([label, round(median * 1000, 1), round(median / base, 2)])
+        print(f"  {label:58s} {median * 1000:8.1f} ms   {median / base:5.2f}x the weight cell")
     goal = statistics.median(times["activations, permanent dense"]) / base
-    print(f"goal: permanent dense activation cell <= 1.3x a weight cell: {goal:.2f}x "
-          f"({'met' if goal <= 1.3 else 'NOT met'})")
+    verdict = f"permanent dense activation cell <= 1.3x a weight cell: {goal:.2f}x ({'met' if goal <= 1.3 else 'NOT met'})"
+    print(f"goal: {verdict}")
+    if args.json:
+        shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--json" and sys.argv[i:i + 1] != ["--json"]]
+        numbers = {"command": " ".join(["python bench/campaign_activations.py", *shown]), "setup": f"{setup}; goal: {verdict}",
+                   "tables": [{"columns": ["cell", "ms", "x weight cell"], "rows": rows}]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
 
 
 if __name__ == "__main__":

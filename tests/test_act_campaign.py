@@ -20,8 +20,9 @@ from edgefault.campaign.activations import ActivationCells, Buffer, _PermanentFa
 from edgefault.campaign.worker import WorkerModel
 from edgefault.errors import EdgefaultError
 from edgefault.faults import KINDS, sample_faults
-from edgefault.faults.actinject import mask_model
-from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
+from edgefault.faults.actinject import mask_input_model, mask_model
+from edgefault.faults.formats import BufferFormat, apply_bit_faults
+from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings, optimized_kernel_counts
 from edgefault.onnxio import parse_model
 from act_models import residual_qdq
 from cli_helpers import assert_one_error_line, run
@@ -64,20 +65,49 @@ def act(kind, rate, chip=0, seed=11, act_format="dense", transient=False, **more
                 **more)
 
 
-def test_numpy_path_equals_the_in_graph_masks_on_permanent_dense_faults(models, digits):
-    """The campaign's segment-by-segment numpy path and ``inject --site activations``'s masked model agree
-    exactly (logits, every image) for every kind, on QDQ, QOperator and a net with a twice-read buffer."""
-    for cells in [cells_for(models[0], digits)[0], cells_for(models[1], digits)[0], residual_cells()]:
+def _numpy_path(cells: ActivationCells, faults) -> tuple[np.ndarray, int]:
+    """Logits and changed bits of a chip through the segments, every buffer faulted in numpy."""
+    by_name, changed = {b.name: b for b in cells.buffers("dense")}, 0
+    hits = faults.batch(0, len(cells.inputs.images))
+
+    def hook(name, value):
+        nonlocal changed
+        if name not in hits:
+            return value
+        faulty, bits = by_name[name].fault(value, *hits[name])
+        changed += bits
+        return faulty
+
+    return cells.staged.logits(cells.staged.feed(cells.inputs.images), hook), changed
+
+
+def test_permanent_dense_paths_agree_exactly(models, digits):
+    """Three exact paths of a permanent dense chip give the same logits and changed bits on every image, for
+    every kind, on QDQ, QOperator and a net with a twice-read buffer: the campaign's one session with mask
+    inputs, the segments with numpy between them, and ``inject --site activations``'s file with constant masks."""
+    for number, cells in enumerate([cells_for(models[0], digits)[0], cells_for(models[1], digits)[0],
+                                    residual_cells()]):
         images = cells.inputs.images
         proto = parse_model(cells.model.data)
         memory = cells.memory("dense")
+        # The mask session only where ONNX Runtime keeps every integer kernel around the masks: on the hand-built
+        # net, masks on its twice-read buffer cost a QLinearMatMul (the inject file's too), so it takes the segments.
+        kernels = [optimized_kernel_counts(data, ONE) for data in
+                   (cells.model.data, mask_input_model(proto, memory).SerializeToString())]
+        keeps = (kernels[0].integer_kernels, kernels[0].float_kernels) == \
+            (kernels[1].integer_kernels, kernels[1].float_kernels)
+        assert cells._mask_ready(memory) == keeps == (number < 2)
         for kind in KINDS:
             cell = act(kind, 0.02, seed=5)
             logits, faults, changed = cells.run(cell)
             records = sample_faults(memory, cell.to_chip())
+            assert records.tensor.min() == 0  # the chip faults the first buffer: no cache shortcut
             masked = Evaluator(mask_model(proto, memory, records).SerializeToString(), ONE).logits(images)
+            numpy_logits, numpy_changed = _numpy_path(cells, _PermanentFaults(memory, cell.to_chip()))
             assert faults == len(records) > 0 and 0 < changed <= faults
+            assert changed == numpy_changed / len(images)
             np.testing.assert_array_equal(logits, masked)
+            np.testing.assert_array_equal(logits, numpy_logits)
 
 
 def test_a_permanent_chip_hits_the_same_addresses_on_every_image(models, digits):
@@ -144,9 +174,34 @@ def test_bitmap_faults_shift_values_as_documented():
 
 
 def cells_format(name, bits):
-    from edgefault.faults.formats import BufferFormat
-
     return BufferFormat(name, bits=bits, zero_point=0)
+
+
+@pytest.mark.parametrize("name", ["dense", "bitmap", "rle"])
+@pytest.mark.parametrize("dtype,zero_point", [(np.uint8, 3), (np.int8, -2)])
+def test_buffer_faults_equal_encode_fault_decode_on_the_cells(name, dtype, zero_point):
+    """The campaign patches a buffer's fields (codes, flags, values, header, run/code slots) in place of its
+    cells: on random codes and random faults of every kind, permanent and transient, the result and the
+    changed bits are exactly those of encoding the cells, faulting them and decoding them."""
+    rng = np.random.default_rng(7)
+    fmt = BufferFormat(name, 8, zero_point, run_bits=3, signed=np.dtype(dtype).kind == "i")
+    buffer = Buffer("t", 0, (3, 7), np.dtype(dtype), fmt)
+    low, high = fmt.code_range
+    codes = np.where(rng.random((6, 3, 7)) < 0.6, zero_point, rng.integers(low, high + 1, (6, 3, 7))).astype(dtype)
+    cells_per_image = buffer.capacity
+    for rate in (0.01, 0.1):
+        for transient in (False, True):
+            hit = np.flatnonzero(rng.random(6 * cells_per_image if transient else cells_per_image) < rate)
+            kinds = rng.integers(0, 4, hit.size).astype(np.uint8)
+            rows, cells = np.divmod(hit, cells_per_image) if transient else (None, hit)
+            faulty, changed = buffer.fault(codes, rows, cells, kinds)
+            bits = fmt.encode(codes.reshape(6, -1))
+            if transient:
+                after = apply_bit_faults(bits.reshape(-1), hit, kinds).reshape(bits.shape)
+            else:
+                after = apply_bit_faults(bits, cells, kinds)
+            np.testing.assert_array_equal(faulty, fmt.decode(after, 21).reshape(codes.shape).astype(dtype))
+            assert changed == np.count_nonzero(after != bits)
 
 
 def test_activation_and_weight_cells_share_chip_seeds_and_resume(models, digits, tmp_path):

@@ -9,7 +9,7 @@ from act_models import float_only, residual_qdq
 from edgefault.errors import EdgefaultError
 from edgefault.faults import Chip, WeightMemory, records_from_entries, sample_faults
 from edgefault.faults.actdiscover import ShapesUnknown
-from edgefault.faults.activations import ActivationMemory, image_chip
+from edgefault.faults.activations import ActivationMemory, transient_faults
 from edgefault.runtime.actprobe import activation_memory, read_activations
 from input_models import uint8_input_cnn
 from weight_forms import quantized_both_ways
@@ -89,11 +89,25 @@ def test_a_float_model_has_no_activation_memory():
         ActivationMemory.from_model(float_only())
 
 
-def test_transient_image_chips_depend_on_the_seed_and_the_image_only():
+def test_transient_faults_depend_on_the_seed_and_the_image_only():
     memory = ActivationMemory.from_model(residual_qdq())
     chip = Chip("flip", rate=0.05, seed=9)
-    per_image = [sample_faults(memory, image_chip(chip, image)).address for image in range(4)]
-    assert not np.array_equal(per_image[0], per_image[1])  # fresh faults for each image
-    np.testing.assert_array_equal(sample_faults(memory, image_chip(chip, 2)).address, per_image[2])
-    higher = sample_faults(memory, image_chip(Chip("flip", rate=0.06, seed=9), 2)).address
-    assert np.isin(per_image[2], higher).all()  # nested across rates, image by image
+
+    def per_image(records, images):
+        image = records.address // memory.nbits
+        return [records.address[image == i] - i * memory.nbits for i in range(images)]
+
+    four = per_image(transient_faults(memory, chip, 4), 4)
+    assert not np.array_equal(four[0], four[1])  # fresh faults for each image
+    many = per_image(transient_faults(memory, chip, 50), 50)
+    for image in range(4):  # image i's faults whatever the number of images drawn
+        np.testing.assert_array_equal(many[image], four[image])
+    higher = per_image(transient_faults(memory, Chip("flip", rate=0.06, seed=9), 4), 4)
+    assert all(np.isin(four[i], higher[i]).all() for i in range(4))  # nested across rates, image by image
+    permanent = sample_faults(memory, chip).address
+    assert not all(np.array_equal(permanent, faults) for faults in four)  # its own stream, not the permanent chip's
+    counts = np.array([faults.size for faults in many])  # each image a binomial draw over the memory's bits
+    assert abs(counts.mean() - 0.05 * memory.nbits) < 6 * np.sqrt(0.05 * 0.95 * memory.nbits / 50)
+    with pytest.raises(EdgefaultError, match="need a rate, not a count"):
+        transient_faults(memory, Chip("flip", count=3, seed=9), 4)
+

@@ -10,25 +10,35 @@ a device's decoder would:
 * ``dense``: the faults act on the codes directly (clear, set and toggle masks on the faulty
   codes only), which is the format's encode -> fault -> decode without building the bits;
 * ``bitmap`` and ``rle``: :class:`~edgefault.faults.formats.BufferFormat` encodes the batch
-  (vectorized, one row per image), the faults act on the cells, and the decoder reads the
-  faulty rows back; its shifts depend on each image's zeros, so this is per-image work, done
-  for a whole batch at once.
+  into its fields (vectorized, one row per image; laid end to end, the fields are the
+  buffer's cells), the faults patch the fields' bits, and the decoder reads the faulty fields
+  back; its shifts depend on each image's zeros, so this is per-image work, done for a whole
+  batch at once.
 
-Why not a faulty ONNX file per chip, as for weights: a permanent dense chip can be masks in
-the graph (``inject --site activations`` writes that file, and the tests check that both
-paths give the same logits), but transient faults change with every image and a sparse
-format's decoder moves values by data-dependent amounts, which no constant mask expresses.
-The segment sessions serve every cell of a worker, so a cell costs the numpy work and the
-segments it must run, never a session; clean activations of every buffer are cached once per
-worker (within the suffix-cache budget), so a cell starts at the first faulty buffer.
+Permanent dense chips have a faster exact path. In the dense format a permanent chip is
+constant masks, ``((T & and) | or) ^ xor`` on each buffer ``T`` (what ``inject --site
+activations`` writes into a file); so each worker builds, once per model, the model with
+every buffer passing through and/or/xor masks that are model *inputs*
+(:func:`~edgefault.faults.actinject.mask_input_model`), and a permanent dense chip that
+faults the first buffer (at rates of 1e-4 and up, nearly all of them) is one run of that
+session per batch, fed the chip's masks: no segment boundaries, which cost ONNX Runtime its
+NHWC layout between convolutions, and no new session, which a weight cell pays. A chip whose
+first fault lies later starts from the cached clean activations on the segment path, and so
+does every dense chip of a model on which masks would cost ONNX Runtime an integer kernel
+(checked once per worker). The
+tests check that the mask-input session, the segment path and the file with constant masks
+give identical logits and changed-bit counts. Transient faults change with every image and a
+sparse format's decoder moves values by data-dependent amounts, which no mask expresses:
+those cells take the segment path. Its sessions serve every cell of a worker, so a cell costs
+the numpy work and the segments it must run, never a session; clean activations of every
+buffer are cached once per worker (within the suffix-cache budget), so a cell starts at the
+first faulty buffer.
 
 Time scales. A *permanent* chip faults the same buffer cells for every image. A *transient*
-chip gives every image fresh faults: the images are taken in blocks of
-:data:`TRANSIENT_BLOCK` (image ``i`` in block ``i // TRANSIENT_BLOCK``), and block ``j`` is a
-*tape*, its images' buffers laid end to end, faulted by the chip on its own seed stream
-``(3, j)``. Image ``i``'s faults are thus a function of the chip seed and ``i`` alone: batch
-size, workers and order change nothing, chips stay nested across rates, and drawing them
-costs one draw per block, in proportion to the faults.
+chip gives every image fresh faults: :func:`~edgefault.faults.activations.transient_faults`
+draws them once per cell for all the test images (a tape, one copy of the buffers per image),
+and image ``i``'s faults depend on the chip seed and ``i`` alone, so batch size, workers and
+order change nothing, chips stay nested across rates, and drawing costs what the faults cost.
 
 Example:
     >>> cells = ActivationCells(model, prepared, SessionSettings(intra_op_threads=1), budget=64 << 20)  # doctest: +SKIP
@@ -45,23 +55,20 @@ from typing import Any
 import numpy as np
 
 from edgefault.campaign.cells import Cell
-from edgefault.errors import EdgefaultError
+from edgefault.errors import EdgefaultError, error_line
 from edgefault.faults import Chip, FaultRecords, sample_faults
-from edgefault.faults.activations import ActivationMemory
-from edgefault.faults.formats import BufferFormat, apply_bit_faults
-from edgefault.faults.memory import AddressedMemory
+from edgefault.faults.activations import ActivationMemory, transient_faults
+from edgefault.faults.actinject import mask_feed, mask_input_model, tensor_masks
+from edgefault.faults.formats import BufferFormat
 from edgefault.faults.records import patch_words, word_masks
 from edgefault.onnxio import parse_model
-from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
+from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings, optimized_kernel_counts
 from edgefault.runtime.actprobe import activation_memory
+from edgefault.runtime.session import ORT_ERRORS, create_session
 from edgefault.runtime.stages import StagedModel
 
-TRANSIENT_BLOCK = 64  # images per transient tape (a constant of the fault model, not of the evaluation)
-TAPE_STREAM = 3  # seed streams: weights (), activations (1,), per-image chips (2, image), tapes (3, block)
-
-# Images per run of the segments (results do not depend on it): dense buffers cost little numpy work,
-# so larger batches save ONNX Runtime calls; encoded buffers expand to one byte per stored bit.
-DENSE_BATCH, CODED_BATCH = 256, 64
+# Images per ONNX Runtime run (results do not depend on it); measured on LeNet, 256 beats 64 for every format.
+BATCH = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,36 +122,62 @@ class Buffer:
         if self.format.name == "dense":
             faulty, changed = self._dense(flat, rows, cells, kinds)
         else:
-            buffer = self.format.encode(flat.astype(np.int64))
-            if rows is None:
-                hit = apply_bit_faults(buffer, cells, kinds)
-            else:
-                hit = apply_bit_faults(buffer.reshape(-1), rows * self.capacity + cells, kinds).reshape(buffer.shape)
-            changed = int(np.count_nonzero(hit != buffer))
-            faulty = self.format.decode(hit, self.size).astype(self.dtype)
+            faulty, changed = self._coded(flat, rows, cells, kinds)
         return faulty.reshape(values.shape), changed
+
+    def _coded(self, flat, rows, cells, kinds) -> tuple[np.ndarray, int]:
+        """Encoded buffers: the faults patch the encoder's fields (exactly its cells, without building them),
+        and the decoder reads the faulty fields back."""
+        fields = self.format.encode_fields(flat.astype(np.int64))
+        changed, start = 0, 0
+        for region, (width, count) in zip(fields, self.format.fields(self.size)):
+            inside = (cells >= start) & (cells < start + width * count)
+            if inside.any():
+                field, bit = np.divmod(cells[inside] - start, width)
+                words = field if rows is None else rows[inside] * count + field
+                starts, clear, stuck_one, toggle = word_masks(words, bit, kinds[inside], np.int64)
+                table = region if rows is None else region.reshape(-1)
+                index = (slice(None), field[starts]) if rows is None else words[starts]
+                before = table[index]
+                after = patch_words(before, clear, stuck_one, toggle)
+                changed += int(np.unpackbits(np.ascontiguousarray(before ^ after).view(np.uint8)).sum())
+                table[index] = after
+            start += width * count
+        return self.format.decode_fields(fields, self.size).astype(self.dtype), changed
+
+    def changed_bits(self, values: np.ndarray, rows: np.ndarray | None, cells: np.ndarray, kinds: np.ndarray) -> int:
+        """How many stored bits of a dense buffer holding ``values`` the faults change (as :meth:`fault` counts them).
+
+        Example:
+            >>> b = Buffer("a", 0, (3,), np.dtype(np.uint8), BufferFormat("dense", 8, 0))
+            >>> b.changed_bits(np.array([[1, 2, 3], [1, 3, 3]], np.uint8), None, np.array([8]), np.array([1]))
+            1
+        """
+        _, before, after = self._patch(values.reshape(len(values), self.size), rows, cells, kinds)
+        return int(np.unpackbits(np.ascontiguousarray(before ^ after).view(np.uint8)).sum())
+
+    def _patch(self, flat, rows, cells, kinds) -> tuple[tuple | np.ndarray, np.ndarray, np.ndarray]:
+        """The faulty words of dense codes: where they are (an index into the unsigned view), before and after."""
+        unsigned = np.ascontiguousarray(flat).view(np.dtype(f"u{flat.dtype.itemsize}"))
+        code, bit = np.divmod(cells, self.format.bits)
+        words = code if rows is None else rows * self.size + code
+        starts, clear, stuck_one, toggle = word_masks(words, bit, kinds, unsigned.dtype)
+        index = (slice(None), code[starts]) if rows is None else words[starts]
+        before = unsigned[index] if rows is None else unsigned.reshape(-1)[index]
+        return index, before, patch_words(before, clear, stuck_one, toggle)
 
     def _dense(self, flat, rows, cells, kinds) -> tuple[np.ndarray, int]:
         """Dense buffers hold the codes themselves: patch the faulty codes' bits in place of encode/decode."""
-        width, signed = self.format.bits, self.format.signed
+        index, before, after = self._patch(flat, rows, cells, kinds)
+        changed = int(np.unpackbits(np.ascontiguousarray(before ^ after).view(np.uint8)).sum())
         unsigned = np.ascontiguousarray(flat).view(np.dtype(f"u{flat.dtype.itemsize}"))
-        code, bit = np.divmod(cells, width)
-        words = code if rows is None else rows * self.size + code
-        starts, clear, stuck_one, toggle = word_masks(words, bit, kinds, unsigned.dtype)
-        columns = code[starts]
-        if rows is None:
-            before = unsigned[:, columns]
-        else:
-            before = unsigned.reshape(-1)[words[starts]]
-        after = patch_words(before, clear, stuck_one, toggle)
-        changed = int(np.unpackbits((before ^ after).view(np.uint8)).sum())
-        if signed and width < 8 * flat.dtype.itemsize:  # a k-bit code in a wider word: sign-extend it
-            after = _sign_extend(after, width, unsigned.dtype)
+        if self.format.signed and self.format.bits < 8 * flat.dtype.itemsize:  # a k-bit code in a wider word
+            after = _sign_extend(after, self.format.bits, unsigned.dtype)
         out = unsigned.copy()
         if rows is None:
-            out[:, columns] = after
+            out[index] = after
         else:
-            out.reshape(-1)[words[starts]] = after
+            out.reshape(-1)[index] = after
         return out.view(flat.dtype), changed
 
 
@@ -171,10 +204,10 @@ class ActivationCells:
         self.batch_size = batch_size
         self.memories: dict[str, ActivationMemory] = {}
         self.staged = StagedModel(model.data, self.memory("dense").names, model.input_name, model.output_name,
-                                  settings, inputs.images[:CODED_BATCH])
+                                  settings, inputs.images[:BATCH])
         self.segment = {segment.output: index for index, segment in enumerate(self.staged.segments)}
         self._cache: dict[str, np.ndarray] | None = None
-        self._tapes: dict[str, Tape] = {}
+        self._mask_session, self._channels_last = None, False  # built for the first dense cell that needs it
 
     def memory(self, act_format: str) -> ActivationMemory:
         """The model's activation memory in a storage format (built once per format).
@@ -219,16 +252,17 @@ class ActivationCells:
         """
         memory = self.memory(cell.act_format)
         by_name = {b.name: b for b in self.buffers(cell.act_format)}
-        if cell.transient:
-            if cell.act_format not in self._tapes:
-                self._tapes[cell.act_format] = Tape.of(memory, TRANSIENT_BLOCK, ())
-            faults = _TransientFaults(self._tapes[cell.act_format], len(memory.tensors), cell.to_chip())
-        else:
-            faults = _PermanentFaults(memory, cell.to_chip())
         images = len(self.inputs.images)
-        step = self.batch_size or (DENSE_BATCH if cell.act_format == "dense" else CODED_BATCH)
-        outputs, count, changed = [], 0, 0
+        faults = (_TransientFaults(memory, cell.to_chip(), images) if cell.transient
+                  else _PermanentFaults(memory, cell.to_chip()))
         cache = self._clean()
+        if cell.act_format == "dense" and faults.hits:
+            first = min(self.segment.get(name, 0) for name in faults.hits)
+            # The segments would run the whole model anyway: the model with mask inputs does it in one session.
+            if (cell.transient or cache is None or first == 0) and self._mask_ready(memory):
+                return self._masked(memory, faults, by_name, cell.transient)
+        step = self.batch_size or BATCH
+        outputs, count, changed = [], 0, 0
         for begin in range(0, images, step):
             end = min(begin + step, images)
             hits = faults.batch(begin, end)  # buffer name -> (image rows or None, cells, kinds)
@@ -250,6 +284,62 @@ class ActivationCells:
             outputs.append(self.staged.logits(values, hook, start))
         return np.concatenate(outputs), count / images, changed / images
 
+    def _masked(self, memory: ActivationMemory, faults, by_name: dict[str, Buffer], transient: bool
+                ) -> tuple[np.ndarray, float, float]:
+        """A dense chip in one session: the model with its buffers' masks as inputs, fed this chip's masks.
+
+        A permanent chip's masks are one image's, broadcast over the batch; a transient chip's
+        are one per image. The stored bits the faults changed are counted on the values each
+        faulty buffer held before its masks (extra outputs of the model), as the segment path
+        counts them.
+        """
+        position = {name: index for index, name in enumerate(memory.names)}
+        images, step = self.inputs.images, self.batch_size or BATCH
+        outputs, count, changed, feed = [], 0, 0, None
+        for begin in range(0, len(images), step):
+            batch = images[begin:begin + step].astype(self.staged.input_dtype, copy=False)
+            hits = faults.batch(begin, begin + len(batch))
+            if feed is None or transient:
+                masks = {}
+                for name, (rows, cells, kinds) in hits.items():
+                    tensor = memory.tensors[position[name]]
+                    masks[name] = tensor_masks(tensor, cells // tensor.bits, cells % tensor.bits, kinds, rows,
+                                               len(batch))
+                feed = mask_feed(memory, masks, self._channels_last)
+            computed = [name for name in hits if name != self.model.input_name]
+            wanted = [self.model.output_name, *(f"{name}/edgefault_clean" for name in computed)]
+            try:
+                logits, *before = self._mask_session.run(wanted, {self.model.input_name: batch, **feed})
+            except ORT_ERRORS as exc:
+                raise EdgefaultError(f"ONNX Runtime failed on the model with activation masks ({error_line(exc)})"
+                                     ) from None
+            stored = {self.model.input_name: batch, **dict(zip(computed, before))}
+            for name, (rows, cells, kinds) in hits.items():
+                changed += by_name[name].changed_bits(stored[name], rows, cells, kinds)
+                count += cells.size * (1 if transient else len(batch))
+            outputs.append(logits)
+        return np.concatenate(outputs), count / len(images), changed / len(images)
+
+    def _mask_ready(self, memory: ActivationMemory) -> bool:
+        """Whether the model with mask inputs runs every conv/linear layer as an integer kernel, as the model does.
+
+        Built and checked once: masks channels last where ONNX Runtime then keeps its integer
+        kernels (and its NHWC layout between convolutions), else in place; if neither keeps
+        them, dense cells take the segment path.
+        """
+        if self._mask_session is None:
+            self._mask_session = False
+            proto = parse_model(self.model.data)
+            clean = optimized_kernel_counts(self.model.data, self.settings)
+            for channels_last in (True, False):
+                masked = mask_input_model(proto, memory, channels_last).SerializeToString()
+                kernels = optimized_kernel_counts(masked, self.settings)
+                if (kernels.integer_kernels, kernels.float_kernels) == (clean.integer_kernels, clean.float_kernels):
+                    self._mask_session = create_session(masked, self.settings.options(), "model with activation masks")
+                    self._channels_last = channels_last
+                    break
+        return self._mask_session is not False
+
     def _clean(self) -> dict[str, np.ndarray] | None:
         """Every buffer's clean codes and the clean outputs for all test images, when they fit the budget.
 
@@ -259,10 +349,10 @@ class ActivationCells:
             per_image = sum(np.dtype(dtype).itemsize * int(np.prod(shape)) for dtype, shape in self.staged.types.values())
             images = self.inputs.images
             if per_image * len(images) <= self.budget:
-                batches = [self.staged.outputs(images[b:b + DENSE_BATCH]) for b in range(0, len(images), DENSE_BATCH)]
+                batches = [self.staged.outputs(images[b:b + BATCH]) for b in range(0, len(images), BATCH)]
                 cache = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
                 whole = Evaluator(self.model.data, self.settings, input_name=self.model.input_name,
-                                  output_name=self.model.output_name).logits(images, DENSE_BATCH)
+                                  output_name=self.model.output_name).logits(images, BATCH)
                 if not np.array_equal(whole, cache[self.model.output_name]):
                     raise EdgefaultError("the model run segment by segment does not reproduce its own outputs on "
                                          "every test image; its activations cannot be faulted between the segments")
@@ -273,85 +363,40 @@ class ActivationCells:
 class _PermanentFaults:
     """A permanent chip: the same cells of every buffer for every image."""
 
-    transient = False
-
-    def __init__(self, memory, chip: Chip):
-        self.hits = _by_tensor(sample_faults(memory, chip), memory, None)
+    def __init__(self, memory: ActivationMemory, chip: Chip):
+        records = sample_faults(memory, chip)
+        self.hits = _by_tensor(records, memory, records.address)
 
     def batch(self, begin: int, end: int) -> dict[str, tuple]:
-        return self.hits
+        return {name: (None, cells, kinds) for name, (_, cells, kinds) in self.hits.items()}
 
 
 class _TransientFaults:
-    """A transient chip: image ``i``'s faults from the tape of its block (see the module docstring)."""
+    """A transient chip: every test image's own faults, drawn at once (see the module docstring)."""
 
-    transient = True
-
-    def __init__(self, tape: Tape, tensors: int, chip: Chip):
-        self.tape, self.tensors, self.chip = tape, tensors, chip
-        self._blocks: dict[int, dict[str, tuple]] = {}
+    def __init__(self, memory: ActivationMemory, chip: Chip, images: int):
+        records = transient_faults(memory, chip, images)
+        image, address = np.divmod(records.address, memory.nbits)
+        self.hits = _by_tensor(records, memory, address, image)
 
     def batch(self, begin: int, end: int) -> dict[str, tuple]:
-        parts: dict[str, list[tuple]] = {}
-        for block in range(begin // TRANSIENT_BLOCK, (end - 1) // TRANSIENT_BLOCK + 1):
-            for name, (image, cells, kinds) in self._block(block).items():
-                keep = (image >= begin) & (image < end)
-                parts.setdefault(name, []).append((image[keep] - begin, cells[keep], kinds[keep]))
-        return {name: tuple(np.concatenate(column) for column in zip(*chunks)) for name, chunks in parts.items()}
-
-    def _block(self, block: int) -> dict[str, tuple]:
-        if block not in self._blocks:
-            tape = Tape(self.tape.tensors, (TAPE_STREAM, block))
-            records = sample_faults(tape, self.chip)
-            hits = _by_tensor(records, tape, self.tensors)
-            self._blocks[block] = {name: (rows + block * TRANSIENT_BLOCK, cells, kinds)
-                                   for name, (rows, cells, kinds) in hits.items()}
-        return self._blocks[block]
+        hits = {}
+        for name, (image, cells, kinds) in self.hits.items():  # images in increasing order within a buffer
+            low, high = np.searchsorted(image, [begin, end]).tolist()
+            if high > low:
+                hits[name] = (image[low:high] - begin, cells[low:high], kinds[low:high])
+        return hits
 
 
-def _by_tensor(records: FaultRecords, memory, tensors: int | None) -> dict[str, tuple]:
+def _by_tensor(records: FaultRecords, memory: ActivationMemory, address: np.ndarray,
+               image: np.ndarray | None = None) -> dict[str, tuple]:
     """Faults grouped by buffer: (image of each, or None; cell within one image's buffer; kind code).
 
-    On a tape, ``tensors`` is the number of buffers per image: tape tensor ``p`` is buffer
-    ``p % tensors`` of image ``p // tensors``.
+    ``address`` is each record's address within one image's buffers.
     """
-    cells = records.address - memory.bit_starts[records.tensor]
-    buffer = records.tensor if tensors is None else records.tensor % tensors
+    cells = address - memory.bit_starts[records.tensor]
     hits = {}
-    for position in np.unique(buffer).tolist():
-        rows = buffer == position
-        image = None if tensors is None else records.tensor[rows] // tensors
-        hits[records.tensors[position]] = (image, cells[rows], records.kind[rows])
+    for position in np.unique(records.tensor).tolist():
+        rows = records.tensor == position
+        hits[records.tensors[position]] = (None if image is None else image[rows], cells[rows], records.kind[rows])
     return hits
-
-
-@dataclasses.dataclass(frozen=True)
-class Tape(AddressedMemory):
-    """The buffers of ``images`` images laid end to end (image-major), faulted as one memory on its own seed stream.
-
-    Tensor ``p`` of a tape is buffer ``p % m`` of image ``p // m`` (``m`` buffers per image);
-    the names repeat, so a chip's ``layers`` filter picks the same buffer in every image.
-
-    Example:
-        >>> memory = ActivationMemory.from_tensors([("x", "uint8", (4,), 0, 0.1, "Conv")])
-        >>> tape = Tape.of(memory, 3, (2, 0))
-        >>> tape.nbits, tape.names
-        (96, ('x', 'x', 'x'))
-    """
-
-    tensors: tuple
-    seed_stream: tuple[int, ...] = ()
-    label = "activation"
-
-    @classmethod
-    def of(cls, memory: ActivationMemory, images: int, stream: tuple[int, ...]) -> Tape:
-        """The tape of ``images`` copies of ``memory``'s buffers, drawn from seed stream ``stream``.
-
-        Example:
-            >>> Tape.of(ActivationMemory.from_tensors([("x", "uint8", (4,), 0, 0.1, "Conv")]), 2, (2, 5)).seed_stream
-            (2, 5)
-        """
-        per_image = memory.nbits
-        tensors = tuple(dataclasses.replace(t, start=image * per_image + t.start)
-                        for image in range(images) for t in memory.tensors)
-        return cls(tensors, tuple(stream))

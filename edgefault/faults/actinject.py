@@ -42,6 +42,8 @@ from edgefault.onnxio import load_model, parse_model
 BITWISE_OPSET = 18
 ACT_METADATA_KEY = "edgefault.activation_faults"
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+MASK_PARTS = ("and", "or", "xor")  # applied in this order: ((T & and) | or) ^ xor
+_NHWC, _NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
 def activation_masks(memory: ActivationMemory, records: FaultRecords) -> dict[str, dict[str, np.ndarray]]:
@@ -56,25 +58,40 @@ def activation_masks(memory: ActivationMemory, records: FaultRecords) -> dict[st
     _check_dense(memory)
     masks: dict[str, dict[str, np.ndarray]] = {}
     for position in np.unique(records.tensor).tolist():
-        tensor = memory.tensors[position]
         rows = records.tensor == position
-        index, bit, kind = records.index[rows], records.bit[rows], records.kind[rows]
-        unsigned = np.dtype(f"uint{tensor.bits}")
-        parts = {}
-        for name, codes, start in (("and", (SA0,), ~np.zeros((), unsigned)), ("or", (SA1,), unsigned.type(0)),
-                                   ("xor", (FLIP, MBU), unsigned.type(0))):
-            chosen = np.isin(kind, codes)
-            if not chosen.any():
-                continue
-            mask = np.full(tensor.elements, start, dtype=unsigned)
-            bits = (np.ones(1, unsigned) << bit[chosen].astype(unsigned)).astype(unsigned)
-            if name == "and":
-                np.bitwise_and.at(mask, index[chosen], ~bits)
-            else:
-                np.bitwise_or.at(mask, index[chosen], bits)
-            parts[name] = mask.view(np.dtype(tensor.dtype)).reshape(1, *tensor.shape)
-        masks[tensor.name] = parts
+        tensor = memory.tensors[position]
+        masks[tensor.name] = tensor_masks(tensor, records.index[rows], records.bit[rows], records.kind[rows])
     return masks
+
+
+def tensor_masks(tensor, index: np.ndarray, bit: np.ndarray, kind: np.ndarray, image: np.ndarray | None = None,
+                 images: int = 1) -> dict[str, np.ndarray]:
+    """One dense buffer's masks (only those needed) for faults at (code ``index``, ``bit``) of kind ``kind``.
+
+    Without ``image`` the masks are one image's, ``[1, *shape]``, for every image; with it,
+    fault ``j`` hits image ``image[j]`` only, and the masks are ``[images, *shape]``.
+
+    Example:
+        >>> t = ActivationMemory.from_tensors([("t", "uint8", (2,), 0, 1.0, "Conv")]).tensors[0]
+        >>> tensor_masks(t, np.array([1]), np.array([0]), np.array([FLIP]), np.array([2]), 3)["xor"].tolist()
+        [[0, 0], [0, 0], [0, 1]]
+    """
+    unsigned = np.dtype(f"uint{tensor.bits}")
+    where = index if image is None else np.asarray(image, np.int64) * tensor.elements + index
+    parts = {}
+    for name, codes, start in (("and", (SA0,), ~np.zeros((), unsigned)), ("or", (SA1,), unsigned.type(0)),
+                               ("xor", (FLIP, MBU), unsigned.type(0))):
+        chosen = np.isin(kind, codes)
+        if not chosen.any():
+            continue
+        mask = np.full((1 if image is None else images) * tensor.elements, start, dtype=unsigned)
+        bits = (np.ones(1, unsigned) << np.asarray(bit)[chosen].astype(unsigned)).astype(unsigned)
+        if name == "and":
+            np.bitwise_and.at(mask, where[chosen], ~bits)
+        else:
+            np.bitwise_or.at(mask, where[chosen], bits)
+        parts[name] = mask.view(np.dtype(tensor.dtype)).reshape(-1, *tensor.shape)
+    return parts
 
 
 def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultRecords) -> onnx.ModelProto:
@@ -90,8 +107,74 @@ def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultR
     out = onnx.ModelProto()
     out.CopyFrom(model)
     masks = activation_masks(memory, records)
-    if not masks:
-        return out
+    if masks:
+        _insert_masks(out, masks, lambda graph, name, mask: graph.initializer.append(numpy_helper.from_array(mask, name)))
+    return out
+
+
+def mask_input_model(model: onnx.ModelProto, memory: ActivationMemory, channels_last: bool = False
+                     ) -> onnx.ModelProto:
+    """A copy of ``model`` in which every activation buffer passes through and, or and xor masks fed as inputs.
+
+    One model (and one ONNX Runtime session) for every permanent dense chip: feed each buffer's
+    masks from :func:`activation_masks` or :func:`tensor_masks` (:func:`mask_feed` fills in the
+    masks that change nothing). Buffer ``T``'s masks are the inputs ``T/edgefault_and_mask``,
+    ``T/edgefault_or_mask`` and ``T/edgefault_xor_mask`` of T's type, ``[1, *shape]`` for every
+    image or one per image; the value each computed buffer had before its masks is the extra
+    output ``T/edgefault_clean``. With ``channels_last``, the masks of an image-like buffer
+    (``[N, C, H, W]``) act between two Transposes, on ``[N, H, W, C]`` (and are fed so), which
+    can let ONNX Runtime keep its NHWC layout (QLinearConv -> NhwcMaxPool -> QLinearConv); on
+    some QDQ graphs its transpose optimizer then pulls a Transpose between DequantizeLinear and
+    Conv, which leaves a float conv: check the kernels (the campaign does).
+
+    Example:
+        >>> masked = mask_input_model(onnx.load("model.onnx"), memory)  # doctest: +SKIP
+        >>> [i.name for i in masked.graph.input][1:3]  # doctest: +SKIP
+        ['input_quant/edgefault_and_mask', 'input_quant/edgefault_or_mask']
+    """
+    _check_dense(memory)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    masks = {tensor.name: {part: np.zeros((1, *tensor.shape), np.dtype(tensor.dtype)) for part in MASK_PARTS}
+             for tensor in memory.tensors}
+    _insert_masks(out, masks, lambda graph, name, mask: graph.input.append(helper.make_tensor_value_info(
+        name, helper.np_dtype_to_tensor_dtype(mask.dtype), ["masks", *mask.shape[1:]])), channels_last)
+    produced = {name for node in out.graph.node for name in node.output}
+    for tensor in memory.tensors:
+        if f"{tensor.name}/edgefault_clean" in produced:
+            out.graph.output.append(helper.make_tensor_value_info(
+                f"{tensor.name}/edgefault_clean", helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype)), None))
+    return out
+
+
+def mask_feed(memory: ActivationMemory, masks: dict[str, dict[str, np.ndarray]], channels_last: bool = False
+              ) -> dict[str, np.ndarray]:
+    """The mask inputs of :func:`mask_input_model` for a chip's masks: those it lacks change nothing.
+
+    ``channels_last`` as the model was built (4-D masks are then fed as ``[N, H, W, C]``).
+
+    Example:
+        >>> memory = ActivationMemory.from_tensors([("t", "uint8", (3,), 0, 1.0, "Conv")])
+        >>> {k: v.tolist() for k, v in mask_feed(memory, {"t": {"xor": np.array([[0, 4, 0]], np.uint8)}}).items()}
+        {'t/edgefault_and_mask': [[255, 255, 255]], 't/edgefault_or_mask': [[0, 0, 0]], 't/edgefault_xor_mask': [[0, 4, 0]]}
+    """
+    feed = {}
+    for tensor in memory.tensors:
+        given = masks.get(tensor.name, {})
+        for part in MASK_PARTS:
+            default = np.full((1, *tensor.shape), -1 if part == "and" else 0, np.int64).astype(np.dtype(tensor.dtype))
+            mask = given.get(part, default)
+            feed[f"{tensor.name}/edgefault_{part}_mask"] = _channels_last(mask) if channels_last else mask
+    return feed
+
+
+def _channels_last(mask: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(mask.transpose(_NHWC)) if mask.ndim == 4 else mask
+
+
+def _insert_masks(out: onnx.ModelProto, masks: dict[str, dict[str, np.ndarray]], place: Callable,
+                  channels_last: bool = False) -> None:
+    """Put each tensor's mask chain into ``out`` (in place); ``place(graph, name, mask)`` declares each mask."""
     _lift_opset(out)
     graph = out.graph
     inputs = {i.name for i in graph.input}
@@ -103,7 +186,7 @@ def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultR
             clean = f"{name}/edgefault_clean"
             node = nodes[producer[name]]
             node.output[list(node.output).index(name)] = clean
-            chain = _mask_chain(graph, name, clean, name, parts)
+            chain = _mask_chain(graph, name, clean, name, parts, place, channels_last)
             before.setdefault(producer[name] + 1, []).extend(chain)
         elif name in inputs:
             faulty = f"{name}/edgefault_faulty"
@@ -112,7 +195,7 @@ def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultR
             for output in graph.output:
                 if output.name == name:
                     raise EdgefaultError(f"activation {name!r} is both a model input and output; cannot mask it")
-            before.setdefault(0, []).extend(_mask_chain(graph, name, name, faulty, parts))
+            before.setdefault(0, []).extend(_mask_chain(graph, name, name, faulty, parts, place, channels_last))
         else:
             raise EdgefaultError(f"activation {name!r} is neither computed by a node nor a model input")
     ordered = []
@@ -122,21 +205,26 @@ def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultR
     ordered.extend(before.get(len(nodes), []))
     del graph.node[:]
     graph.node.extend(ordered)
-    return out
 
 
-def _mask_chain(graph: onnx.GraphProto, name: str, source: str, target: str,
-                parts: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
-    """Nodes computing ``target`` from ``source`` through the masks, in And, Or, Xor order; their initializers added."""
+def _mask_chain(graph: onnx.GraphProto, name: str, source: str, target: str, parts: dict[str, np.ndarray],
+                place: Callable, channels_last: bool = False) -> list[onnx.NodeProto]:
+    """Nodes computing ``target`` from ``source`` through the masks, in And, Or, Xor order; each mask declared by
+    ``place``. ``channels_last``: 4-D masks act on the tensor transposed to NHWC, and the result is transposed back."""
     chain, current = [], source
-    operators = [(part, op) for part, op in (("and", "BitwiseAnd"), ("or", "BitwiseOr"), ("xor", "BitwiseXor"))
-                 if part in parts]
+    wrap = channels_last and next(iter(parts.values())).ndim == 4
+    if wrap:
+        current = f"{name}/edgefault_nhwc"
+        chain.append(helper.make_node("Transpose", [source], [current], name=f"edgefault/{name}/nhwc", perm=_NHWC))
+    operators = [(part, op) for part, op in zip(MASK_PARTS, ("BitwiseAnd", "BitwiseOr", "BitwiseXor")) if part in parts]
     for step, (part, op) in enumerate(operators):
         mask_name = f"{name}/edgefault_{part}_mask"
-        graph.initializer.append(numpy_helper.from_array(parts[part], mask_name))
-        output = target if step == len(operators) - 1 else f"{name}/edgefault_{part}"
+        place(graph, mask_name, _channels_last(parts[part]) if wrap else parts[part])
+        output = target if step == len(operators) - 1 and not wrap else f"{name}/edgefault_{part}"
         chain.append(helper.make_node(op, [current, mask_name], [output], name=f"edgefault/{name}/{part}"))
         current = output
+    if wrap:
+        chain.append(helper.make_node("Transpose", [current], [target], name=f"edgefault/{name}/nchw", perm=_NCHW))
     return chain
 
 

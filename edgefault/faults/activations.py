@@ -48,9 +48,11 @@ from edgefault.faults.chip import Chip
 from edgefault.faults.coverage import plural
 from edgefault.faults.formats import ACT_FORMATS, DEFAULT_RUN_BITS, BufferFormat
 from edgefault.faults.memory import AddressedMemory
+from edgefault.faults.records import FaultRecords
+from edgefault.faults.sampling import sample_tape_faults
 from edgefault.onnxio import load_proto
 
-TRANSIENT_STREAM = 2  # seed streams: weights (), activations (1,), per-image transient chips (2, image)
+TRANSIENT_STREAM = (2,)  # seed streams: weights (), activations (1,), transient activation tapes (2,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,22 +257,26 @@ class ActivationMemory(AddressedMemory):
                 f"{report['bits']:,} stored bits per image{form} ({kinds})")
 
 
-def image_chip(chip: Chip, image: int) -> Chip:
-    """The chip of transient faults that image number ``image`` meets: the same settings, a seed of its own.
+def transient_faults(memory: ActivationMemory, chip: Chip, images: int) -> FaultRecords:
+    """The transient faults that images ``0 .. images - 1`` meet: fresh for each image, a function of (seed, image).
 
-    The seed derives from (chip seed, image index) alone, so an image meets the same faults
-    whatever the batch size, worker count or order, and each image's faults stay nested
-    across rates and paired across models.
+    The one definition of transient activation faults: the chip drawn on a *tape* of the
+    memory, one copy of its buffers per image, image after image, on the seed stream
+    :data:`TRANSIENT_STREAM` (:func:`~edgefault.faults.sampling.sample_tape_faults`). A
+    record's ``address`` is its tape address: ``address // memory.nbits`` is the image, and
+    tensor, index and bit lie within that image's buffers. Image ``i``'s faults depend on the
+    chip seed and ``i`` alone (drawing 3 images or 1,000 gives image 2 the same faults), so
+    batch size, workers and order change nothing; they are nested across rates, paired
+    across models with the same layout, and drawing them costs what their faults cost.
 
     Example:
-        >>> chip = Chip("flip", rate=0.01, seed=3)
-        >>> image_chip(chip, 7) == image_chip(chip, 7), image_chip(chip, 7).seed == image_chip(chip, 8).seed
-        (True, False)
+        >>> memory = ActivationMemory.from_tensors([("x", "uint8", (50,), 0, 0.1, "Conv")])
+        >>> chip = Chip("flip", rate=0.02, seed=3)
+        >>> few, many = transient_faults(memory, chip, 2), transient_faults(memory, chip, 100)
+        >>> bool(np.array_equal(few.address, many.address[many.address < 2 * memory.nbits]))
+        True
     """
-    if not isinstance(image, (int, np.integer)) or image < 0:
-        raise EdgefaultError(f"image index must be a non-negative integer, got {image!r}")
-    state = np.random.SeedSequence(chip.seed, spawn_key=(TRANSIENT_STREAM, int(image))).generate_state(1, np.uint64)
-    return dataclasses.replace(chip, seed=int(state[0] >> np.uint64(1)))
+    return sample_tape_faults(memory, chip, images, TRANSIENT_STREAM)
 
 
 def format_sizes(memory: ActivationMemory, codes: Mapping[str, np.ndarray], run_bits: int = DEFAULT_RUN_BITS

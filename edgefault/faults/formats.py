@@ -34,6 +34,13 @@ Worked example (``b = 4``, ``z = 0``, codes ``[0, 5, 0, 0, 3]``; bits listed fro
   of 33. Flip bit 0 of the first run (1 -> 0): ``(0, 5)`` writes position 0, ``(2, 3)`` skips 1, 2 and
   writes 3: ``[5, 0, 0, 3, 0]``.
 
+Fields. Each buffer is regions of fixed-width fields (:meth:`BufferFormat.fields`: the codes;
+the flags and the values; the header and the pair slots), and its cells are the fields laid
+end to end, least significant bit first. :meth:`BufferFormat.encode_fields` and
+:meth:`BufferFormat.decode_fields` work on the field values, so a caller can fault a field's
+bits without building the cells (the campaign does); :meth:`BufferFormat.encode` and
+:meth:`BufferFormat.decode` are them plus the bits.
+
 Every function takes a leading batch axis too: ``codes`` of shape ``[..., N]`` give buffers of
 shape ``[..., capacity]``, one image per row, vectorized (no loop over images).
 
@@ -150,6 +157,20 @@ class BufferFormat:
         pairs = np.where(nonzero, 1 + _zeros_before(nonzero) // (1 << self.run_bits), 0).sum(axis=-1)
         return self.header_bits(n) + (self.run_bits + self.bits) * pairs.astype(np.int64)
 
+    def fields(self, n: int) -> tuple[tuple[int, int], ...]:
+        """The buffer of ``n`` codes as regions of fields, in address order: (cells per field, fields) of each.
+
+        Example:
+            >>> [BufferFormat(f, bits=8, zero_point=0).fields(10) for f in ACT_FORMATS]
+            [((8, 10),), ((1, 10), (8, 10)), ((4, 1), (13, 10))]
+        """
+        n = int(n)
+        if self.name == "dense":
+            return ((self.bits, n),)
+        if self.name == "bitmap":
+            return ((1, n), (self.bits, n))
+        return ((self.header_bits(n), 1), (self.run_bits + self.bits, n))
+
     def encode(self, codes: np.ndarray) -> np.ndarray:
         """The buffer holding ``codes`` (shape ``[..., n]``): uint8 0/1 cells of shape ``[..., capacity_bits(n)]``.
 
@@ -158,14 +179,8 @@ class BufferFormat:
             [1, 0, 1, 0, 1, 1, 0, 0]
         """
         codes = self._checked(codes)
-        if self.name == "dense":
-            return _to_bits(codes, self.bits)
-        nonzero = codes != self.zero_point
-        if self.name == "bitmap":
-            # A stable sort by "is z" puts the non-z codes first, in order; the z codes follow.
-            packed = np.take_along_axis(codes, np.argsort(~nonzero, axis=-1, kind="stable"), axis=-1)
-            return np.concatenate([nonzero.astype(np.uint8), _to_bits(packed, self.bits)], axis=-1)
-        return self._encode_rle(codes, nonzero)
+        regions = zip(self.encode_fields(codes), self.fields(codes.shape[-1]))
+        return np.concatenate([_to_bits(values, width) for values, (width, _) in regions], axis=-1)
 
     def decode(self, buffer: np.ndarray, n: int) -> np.ndarray:
         """The ``n`` codes a device reads from ``buffer`` (shape ``[..., capacity_bits(n)]``), faulty or not, as int64.
@@ -182,14 +197,54 @@ class BufferFormat:
         if buffer.shape[-1] != self.capacity_bits(n):
             raise EdgefaultError(f"a {self.name} buffer of {n} codes has {self.capacity_bits(n)} cells, "
                                  f"got {buffer.shape[-1]}")
+        fields, start = [], 0
+        for width, count in self.fields(n):
+            fields.append(_from_bits(buffer[..., start:start + width * count], width) if width
+                          else np.zeros((*buffer.shape[:-1], count), np.int64))
+            start += width * count
+        return self.decode_fields(fields, n)
+
+    def encode_fields(self, codes: np.ndarray) -> list[np.ndarray]:
+        """The buffer holding ``codes`` as field values (int64, each its field's bits, unsigned), one array per region.
+
+        Region ``k`` has shape ``[..., count]`` for ``fields(n)[k] = (width, count)``; laid end to
+        end, least significant bit first, the fields are :meth:`encode`'s cells.
+
+        Example:
+            >>> [f.tolist() for f in BufferFormat("rle", bits=4, zero_point=0, run_bits=2).encode_fields(
+            ...     np.array([0, 5, 0, 0, 3]))]
+            [[2], [21, 14, 0, 0, 0]]
+        """
+        codes = self._checked(codes)
+        raw = (1 << self.bits) - 1
         if self.name == "dense":
-            return self._signed(_from_bits(buffer, self.bits))
+            return [codes & raw]
+        nonzero = codes != self.zero_point
         if self.name == "bitmap":
-            flags = buffer[..., :n].astype(bool)
-            values = self._signed(_from_bits(buffer[..., n:], self.bits))
-            rank = np.maximum(np.cumsum(flags, axis=-1) - 1, 0)  # the k-th set flag takes value k
-            return np.where(flags, np.take_along_axis(values, rank, axis=-1), self.zero_point)
-        return self._decode_rle(buffer, n)
+            # Row by row, the non-z codes in order fill the first slots of the value region: boolean
+            # indexing walks both in row-major order, so one assignment packs every row.
+            packed = np.full(codes.shape, self.zero_point & raw, dtype=np.int64)
+            packed[_first_slots(np.count_nonzero(nonzero, axis=-1), codes.shape[-1])] = codes[nonzero] & raw
+            return [nonzero.astype(np.int64), packed]
+        return self._encode_rle(codes, nonzero)
+
+    def decode_fields(self, fields: list[np.ndarray], n: int) -> np.ndarray:
+        """The ``n`` codes a device reads from a buffer given as field values (as :meth:`encode_fields` gives them).
+
+        Example:
+            >>> BufferFormat("bitmap", bits=4, zero_point=0).decode_fields(
+            ...     [np.array([0, 1, 1, 0, 1]), np.array([5, 3, 0, 0, 0])], 5).tolist()
+            [0, 5, 3, 0, 0]
+        """
+        if self.name == "dense":
+            return self._signed(fields[0])
+        if self.name == "bitmap":
+            flags, values = fields[0] != 0, self._signed(fields[1])
+            out = np.full(flags.shape, self.zero_point, dtype=np.int64)
+            # The k-th set flag of a row takes the row's k-th value: both walked in row-major order.
+            out[flags] = values[_first_slots(np.count_nonzero(flags, axis=-1), n)]
+            return out
+        return self._decode_rle(fields[0][..., 0], fields[1], n)
 
     def _checked(self, codes) -> np.ndarray:
         codes = np.asarray(codes)
@@ -206,45 +261,40 @@ class BufferFormat:
             return raw
         return np.where(raw >> (self.bits - 1) == 1, raw - (1 << self.bits), raw)
 
-    def _encode_rle(self, codes: np.ndarray, nonzero: np.ndarray) -> np.ndarray:
+    def _encode_rle(self, codes: np.ndarray, nonzero: np.ndarray) -> list[np.ndarray]:
         n = codes.shape[-1]
         rows = codes.reshape(-1, n)
-        flat_nonzero = nonzero.reshape(-1, n)
-        longest = (1 << self.run_bits) - 1
-        gaps = _zeros_before(flat_nonzero)[flat_nonzero]  # z codes before each non-z code, row by row
-        row, _ = np.nonzero(flat_nonzero)
-        splits = gaps // (longest + 1)  # explicit (longest, z) pairs before the code's own pair
-        per_code = splits + 1
-        owner = np.repeat(np.arange(gaps.size), per_code)  # each pair's non-z code
-        step = np.arange(owner.size) - np.repeat(np.cumsum(per_code) - per_code, per_code)
-        last = step == splits[owner]
-        runs = np.where(last, gaps[owner] - splits[owner] * (longest + 1), longest)
-        values = np.where(last, rows[flat_nonzero][owner], self.zero_point)
-        pair_rows = row[owner]
-        counts = np.bincount(row, weights=per_code, minlength=rows.shape[0]).astype(np.int64)
-        slot = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        run_table = np.zeros(rows.shape, dtype=np.int64)
-        code_table = np.full(rows.shape, self.zero_point, dtype=np.int64)
-        run_table[pair_rows, slot] = runs
-        code_table[pair_rows, slot] = values
-        slots = np.concatenate([_to_bits(run_table[..., None], self.run_bits),
-                                _to_bits(code_table[..., None], self.bits)], axis=-1)  # [rows, slot, cells]
-        header = _to_bits(counts[:, None], self.header_bits(n))
-        return np.concatenate([header, slots.reshape(rows.shape[0], -1)], axis=-1).reshape(*codes.shape[:-1], -1)
+        flat = np.flatnonzero(nonzero.reshape(-1, n))  # the non-z codes, row by row, in order
+        row, column = np.divmod(flat, n)
+        previous = np.concatenate([[-1], column[:-1]])
+        previous[np.concatenate([[True], row[1:] != row[:-1]])[: flat.size]] = -1  # a row starts afresh
+        gaps = column - previous - 1  # z codes before each non-z code
+        splits = gaps >> self.run_bits  # explicit (longest, z) pairs before the code's own pair
+        pairs = np.bincount(row, weights=splits + 1, minlength=len(rows)).astype(np.int64)
+        clear = self.zero_point & ((1 << self.bits) - 1)
+        # Each slot as one field: its run in the low run_bits, its code (two's complement) above.
+        own = (gaps & ((1 << self.run_bits) - 1)) | (rows.reshape(-1)[flat] & ((1 << self.bits) - 1)) << self.run_bits
+        if splits.any():  # rare: runs of 2^run_bits zeros or more
+            last = np.cumsum(splits + 1) - 1  # each code's own pair, after its split pairs
+            fields = np.full(last[-1] + 1, (1 << self.run_bits) - 1 | clear << self.run_bits, dtype=np.int64)
+            fields[last] = own
+            pair_rows = np.repeat(row, splits + 1)
+        else:
+            fields, pair_rows = own, row
+        slots = np.full(rows.shape, clear << self.run_bits, dtype=np.int64)
+        slot = np.arange(fields.size) - (np.cumsum(pairs) - pairs)[pair_rows]  # the pair's place in its row
+        slots.reshape(-1)[pair_rows * n + slot] = fields
+        return [pairs.reshape(*codes.shape[:-1], 1), slots.reshape(codes.shape)]
 
-    def _decode_rle(self, buffer: np.ndarray, n: int) -> np.ndarray:
-        head = self.header_bits(n)
-        rows = buffer.reshape(-1, buffer.shape[-1])
-        count = np.minimum(_from_bits(rows[:, :head], head)[:, 0] if head else np.zeros(len(rows), np.int64), n)
-        slots = rows[:, head:].reshape(len(rows), n, self.run_bits + self.bits)
-        runs = _from_bits(slots[..., : self.run_bits], self.run_bits)[..., 0]
-        values = self._signed(_from_bits(slots[..., self.run_bits:], self.bits)[..., 0])
-        where = np.cumsum(runs + 1, axis=-1) - 1  # the position each pair writes, strictly increasing
-        keep = (np.arange(n) < count[:, None]) & (where < n)
-        out = np.full((len(rows), n), self.zero_point, dtype=np.int64)
-        row, slot = np.nonzero(keep)
-        out[row, where[row, slot]] = values[row, slot]
-        return out.reshape(*buffer.shape[:-1], n)
+    def _decode_rle(self, count: np.ndarray, slots: np.ndarray, n: int) -> np.ndarray:
+        shape = slots.shape
+        count, slots = count.reshape(-1), slots.reshape(-1, n)
+        where = np.cumsum((slots & ((1 << self.run_bits) - 1)) + 1, axis=-1) - 1  # each pair's position, increasing
+        # A row reads its first min(count, N) pairs, and stops at the first that lands past position N.
+        keep = _first_slots(np.minimum(count, np.count_nonzero(where < n, axis=-1)), n)
+        out = np.full(slots.shape, self.zero_point, dtype=np.int64)
+        out.reshape(-1)[(where + (np.arange(len(slots)) * n)[:, None])[keep]] = self._signed(slots[keep] >> self.run_bits)
+        return out.reshape(shape)
 
 
 def apply_bit_faults(buffer: np.ndarray, cells, kinds) -> np.ndarray:
@@ -277,13 +327,50 @@ def _zeros_before(nonzero: np.ndarray) -> np.ndarray:
     return zeros - previous
 
 
+def _first_slots(counts: np.ndarray, n: int) -> np.ndarray:
+    """A mask of shape ``[..., n]``: the first ``counts[...]`` positions of each row."""
+    return np.arange(n) < np.asarray(counts)[..., None]
+
+
+def _word_type(width: int) -> np.dtype:
+    """The little-endian unsigned type holding ``width`` bits (1..32)."""
+    return np.dtype(np.uint8) if width <= 8 else np.dtype("<u2") if width <= 16 else np.dtype("<u4")
+
+
 def _to_bits(values: np.ndarray, width: int) -> np.ndarray:
-    """Each value as ``width`` cells, least significant first, laid end to end on the last axis."""
-    bits = (values[..., None].astype(np.int64) >> np.arange(width)) & 1
-    return bits.astype(np.uint8).reshape(*values.shape[:-1], -1)
+    """Each value as ``width`` cells (its low bits, least significant first), laid end to end on the last axis.
+
+    ``width`` is 0..32; negative values give their two's complement bits.
+    """
+    values = np.asarray(values)
+    if width <= 1:  # no cells, or one cell per value: the value's low bit
+        return (values & 1).astype(np.uint8)[..., :values.shape[-1] * width]
+    word = _word_type(width)
+    raw = np.ascontiguousarray(values.astype(word.newbyteorder("<")))  # integer casts keep the low bits
+    bits = np.unpackbits(raw.view(np.uint8), axis=-1, bitorder="little")
+    if width != 8 * word.itemsize:
+        bits = bits.reshape(*values.shape, 8 * word.itemsize)[..., :width]
+    return bits.reshape(*values.shape[:-1], -1)
 
 
 def _from_bits(cells: np.ndarray, width: int) -> np.ndarray:
-    """Groups of ``width`` cells (least significant first) back to values, as int64."""
-    grouped = cells.reshape(*cells.shape[:-1], -1, width).astype(np.int64)
-    return (grouped << np.arange(width)).sum(axis=-1)
+    """Groups of ``width`` cells (least significant first; 1..32 cells) back to values, as int64."""
+    cells = np.asarray(cells)
+    if width == 1:
+        return cells.astype(np.int64)
+    packed = np.packbits(cells if cells.dtype in (np.uint8, bool) else cells.astype(np.uint8), axis=-1,
+                         bitorder="little")  # the cells as bytes, field boundaries anywhere
+    if width % 8 == 0:
+        return np.ascontiguousarray(packed).view(_word_type(width)).astype(np.int64)
+    # Field i starts at cell i * width: gather the bytes that cover it, then shift and mask.
+    start = np.arange(cells.shape[-1] // width, dtype=np.int64) * width
+    first, shift = start >> 3, start & 7
+    span = (width + 14) // 8  # bytes covering ``width`` bits at any shift
+    word = np.dtype(np.uint32 if span <= 4 else np.uint64)
+    padded = np.concatenate([packed, np.zeros((*packed.shape[:-1], span), np.uint8)], axis=-1)
+    value = padded[..., first].astype(word)
+    for j in range(1, span):
+        value |= padded[..., first + j].astype(word) << word.type(8 * j)
+    value >>= shift.astype(word)
+    value &= word.type((1 << width) - 1)
+    return value.astype(np.int64)

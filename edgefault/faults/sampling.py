@@ -23,6 +23,12 @@ same numbers however they are cut), so the same chip on two memories with the sa
 target cells hits the same cells, and on a smaller memory it hits exactly the prefix of a
 larger memory's faults.
 
+Tapes. :func:`sample_tape_faults` draws a chip on ``n`` copies of a memory laid end to end
+(copy ``k``'s target cells numbered after copy ``k - 1``'s), on a seed stream of its own; by
+the prefix property, copy ``k``'s faults depend on the seed, the stream and ``k`` alone, and
+drawing ``n`` copies costs what their faults cost. The activation memory's transient faults
+are such a tape, one copy per image (:func:`edgefault.faults.activations.transient_faults`).
+
 Counts. ``count=K`` takes the K target cells of least threshold (drawn at a rate that holds
 at least K cells, doubled until it does): nested in K too, and the first K cells to fail as
 the rate rises.
@@ -133,11 +139,7 @@ def sample_fault_windows(memory: AddressedMemory, chip: Chip, window: int | None
         >>> len(pieces), sum(map(len, pieces)) == len(sample_faults(memory, Chip("flip", rate=0.5, seed=1)))
         (8, True)
     """
-    if memory.include_bias != chip.include_bias:
-        raise EdgefaultError(
-            f"chip has include_bias={chip.include_bias} but the memory has include_bias={memory.include_bias}"
-        )
-    cells = _target_cells(memory, chip)
+    cells = _checked_cells(memory, chip)
     if chip.count is not None and chip.count > cells.size:
         raise EdgefaultError(f"count {chip.count} exceeds the {cells.size} target bits of the {memory.label} memory")
     keys = _keys(chip.seed, memory.seed_stream)
@@ -148,13 +150,56 @@ def sample_fault_windows(memory: AddressedMemory, chip: Chip, window: int | None
         yield _records(memory, chip, cells, drawn, keys)
 
 
+def sample_tape_faults(memory: AddressedMemory, chip: Chip, copies: int, stream: tuple[int, ...]) -> FaultRecords:
+    """A rate chip's faults on a tape: ``copies`` copies of a memory end to end, drawn from seed stream ``stream``.
+
+    Copy ``k`` holds the tape addresses ``[k * memory.nbits, (k + 1) * memory.nbits)``; each
+    record names the tensor, index and bit within its copy and its tape address (so
+    ``address // memory.nbits`` is its copy). Copy ``k``'s faults depend on the seed, the
+    stream and ``k`` alone, not on ``copies`` (see the module docstring), and stay nested
+    across rates. ``count`` chips are refused: a count spread over the tape would tie each
+    copy's faults to the number of copies.
+
+    Example:
+        >>> memory = WeightMemory.from_tensors([("w", "int8", (100,), "test")])
+        >>> chip = Chip("flip", rate=0.05, seed=1)
+        >>> three, ten = (sample_tape_faults(memory, chip, n, (2,)).address for n in (3, 10))
+        >>> bool(np.array_equal(three, ten[ten < 3 * memory.nbits])), int(ten.max() // memory.nbits)
+        (True, 9)
+    """
+    if chip.count is not None:
+        raise EdgefaultError("faults drawn afresh for every copy (transient faults) need a rate, not a count")
+    if int(copies) < 0:
+        raise EdgefaultError(f"a tape needs a non-negative number of copies, got {copies}")
+    cells = _checked_cells(memory, chip)
+    keys = _keys(chip.seed, tuple(stream))
+    return _records(memory, chip, cells, _draw_cells(chip.seed, cells.size * int(copies), chip.rate, None, keys), keys)
+
+
+def _checked_cells(memory: AddressedMemory, chip: Chip) -> _TargetCells:
+    if memory.include_bias != chip.include_bias:
+        raise EdgefaultError(
+            f"chip has include_bias={chip.include_bias} but the memory has include_bias={memory.include_bias}"
+        )
+    return _target_cells(memory, chip)
+
+
 def _records(memory: AddressedMemory, chip: Chip, cells: _TargetCells, drawn: np.ndarray,
              keys: np.ndarray) -> FaultRecords:
-    """The records of the drawn cell numbers: kinds, mbu bursts, and the protected or disallowed bits dropped."""
-    position, index, bit, address = cells.place(drawn)
+    """The records of the drawn cell numbers: kinds, mbu bursts, and the protected or disallowed bits dropped.
+
+    Cell numbers past the memory's target cells lie on later copies of it (a tape): their
+    addresses are tape addresses, their tensor, index and bit those within their copy.
+    """
+    if drawn.size and drawn[-1] >= cells.size:
+        copy, local = np.divmod(drawn, cells.size)
+        position, index, bit, address = cells.place(local)
+        address = address + copy * memory.nbits
+    else:
+        position, index, bit, address = cells.place(drawn)
     if chip.kind == "mbu":
-        address = _bursts(memory, address, bit, position, chip.burst)
-        position, index, bit = memory.locate(address)
+        address = _bursts(memory, address, bit, position, chip.burst)  # bursts stay within a word, so in one copy
+        position, index, bit = memory.locate(address % memory.nbits)
         kind = np.full(address.size, MBU, dtype=np.uint8)
     elif chip.kind == "stuck":
         kind = np.where(_stuck_at_one(keys, drawn), SA1, SA0).astype(np.uint8)
