@@ -41,6 +41,8 @@ from edgefault.onnxio import load_model
 from edgefault.runtime.session import SessionSettings, create_session
 from edgefault.runtime.sparsity import probe_model
 
+from common import exported_model
+
 
 def _apply(masks: dict[str, np.ndarray], codes: np.ndarray) -> np.ndarray:
     out = codes.copy()
@@ -132,7 +134,8 @@ def measure(path: Path, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path)
+    parser.add_argument("model", type=Path, nargs="?", default=None,
+                        help="a quantized ONNX model (default: a LeNet-5 trained for 2 epochs here)")
     parser.add_argument("--data", default="mnist5k")
     parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=0.01)
@@ -141,6 +144,14 @@ def main() -> None:
                         help="also the model's QOperator form (ONNX Runtime's extended-level optimized graph)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (for bench/report.py)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        if args.model is None:
+            args.model = exported_model(Path(folder))
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
+    """Measure the model (and its QOperator form), print the checks and sizes, write the JSON."""
     results = {"QDQ (as given)": measure(args.model, args)}
     if args.qoperator:
         with tempfile.TemporaryDirectory() as folder:

@@ -12,12 +12,13 @@ runs, results record included):
 
 Run: ``.venv/bin/python bench/campaign_activations.py [--model MODEL.onnx] [--data SPEC] [--rate P] [--chips K]
 [--json bench/results/campaign_activations.json]`` (default: the quick study's standard LeNet,
-/work/artifacts/quick/models/standard.onnx, on mnist5k); ``bench/report.py`` puts the JSON in docs/benchmarks.md.
+a LeNet-5 trained here for 2 epochs on mnist5k); ``bench/report.py`` puts the JSON in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import json
 import statistics
 import sys
@@ -30,17 +31,25 @@ from edgefault.faults.actinject import mask_model
 from edgefault.runtime import Evaluator
 from edgefault.onnxio import parse_model
 
+from common import exported_model
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="/work/artifacts/quick/models/standard.onnx")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a quantized ONNX model (default: a LeNet-5 trained for 2 epochs here)")
     parser.add_argument("--data", default="mnist5k")
     parser.add_argument("--rate", type=float, default=1e-3)
     parser.add_argument("--chips", type=int, default=15)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (for bench/report.py)")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        measure(args, args.model or exported_model(Path(folder)))
 
-    config = CampaignConfig.create([args.model], data=args.data, kinds=("flip",), rates=(args.rate,), chips=args.chips,
+
+def measure(args: argparse.Namespace, model_path: Path) -> None:
+    """Time each cell kind on ``model_path``, interleaved chip by chip; print (and write) the ratios."""
+    config = CampaignConfig.create([model_path], data=args.data, kinds=("flip",), rates=(args.rate,), chips=args.chips,
                                    sites=("weights", "activations"))
     prepared = prepare_campaign(config)
     runner = CellRunner(prepared.payload(threads=1))

@@ -204,6 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per measurement (median reported)")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-RSS table")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (for bench/report.py)")
     args = parser.parse_args()
     numbers: dict = {"command": f"python bench/inject.py --repeats {args.repeats}", "tables": []}
     with tempfile.TemporaryDirectory() as folder:
