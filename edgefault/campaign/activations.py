@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,6 +56,7 @@ from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
 from edgefault.runtime.actprobe import activation_memory
 from edgefault.runtime.stages import StagedModel
 
+Observer = Callable[[dict[str, np.ndarray], int], None]
 TRANSIENT_BLOCK = 64  # images per transient tape (a constant of the fault model, not of the evaluation)
 TAPE_STREAM = 3  # seed streams: weights (), activations (1,), per-image chips (2, image), tapes (3, block)
 
@@ -198,21 +199,24 @@ class ActivationCells:
         return [Buffer(t.name, t.start, self.staged.types[t.name][1], self.staged.types[t.name][0], t.buffer_format)
                 for t in self.memory(act_format).tensors]
 
-    def measure(self, cell: Cell) -> dict[str, Any]:
+    def measure(self, cell: Cell, observe: Observer | None = None) -> dict[str, Any]:
         """The predicted class of every test image, with the faulty cells and the stored bits they changed
-        (each a mean per image).
+        (each a mean per image). ``observe(values, images)`` sees every batch's buffers as the segments read them.
 
         Example:
             >>> cells.measure(cell)["predictions"][:3]  # doctest: +SKIP
             array([7, 2, 1])
         """
-        logits, faults, changed = self.run(cell)
+        logits, faults, changed = self.run(cell, observe)
         if logits.ndim != 2:
             raise EdgefaultError(f"model output has shape {list(logits.shape)}; a campaign needs [N, classes]")
         return {"predictions": np.argmax(logits, axis=1), "faults": faults, "faulty_bits": changed}
 
-    def run(self, cell: Cell) -> tuple[np.ndarray, float, float]:
+    def run(self, cell: Cell, observe: Observer | None = None) -> tuple[np.ndarray, float, float]:
         """The model's outputs for every test image under the cell's chip, and the faults and changed bits per image.
+
+        ``observe``, when given, is called after each batch with every buffer's values (faulty
+        where the chip hit them) and the batch's image count.
 
         Example:
             >>> logits, faults, changed = cells.run(cell)  # doctest: +SKIP
@@ -248,6 +252,8 @@ class ActivationCells:
                 values = {name: array[begin:end] for name, array in cache.items()}
                 start = min((self.segment[name] for name in hits), default=len(self.segment) - 1) + 1
             outputs.append(self.staged.logits(values, hook, start))
+            if observe is not None:
+                observe(values, end - begin)
         return np.concatenate(outputs), count / images, changed / images
 
     def _clean(self) -> dict[str, np.ndarray] | None:

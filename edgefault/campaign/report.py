@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edgefault.campaign.costsummary import cost_markdown
 from edgefault.fileio import json_bytes, write_files_atomic
 from edgefault.text import csv_bytes, md_cell, md_table, printable
 
@@ -201,6 +202,8 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
         parts += ["", "## Paired differences between memories (same model, same chips)", "",
                   "Accuracy of the first memory minus the second at the same bit error rate: positive when the "
                   "second loses more.", "", md_table(header, rows)]
+    if "cost" in summary:
+        parts += cost_markdown(summary["cost"]["groups"], summary["cost"]["accelerator"])
     if summary["failures"]:
         parts += ["", "## Failed cells", ""]
         parts += [f"- `{md_cell(f['key'])}`: {md_cell(f['error'])}" for f in summary["failures"]]

@@ -93,8 +93,8 @@ class LayerTally:
         ...                    QuantizedTensor("x", "QuantizeLinear", (0,)), lanes=2, groups=1, activation_bits=8,
         ...                    run_bits=5, buffer_bits=1e6)
         >>> tally.add(np.array([[0, 3, 0, 0]], np.uint8), 1)
-        >>> tally.images, tally.zero_macs, tally.imbalanced_cycles, tally.encoded["bitmap"]
-        (1, 6, 2, 12)
+        >>> tally.images, tally.zero_macs, tally.imbalanced_cycles, tally.encoded["bitmap"], tally.density
+        (1, 6, 2, 12, 0.25)
     """
 
     layer: MacLayer
@@ -115,8 +115,26 @@ class LayerTally:
     imbalanced_cycles: int = 0
     nonzero_values: int = 0
     skipped_weights: int = 0
-    encoded: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(ACT_FORMATS, 0))
-    spilled: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(ACT_FORMATS, 0))
+    formats: tuple[str, ...] = ACT_FORMATS  # the storage formats whose encoded sizes are tallied
+    encoded: dict[str, int] = dataclasses.field(init=False)
+    spilled: dict[str, int] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.encoded = dict.fromkeys(self.formats, 0)
+        self.spilled = dict.fromkeys(self.formats, 0)
+
+    @property
+    def density(self) -> float:
+        """Share of the input's values that are not the zero point, over the images tallied so far.
+
+        Example:
+            >>> tally = LayerTally(MacLayer("fc", "Gemm", "x", "linear", out_features=2, in_features=4),
+            ...                    QuantizedTensor("x", "QuantizeLinear", (0,)), 2, 1, 8, 5, 1e6)
+            >>> tally.add(np.array([[0, 3, 0, 0], [1, 3, 0, 0]], np.uint8), 2)
+            >>> tally.density
+            0.375
+        """
+        return self.nonzero_values / (self.values * self.images) if self.images and self.values else 0.0
 
     def add(self, codes: np.ndarray, images: int) -> None:
         """Add a batch: ``codes``, the layer's input for ``images`` images (images first; or images x tokens rows).
@@ -139,7 +157,7 @@ class LayerTally:
         per_image = codes.reshape(images, -1)
         self.values = per_image.shape[1]
         self.nonzero_values += int(np.count_nonzero(~zero))
-        for name in ACT_FORMATS:
+        for name in self.formats:
             fmt = BufferFormat(name, self.activation_bits, self.tensor.zero_point[0], self.run_bits, signed)
             bits = fmt.encoded_bits(per_image)
             self.encoded[name] += int(bits.sum())
