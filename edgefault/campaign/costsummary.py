@@ -99,6 +99,24 @@ def _change(entry: dict[str, Any], percent: bool = False) -> str:
     return text
 
 
+def cost_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the grid cells' change table (the terminal's and ``summary.md``'s).
+
+    Example:
+        >>> cost_rows([])[0][:3]
+        ['model', 'kind', 'rate']
+    """
+    grid = [row for row in rows if row["mode"] == "grid"]
+    several = any(row["memory"] != "weights" for row in grid)
+    header = ["model", *(["memory"] if several else []), "kind", "rate", "chips", "MAC density: clean",
+              "change [95% CI]", "speedup: clean", "change [95% CI]", "skipping energy: change [95% CI]"]
+    table = [[row["model"], *([row["memory"]] if several else []), row["kind"], f"{row['rate']:g}",
+              str(row["n"]), f"{row['clean']['mac_density']:.3f}", _change(row["mac_density"]),
+              f"{row['clean']['speedup']:.3f}x", _change(row["speedup"]), _change(row["energy"], percent=True)]
+             for row in grid]
+    return header, table
+
+
 def cost_markdown(rows: list[dict[str, Any]], accelerator: str) -> list[str]:
     """The ``summary.md`` section of ``--cost`` (grid cells; every mode is in ``summary.json``), as lines.
 
@@ -110,12 +128,6 @@ def cost_markdown(rows: list[dict[str, Any]], accelerator: str) -> list[str]:
     if not grid:
         return []
     several = any(row["memory"] != "weights" for row in grid)
-    header = ["model", *(["memory"] if several else []), "kind", "rate", "chips", "MAC density: clean",
-              "change [95% CI]", "speedup: clean", "change [95% CI]", "skipping energy: change [95% CI]"]
-    table = [[row["model"], *([row["memory"]] if several else []), row["kind"], f"{row['rate']:g}",
-              str(row["n"]), f"{row['clean']['mac_density']:.3f}", _change(row["mac_density"]),
-              f"{row['clean']['speedup']:.3f}x", _change(row["speedup"]), _change(row["energy"], percent=True)]
-             for row in grid]
     names = [layer["name"] for layer in grid[0]["layers"]]
     same = all([layer["name"] for layer in row["layers"]] == names for row in grid)
     lines = [
@@ -124,7 +136,7 @@ def cost_markdown(rows: list[dict[str, Any]], accelerator: str) -> list[str]:
         "does. Changes are faulty minus clean, mean over chips with a 95% Student-t interval: MAC density (share "
         "of MACs whose input is not zero; positive: denser), speedup of zero-skipping with lane imbalance against "
         "dense (negative: slower), and skipping energy per image relative to clean (positive: hungrier).", "",
-        md_table(header, table),
+        md_table(*cost_rows(rows)),
     ]
     if same and names:
         layer_rows = [[row["model"], *([row["memory"]] if several else []), row["kind"], f"{row['rate']:g}",
