@@ -184,7 +184,7 @@ class CampaignConfig:
 
         Example:
             >>> sorted(CampaignConfig(models=("a.onnx",), model_hashes=("0" * 64,)).identity())[:3]
-            ['act_formats', 'chip_seeding', 'chips']
+            ['accelerator', 'act_formats', 'chip_seeding']
         """
         values = self.to_dict()
         return {name: values[name] for name in IDENTITY_FIELDS}

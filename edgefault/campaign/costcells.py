@@ -10,9 +10,10 @@ energy needs (dense and the accelerator's) are sized.
 
 An activation cell (``--sites activations``) tallies the buffers as the faulty chip left them,
 which are what the next kernels read (every kernel input of an edgefault model is a buffer).
-A cell started from a cut (suffix evaluation) computes the kernels after the cut; the kernels
-before it read clean activations, so their tallies are the clean model's (computed once per
-worker and model). A campaign without ``--cost`` runs none of this.
+A kernel input computed from no weight tensor the chip hit (the first conv's input image, the
+kernels before a per-layer cell's tensor) is what the clean model computes, and so is every
+kernel input before the cut a suffix cell starts from: those take the clean model's tallies
+(computed once per worker and model) and cost the cell nothing. A campaign without ``--cost`` runs none of this.
 
 The record's ``cost`` field (absent without ``--cost``)::
 
@@ -40,6 +41,7 @@ from edgefault.cost.tally import LayerTally
 from edgefault.errors import EdgefaultError
 from edgefault.onnxio import parse_model
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
+from edgefault.runtime.cuts import upstream_constants
 from edgefault.runtime.sparsity import probe_model, session_batches
 
 CYCLES = ("dense", "skipping_ideal", "skipping_imbalanced")
@@ -95,6 +97,7 @@ class CellCost:
         self.kernels = Kernels.of(proto, model.name)
         self.formats = tuple(dict.fromkeys(("dense", accelerator.format)))
         self.data = probe_model(proto, list(self.kernels.tensors)).SerializeToString()
+        self.upstream = upstream_constants(proto, self.kernels.names)
         self._clean: dict[str, LayerTally] | None = None
         images = inputs.images[:CHECK_IMAGES]
         own = Evaluator(model.data, settings, input_name=model.input_name, output_name=model.output_name)
@@ -103,12 +106,17 @@ class CellCost:
             raise EdgefaultError(f"{model.name}: exposing its kernel inputs as outputs changes the model's logits in "
                                  "ONNX Runtime; --cost cannot measure it without changing the accuracy")
 
-    def run(self, evaluator: Evaluator, inputs: PreparedInputs, batch_size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    def run(self, evaluator: Evaluator, inputs: PreparedInputs, batch_size: int,
+            faulty: set[str] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """The predictions of ``evaluator`` (a session on :attr:`data`, faulty, or a suffix of it) and the cost field.
 
-        Kernel inputs the session does not output (those before a suffix's cut) take the clean tallies.
+        ``faulty`` names the weight tensors the chip hit (None: any may be). Kernel inputs the
+        session does not output (those before a suffix's cut), and those computed from no
+        faulty tensor, are what the clean model computes: they take the clean tallies.
         """
         produced = {output.name for output in evaluator.session.get_outputs()}
+        if faulty is not None:
+            produced = {name for name in produced if name not in self.upstream or not self.upstream[name].isdisjoint(faulty)}
         names = [name for name in self.kernels.names if name in produced]
         fresh = [tally for tally in self._new_tallies() if tally.tensor.name in produced]
         predictions = self._pass(evaluator, inputs, batch_size, names, fresh)

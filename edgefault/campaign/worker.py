@@ -104,6 +104,7 @@ class CellRunner:
             return self._scored(model, measured.pop("predictions"), {**measured, "cut": None})
         inputs, cut = self.payload.inputs[model.inputs], None
         whole = model.data if cost is None else cost.data  # with --cost, the kernel inputs are outputs too
+        faulty: set[str] = set()  # the weight tensors the chip hit
         if cell.mode == "clean":
             data, faults, faulty_bits = whole, 0, 0
         else:
@@ -117,6 +118,7 @@ class CellRunner:
                 injector = cached.injector
                 records = remap(records, injector.memory(chip.include_bias))
                 inputs, cut = cached.inputs, cached.cut.name
+            faulty = {records.tensors[i] for i in np.unique(records.tensor).tolist()}
             data, fault_map = injector.apply(records, chip)
             faults, faulty_bits = len(fault_map.records), fault_map.changed_bits
         evaluator = Evaluator(data, self.settings, input_name=cut or model.input_name, output_name=model.output_name)
@@ -124,7 +126,7 @@ class CellRunner:
         if cost is None:
             predictions = evaluator.score(inputs, CAMPAIGN_BATCH).predictions
         else:
-            predictions, measured["cost"] = cost.run(evaluator, inputs, CAMPAIGN_BATCH)
+            predictions, measured["cost"] = cost.run(evaluator, inputs, CAMPAIGN_BATCH, faulty)
         return self._scored(model, predictions, measured)
 
     def _cost(self, index: int, model: WorkerModel) -> CellCost | None:

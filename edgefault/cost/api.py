@@ -68,6 +68,7 @@ class Kernels:
         """Find them in an ONNX model; a model with none is refused in one line.
 
         Example:
+            >>> import onnx
             >>> Kernels.of(onnx.ModelProto())
             Traceback (most recent call last):
             ...

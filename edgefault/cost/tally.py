@@ -77,7 +77,7 @@ def conv_lane_counts(nonzero: np.ndarray, layer: MacLayer, lanes: int) -> np.nda
     per_group = channels // group
     padded = padded.reshape(images, group, per_group, *padded.shape[2:])
     widest = -(-per_group * math.prod(layer.kernel) // lanes)  # most inputs one lane can get
-    counts = np.zeros((images, group, lanes, *outputs), np.int16 if widest < 2**15 else np.int32)
+    counts = np.zeros((images, group, lanes, *outputs), np.uint8 if widest < 2**8 else np.int32)
     for number, tap in enumerate(np.ndindex(*layer.kernel)):
         window = tuple(slice(tap[a] * layer.dilations[a], tap[a] * layer.dilations[a]
                              + (outputs[a] - 1) * layer.strides[a] + 1, layer.strides[a]) for a in range(rank))
