@@ -16,7 +16,7 @@ from cli_helpers import assert_one_error_line, run
 from edgefault.cli.main import main
 from edgefault.cost import load_accelerator
 from edgefault.cost.accelerator import DEFAULT_ACCELERATOR
-from edgefault.cost.tally import LayerTally, conv_windows, lane_cycles
+from edgefault.cost.tally import LayerTally, conv_lane_counts
 from edgefault.runtime.activations import MacLayer, QuantizedTensor, layer_macs
 from onnx_builders import ort_quantized_cnn
 
@@ -79,9 +79,8 @@ def test_lane_imbalance_cycles_on_a_known_zero_pattern():
     #   lanes (k0+k4, k1+k5, k2, k3) = (2, 1, 0, 0): 3 non-zeros, ideal ceil(3/4) = 1, busiest lane 2.
     # Position 1 reads w = 1 (k0=0 k1=1 k2=0) and w = 2 (k3=1 k4=0 k5=0):
     #   lanes (0, 1, 0, 1): 2 non-zeros, ideal 1, busiest 1.  Dense: ceil(6/4) = 2 per position.
-    windows = conv_windows(codes != 0, layer)
-    assert windows.shape == (1, 1, 2, 6)
-    assert [c.tolist() for c in lane_cycles(windows[:, 0], 4)] == [[2], [3]]
+    counts = conv_lane_counts(codes != 0, layer, 4)
+    assert counts[0, 0].T.tolist() == [[2, 1, 0, 0], [0, 1, 0, 1]]  # per position, the lanes' non-zeros
     # 2 lane groups for 3 output channels: 2 rounds per position.
     tally = LayerTally(layer, QuantizedTensor("x", "QuantizeLinear", (0,)), lanes=4, groups=2, activation_bits=8,
                        run_bits=5, buffer_bits=1e9)

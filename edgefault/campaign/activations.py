@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -67,6 +67,7 @@ from edgefault.runtime.actprobe import activation_memory
 from edgefault.runtime.session import ORT_ERRORS, create_session
 from edgefault.runtime.stages import StagedModel
 
+Observer = Callable[[dict[str, np.ndarray], int], None]
 # Images per ONNX Runtime run (results do not depend on it); measured on LeNet, 256 beats 64 for every format.
 BATCH = 256
 
@@ -231,21 +232,24 @@ class ActivationCells:
         return [Buffer(t.name, t.start, self.staged.types[t.name][1], self.staged.types[t.name][0], t.buffer_format)
                 for t in self.memory(act_format).tensors]
 
-    def measure(self, cell: Cell) -> dict[str, Any]:
+    def measure(self, cell: Cell, observe: Observer | None = None) -> dict[str, Any]:
         """The predicted class of every test image, with the faulty cells and the stored bits they changed
-        (each a mean per image).
+        (each a mean per image). ``observe(values, images)`` sees every batch's buffers as the segments read them.
 
         Example:
             >>> cells.measure(cell)["predictions"][:3]  # doctest: +SKIP
             array([7, 2, 1])
         """
-        logits, faults, changed = self.run(cell)
+        logits, faults, changed = self.run(cell, observe)
         if logits.ndim != 2:
             raise EdgefaultError(f"model output has shape {list(logits.shape)}; a campaign needs [N, classes]")
         return {"predictions": np.argmax(logits, axis=1), "faults": faults, "faulty_bits": changed}
 
-    def run(self, cell: Cell) -> tuple[np.ndarray, float, float]:
+    def run(self, cell: Cell, observe: Observer | None = None) -> tuple[np.ndarray, float, float]:
         """The model's outputs for every test image under the cell's chip, and the faults and changed bits per image.
+
+        ``observe``, when given, is called after each batch with every buffer's values (faulty
+        where the chip hit them) and the batch's image count.
 
         Example:
             >>> logits, faults, changed = cells.run(cell)  # doctest: +SKIP
@@ -258,8 +262,9 @@ class ActivationCells:
         cache = self._clean()
         if cell.act_format == "dense" and faults.hits:
             first = min(self.segment.get(name, 0) for name in faults.hits)
-            # The segments would run the whole model anyway: the model with mask inputs does it in one session.
-            if (cell.transient or cache is None or first == 0) and self._mask_ready(memory):
+            # The segments would run the whole model anyway: the model with mask inputs does it in one session
+            # (not for the cost observer, which reads every buffer, and only the segments hold them).
+            if observe is None and (cell.transient or cache is None or first == 0) and self._mask_ready(memory):
                 return self._masked(memory, faults, by_name, cell.transient)
         step = self.batch_size or BATCH
         outputs, count, changed = [], 0, 0
@@ -282,6 +287,8 @@ class ActivationCells:
                 values = {name: array[begin:end] for name, array in cache.items()}
                 start = min((self.segment[name] for name in hits), default=len(self.segment) - 1) + 1
             outputs.append(self.staged.logits(values, hook, start))
+            if observe is not None:
+                observe(values, end - begin)
         return np.concatenate(outputs), count / images, changed / images
 
     def _masked(self, memory: ActivationMemory, faults, by_name: dict[str, Buffer], transient: bool

@@ -18,6 +18,7 @@ from edgefault import __version__
 from edgefault.errors import EdgefaultError
 from edgefault.campaign.cells import CHIP_SEEDING
 from edgefault.campaign.sites import check_sites
+from edgefault.cost.accelerator import Accelerator, accelerator_from_dict
 from edgefault.faults import KINDS, Chip
 from edgefault.runtime.inputs import InputOptions
 
@@ -29,7 +30,7 @@ FORMAT = "edgefault-campaign"
 IDENTITY_FIELDS = (
     "model_hashes", "data", "kinds", "rates", "chips", "seed", "per_layer", "per_bit", "limit",
     "input_size", "mean", "std", "version", "protect_bits", "layout", "scale", "normalize",
-    "stored_bits", "include_bias", "chip_seeding", "sites", "act_formats", "transient",
+    "stored_bits", "include_bias", "chip_seeding", "sites", "act_formats", "transient", "accelerator",
 )
 
 
@@ -79,6 +80,7 @@ class CampaignConfig:
     sites: tuple[str, ...] = ("weights",)  # --sites: the memories faulted (weights, activations)
     act_formats: tuple[str, ...] = ("dense",)  # --act-format: how activation buffers store a tensor
     transient: bool = False  # --transient: activation faults drawn afresh for every image
+    accelerator: dict[str, Any] | None = None  # --cost: the accelerator's entries (None: cells record no cost)
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
@@ -122,7 +124,26 @@ class CampaignConfig:
         for name, value in zip(("sites", "act_formats", "transient"),
                                check_sites(self.sites, self.act_formats, self.transient)):
             set_field(self, name, value)
+        if self.accelerator is not None:
+            if not isinstance(self.accelerator, dict):
+                raise EdgefaultError(f"accelerator must be a table of accelerator entries, got {self.accelerator!r}")
+            entries = {k: v for k, v in self.accelerator.items() if k != "source"}
+            set_field(self, "accelerator", accelerator_from_dict(entries, "campaign accelerator").to_dict())
+            self.accelerator.pop("source")  # where the file was is not what decides the results
         set_field(self, "layout", self.input_options().layout)  # validated, and "NHWC" whatever the case given
+
+    def cost_accelerator(self) -> Accelerator | None:
+        """``--cost``'s accelerator (None when the campaign records no cost).
+
+        Example:
+            >>> from edgefault.cost import load_accelerator
+            >>> config = CampaignConfig(models=("a",), model_hashes=("0" * 64,), accelerator=load_accelerator().to_dict())
+            >>> config.cost_accelerator().lanes, "source" in config.accelerator
+            (16, False)
+        """
+        if self.accelerator is None:
+            return None
+        return accelerator_from_dict(self.accelerator, "campaign accelerator")
 
     def input_options(self) -> InputOptions:
         """The preprocessing settings as the runtime takes them (validated there).
@@ -163,7 +184,7 @@ class CampaignConfig:
 
         Example:
             >>> sorted(CampaignConfig(models=("a.onnx",), model_hashes=("0" * 64,)).identity())[:3]
-            ['act_formats', 'chip_seeding', 'chips']
+            ['accelerator', 'act_formats', 'chip_seeding']
         """
         values = self.to_dict()
         return {name: values[name] for name in IDENTITY_FIELDS}

@@ -18,6 +18,8 @@ import numpy as np
 
 from edgefault.campaign.config import CampaignConfig
 from edgefault.campaign.worker import WorkerModel, WorkerPayload
+from edgefault.cost.accelerator import Accelerator
+from edgefault.cost.api import Kernels
 from edgefault.data import load_samples
 from edgefault.errors import about_model
 from edgefault.faults import Injector
@@ -36,7 +38,7 @@ class PreparedCampaign:
     ``tensors[m]`` lists model ``m``'s weight tensors in memory order and ``bit_widths[m]`` its
     widest stored weight code (the per-bit targets); ``act_tensors[m]`` its activation buffers
     (empty unless the campaign faults activations); ``info`` is what ``campaign.json`` records
-    about models and data.
+    about models and data; ``accelerator`` is ``--cost``'s (None without it).
     """
 
     models: tuple[WorkerModel, ...]
@@ -46,11 +48,12 @@ class PreparedCampaign:
     info: dict[str, Any]
     bit_widths: list[int] = dataclasses.field(default_factory=list)
     act_tensors: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
+    accelerator: Accelerator | None = None
 
     def payload(self, threads: int) -> WorkerPayload:
         """What every worker receives, with its ONNX Runtime thread count.
         """
-        return WorkerPayload(self.models, self.inputs, threads)
+        return WorkerPayload(self.models, self.inputs, threads, accelerator=self.accelerator)
 
 
 def model_names(paths: tuple[str, ...]) -> list[str]:
@@ -97,6 +100,8 @@ def prepare_campaign(config: CampaignConfig) -> PreparedCampaign:
                 about.update({"weight_tensors": list(memory.names), "weight_bits": memory.nbits,
                               "coverage": injector.discovery.coverage(memory)})
             activations = activation_memories(proto, config)
+            if config.accelerator is not None:  # --cost: a model without integer kernels has nothing to cost
+                about["cost_kernels"] = [layer.node for layer in Kernels.of(proto, str(path)).layers]
         if "weights" in config.sites:
             tensors.append(memory.names)
             bit_widths.append(max(t.bits for t in memory.tensors if not t.is_bias))
@@ -113,7 +118,8 @@ def prepare_campaign(config: CampaignConfig) -> PreparedCampaign:
     fingerprint = hashlib.sha256(np.ascontiguousarray(samples.x[:count]).tobytes()
                                  + np.ascontiguousarray(samples.labels[:count]).tobytes()).hexdigest()
     info = {"models": described, "data": {"spec": samples.spec, "images": count, "fingerprint": fingerprint}}
-    return PreparedCampaign(tuple(models), inputs, tensors, count, info, bit_widths, act_tensors)
+    return PreparedCampaign(tuple(models), inputs, tensors, count, info, bit_widths, act_tensors,
+                            config.cost_accelerator())
 
 
 def activation_memories(proto, config: CampaignConfig) -> list[ActivationMemory]:

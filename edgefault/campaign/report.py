@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edgefault.campaign.costsummary import cost_markdown, cost_rows
 from edgefault.fileio import json_bytes, write_files_atomic
 from edgefault.text import csv_bytes, md_cell, md_table, printable
 
@@ -201,6 +202,8 @@ def markdown(summary: dict[str, Any], settings: dict[str, Any]) -> str:
         parts += ["", "## Paired differences between memories (same model, same chips)", "",
                   "Accuracy of the first memory minus the second at the same bit error rate: positive when the "
                   "second loses more.", "", md_table(header, rows)]
+    if "cost" in summary:
+        parts += cost_markdown(summary["cost"]["groups"], summary["cost"]["accelerator"])
     if summary["failures"]:
         parts += ["", "## Failed cells", ""]
         parts += [f"- `{md_cell(f['key'])}`: {md_cell(f['error'])}" for f in summary["failures"]]
@@ -217,6 +220,9 @@ def final_text(summary: dict[str, Any]) -> str:
     header, rows = memory_rows(summary)
     if rows:
         parts += ["", "paired differences between memories (same model, same chips):", text_table(header, rows)]
+    if "cost" in summary:
+        parts += ["", f"change from clean on a zero-skipping accelerator ({summary['cost']['accelerator']}):",
+                  text_table(*cost_rows(summary["cost"]["groups"]))]
     if summary["failures"]:
         parts += ["", f"{len(summary['failures'])} cell(s) failed twice; see summary.md"]
     return "\n".join(parts)

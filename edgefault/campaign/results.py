@@ -137,6 +137,7 @@ class CampaignRecord:
     error: str | None = None
     site: str | None = None
     format: str | None = None  # the activation storage format of an activation cell
+    cost: dict[str, Any] | None = None  # campaign --cost: density, cycles and energy (edgefault.campaign.costcells)
 
     @property
     def measured(self) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 from edgefault.campaign.cells import Cell, plan_cells
 from edgefault.campaign.config import FORMAT, CampaignConfig
+from edgefault.campaign.costsummary import summarize_cost
 from edgefault.campaign.engines import LocalEngine, RayEngine, available_cores, check_ray_address
 from edgefault.campaign.plots import write_plots
 from edgefault.campaign.precision import ChipTargets, group_key
@@ -230,6 +231,9 @@ def _summary(prepared: PreparedCampaign, cells: list[Cell], records: list[dict[s
     failures = {k: last_error[k] for k in done if k not in found and k in keys}
     summary = summarize(models, planned, {k: v for k, v in found.items() if k in keys}, failures)
     summary["from_cut"] = sum(found[k].get("cut") is not None for k in keys if k in found)  # suffix evaluation
+    if prepared.accelerator is not None:
+        summary["cost"] = {"accelerator": prepared.accelerator.name,
+                           "groups": summarize_cost(models, planned, {k: v for k, v in found.items() if k in keys})}
     if targets is not None:
         index = {m.name: i for i, m in enumerate(prepared.models)}
         for row in summary["groups"]:

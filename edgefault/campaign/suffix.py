@@ -73,11 +73,13 @@ class SuffixCache:
     """The cuts of one model in one worker: analysed on first use, activations cached when first useful.
 
     ``budget`` is in bytes (0 turns suffix evaluation off); suffix injectors are built as the
-    worker builds its whole-model one (with the model's ``stored_bits``).
+    worker builds its whole-model one (with the model's ``stored_bits``). ``outputs`` names
+    tensors each suffix also outputs where it computes them (``campaign --cost``'s kernel inputs).
     """
 
-    def __init__(self, model, inputs: PreparedInputs, settings: SessionSettings, budget: int, batch_size: int):
-        self.model, self.inputs, self.settings = model, inputs, settings
+    def __init__(self, model, inputs: PreparedInputs, settings: SessionSettings, budget: int, batch_size: int,
+                 outputs: tuple[str, ...] = ()):
+        self.model, self.inputs, self.settings, self.outputs = model, inputs, settings, outputs
         self.budget, self.batch_size = int(budget), batch_size
         self._cuts: list[Cut] | None = None
         self._cached: list[CachedCut] | None = None
@@ -152,6 +154,9 @@ class SuffixCache:
         for index in sorted(arrays):
             cut, values = cuts[index], arrays[index]
             suffix = suffix_model(proto, cut, self.model.output_name, values.dtype, ("batch", *values.shape[1:]))
+            if self.outputs:
+                computed = {name for node in suffix.graph.node for name in node.output}
+                suffix = probe_model(suffix, [name for name in self.outputs if name in computed])
             data = suffix.SerializeToString()
             try:
                 entry = CachedCut(cut, PreparedInputs(values, self.inputs.labels), Injector(data, self.model.stored_bits))

@@ -24,8 +24,10 @@ import numpy as np
 
 from edgefault.campaign.activations import ActivationCells
 from edgefault.campaign.cells import Cell
+from edgefault.campaign.costcells import CellCost
 from edgefault.campaign.sites import WEIGHTS
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB, MIB, SuffixCache, remap
+from edgefault.cost.accelerator import Accelerator
 from edgefault.faults import Injector, sample_faults
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
 
@@ -58,13 +60,15 @@ class WorkerPayload:
     """Everything a worker needs, sent once when it starts.
 
     ``cache_bytes`` bounds the clean activations the worker caches for suffix evaluation
-    (split evenly among the models; 0 runs every cell on the whole model).
+    (split evenly among the models; 0 runs every cell on the whole model). ``accelerator``
+    is ``--cost``'s (None: cells record no cost).
     """
 
     models: tuple[WorkerModel, ...]
     inputs: dict[str, PreparedInputs]
     threads: int
     cache_bytes: int = int(DEFAULT_CACHE_MB * MIB)
+    accelerator: Accelerator | None = None
 
 
 class CellRunner:
@@ -77,6 +81,7 @@ class CellRunner:
         self._injectors: dict[int, Injector] = {}
         self._suffixes: dict[int, SuffixCache] = {}
         self._activation_cells: dict[int, ActivationCells] = {}
+        self._costs: dict[int, CellCost] = {}
 
     def run(self, cell: Cell, attempt: int = 1) -> dict[str, Any]:
         """Measure one cell and return its results line (see ``notes/readme_campaign.md`` for the fields).
@@ -92,16 +97,20 @@ class CellRunner:
         return record
 
     def _measure(self, cell: Cell, model: WorkerModel) -> dict[str, Any]:
+        cost = self._cost(cell.model, model)
         if cell.site != WEIGHTS:
-            measured = self._activations(cell.model, model).measure(cell)
+            cells = self._activations(cell.model, model)
+            measured = cells.measure(cell) if cost is None else cost.activation_run(cells, cell)
             return self._scored(model, measured.pop("predictions"), {**measured, "cut": None})
         inputs, cut = self.payload.inputs[model.inputs], None
+        whole = model.data if cost is None else cost.data  # with --cost, the kernel inputs are outputs too
+        faulty: set[str] = set()  # the weight tensors the chip hit
         if cell.mode == "clean":
-            data, faults, faulty_bits = model.data, 0, 0
+            data, faults, faulty_bits = whole, 0, 0
         else:
             injector = self._injectors.get(cell.model)
             if injector is None:
-                injector = self._injectors[cell.model] = Injector(model.data, model.stored_bits)
+                injector = self._injectors[cell.model] = Injector(whole, model.stored_bits)
             chip = cell.to_chip()
             records = sample_faults(injector.memory(chip.include_bias), chip)
             cached = self._suffix(cell.model, model, inputs).choose(records)
@@ -109,11 +118,25 @@ class CellRunner:
                 injector = cached.injector
                 records = remap(records, injector.memory(chip.include_bias))
                 inputs, cut = cached.inputs, cached.cut.name
+            faulty = {records.tensors[i] for i in np.unique(records.tensor).tolist()}
             data, fault_map = injector.apply(records, chip)
             faults, faulty_bits = len(fault_map.records), fault_map.changed_bits
         evaluator = Evaluator(data, self.settings, input_name=cut or model.input_name, output_name=model.output_name)
-        predictions = evaluator.score(inputs, CAMPAIGN_BATCH).predictions
-        return self._scored(model, predictions, {"faults": faults, "faulty_bits": faulty_bits, "cut": cut})
+        measured = {"faults": faults, "faulty_bits": faulty_bits, "cut": cut}
+        if cost is None:
+            predictions = evaluator.score(inputs, CAMPAIGN_BATCH).predictions
+        else:
+            predictions, measured["cost"] = cost.run(evaluator, inputs, CAMPAIGN_BATCH, faulty)
+        return self._scored(model, predictions, measured)
+
+    def _cost(self, index: int, model: WorkerModel) -> CellCost | None:
+        if self.payload.accelerator is None:
+            return None
+        cost = self._costs.get(index)
+        if cost is None:
+            cost = self._costs[index] = CellCost(model, self.payload.inputs[model.inputs], self.payload.accelerator,
+                                                 self.settings)
+        return cost
 
     def _scored(self, model: WorkerModel, predictions: np.ndarray, measured: dict[str, Any]) -> dict[str, Any]:
         """The record's measurements: accuracy, and the predictions as a digest and a mask of errors."""
@@ -124,7 +147,8 @@ class CellRunner:
         digest = hashlib.sha256(np.asarray(predictions, dtype=np.int64).tobytes()).hexdigest()[:16]
         return {"faults": measured["faults"], "faulty_bits": measured["faulty_bits"],
                 "accuracy": correct / len(labels) if len(labels) else 0.0, "correct": correct, "images": len(labels),
-                "predictions": digest, "wrong": encode_mask(wrong), "cut": measured["cut"]}
+                "predictions": digest, "wrong": encode_mask(wrong), "cut": measured["cut"],
+                **({"cost": measured["cost"]} if "cost" in measured else {})}
 
     def _activations(self, index: int, model: WorkerModel) -> ActivationCells:
         cells = self._activation_cells.get(index)
@@ -138,7 +162,9 @@ class CellRunner:
         cache = self._suffixes.get(index)
         if cache is None:
             budget = self.payload.cache_bytes // len(self.payload.models)
-            cache = self._suffixes[index] = SuffixCache(model, inputs, self.settings, budget, CAMPAIGN_BATCH)
+            cost = self._cost(index, model)
+            cache = self._suffixes[index] = SuffixCache(model, inputs, self.settings, budget, CAMPAIGN_BATCH,
+                                                        () if cost is None else tuple(cost.kernels.names))
         return cache
 
 

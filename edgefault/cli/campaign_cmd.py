@@ -11,9 +11,11 @@ from edgefault.campaign.report import final_text
 from edgefault.campaign.run import ExecutionSettings, run_campaign
 from edgefault.campaign.sites import parse_formats, parse_sites
 from edgefault.campaign.suffix import DEFAULT_CACHE_MB
-from edgefault.cli.options import (BITS, KINDS, MAX_PARALLEL, MAX_SEED, MAX_STEPS, RATES, Count, Finite, data_option,
-                                   include_bias_option, json_option, limit_option, option_errors,
+from edgefault.cli.options import (BITS, KINDS, MAX_PARALLEL, MAX_SEED, MAX_STEPS, RATES, Count, Finite,
+                                   accelerator_option, data_option, include_bias_option, json_option, limit_option, option_errors,
                                    preprocessing_options, stored_bits_option)
+from edgefault.cost import load_accelerator
+from edgefault.errors import EdgefaultError
 from edgefault.faults.discover import coverage_line, warning_lines
 from edgefault.fileio import to_json
 from edgefault.text import printable
@@ -50,14 +52,18 @@ from edgefault.text import printable
               help="How activation buffers store a tensor: dense, bitmap, rle (several: one set of cells each).")
 @click.option("--transient", is_flag=True,
               help="Activation faults drawn afresh for every image (default: permanent cells, the same for all).")
+@click.option("--cost", is_flag=True,
+              help="Also record per cell each kernel's input density and the modelled cycles and energy of the faulty "
+                   "chip on a zero-skipping accelerator (docs/cost-model.md); the summary gives the change from clean.")
+@accelerator_option
 @include_bias_option
 @stored_bits_option
 @limit_option
 @preprocessing_options
 @json_option
 def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_address, per_layer, per_bit, target_ci,
-            cache_mb, protect_bits, sites, act_formats, transient, include_bias, stored_bits, limit, input_size, layout,
-            mean, std, scale, no_normalize, as_json):
+            cache_mb, protect_bits, sites, act_formats, transient, cost, accelerator_file, include_bias, stored_bits,
+            limit, input_size, layout, mean, std, scale, no_normalize, as_json):
     """Measure accuracy of MODEL.onnx... on the test split of --data under memory faults.
 
     Every model meets the same chips (fault addresses), so differences between models are
@@ -68,13 +74,16 @@ def command(models, data_spec, out, kinds, rates, chips, seed, workers, ray_addr
 
     Example: edgefault campaign a.onnx b.onnx --out runs/ab --kinds flip --rates 1e-3,1e-2 --chips 10
     """
+    if accelerator_file is not None and not cost:
+        raise EdgefaultError("--accelerator describes the device --cost models; add --cost")
+    accelerator = load_accelerator(accelerator_file).to_dict() if cost else None
     config = CampaignConfig.create(
         models, data=data_spec, kinds=kinds, rates=rates, chips=chips, seed=seed,
         per_layer=per_layer, per_bit=per_bit, limit=limit, input_size=input_size, mean=mean, std=std,
         layout=layout, scale=scale, normalize=not no_normalize,
         protect_bits=protect_bits or (),
         include_bias=include_bias, stored_bits=stored_bits, target_ci=target_ci, sites=parse_sites(sites),
-        act_formats=parse_formats(act_formats), transient=transient,
+        act_formats=parse_formats(act_formats), transient=transient, accelerator=accelerator,
     )
     with option_errors({"workers": "--workers", "ray": "--ray", "cache_mb": "--cache-mb"}):
         execution = ExecutionSettings(workers=workers, ray=ray_address, progress=not as_json, cache_mb=cache_mb)

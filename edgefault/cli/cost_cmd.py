@@ -7,7 +7,8 @@ import sys
 import click
 
 from edgefault import __version__
-from edgefault.cli.options import MAX_BATCH, Count, data_option, json_option, limit_option, preprocessing_options
+from edgefault.cli.options import (MAX_BATCH, Count, accelerator_option, data_option, json_option, limit_option,
+                                   preprocessing_options)
 from edgefault.cost import CostOptions, load_accelerator, model_cost
 from edgefault.cost.plots import plot_bytes
 from edgefault.cost.text import format_cost
@@ -18,9 +19,7 @@ from edgefault.runtime.inputs import InputOptions
 @click.command()
 @click.argument("model", metavar="MODEL.onnx")
 @data_option
-@click.option("--accelerator", "accelerator_file", default=None, metavar="FILE",
-              help="Accelerator description (TOML) [default: the shipped 45 nm edge accelerator; "
-                   "docs/cost-model.md shows its entries].")
+@accelerator_option
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Also write cost.json, cost.txt and cost.png (per-layer speedup and energy) to this folder.")
 @json_option

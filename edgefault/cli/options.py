@@ -172,6 +172,10 @@ stored_bits_option = click.option(
     help="The int8/uint8 weights hold K-bit codes (a foreign k-bit model): faults hit only K bits of each "
          "[default: from the model's metadata, else the type's width].",
 )
+accelerator_option = click.option(
+    "--accelerator", "accelerator_file", default=None, metavar="FILE",
+    help="Accelerator description (TOML) [default: the shipped 45 nm edge accelerator; docs/cost-model.md shows "
+         "its entries].")
 include_bias_option = click.option("--include-bias", is_flag=True, help="int32 biases join the weight memory.")
 
 

@@ -16,7 +16,8 @@ from edgefault.cost.report import CostReport, layer_cost, totals
 from edgefault.cost.tally import LayerTally
 from edgefault.data import load_samples
 from edgefault.errors import EdgefaultError
-from edgefault.runtime.activations import find_mac_layers, find_quantized_tensors
+from edgefault.faults.formats import ACT_FORMATS
+from edgefault.runtime.activations import MacLayer, QuantizedTensor, find_mac_layers, find_quantized_tensors
 from edgefault.runtime.evaluate import check_limit_and_batch
 from edgefault.runtime.feed import check_classes, prepare_inputs
 from edgefault.runtime.inputs import InputOptions, PreparedInputs, resolve_model_input
@@ -49,6 +50,55 @@ class CostOptions:
         check_limit_and_batch(self.limit, self.batch_size)
 
 
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """The integer conv/linear kernels of a model that ``cost`` models, and the quantized tensors they read.
+
+    Example:
+        >>> kernels = Kernels.of(load_model("sparse.onnx"))  # doctest: +SKIP
+        >>> [layer.node for layer in kernels.layers], kernels.names  # doctest: +SKIP
+        (['conv1', 'conv2', 'fc1', 'fc2', 'fc3'], ['input_q', 'pool1_q', 'flat_q', 'fc1_q', 'fc2_q'])
+    """
+
+    layers: tuple[MacLayer, ...]
+    tensors: tuple[QuantizedTensor, ...]  # each kernel input once, in the order the layers read them
+
+    @classmethod
+    def of(cls, model, source: str = "model") -> "Kernels":
+        """Find them in an ONNX model; a model with none is refused in one line.
+
+        Example:
+            >>> import onnx
+            >>> Kernels.of(onnx.ModelProto())
+            Traceback (most recent call last):
+            ...
+            edgefault.errors.EdgefaultError: model: no conv/linear layer reads a quantized activation; nothing to cost (a float or dynamically quantized model?)
+        """
+        tensors = find_quantized_tensors(model)
+        by_name = {tensor.name: tensor for tensor in tensors}
+        layers = find_mac_layers(model, tensors)
+        if not layers:
+            raise EdgefaultError(f"{source}: no conv/linear layer reads a quantized activation; nothing to cost "
+                                 "(a float or dynamically quantized model?)")
+        needed = tuple(by_name[name] for name in dict.fromkeys(layer.activation for layer in layers))
+        return cls(tuple(layers), needed)
+
+    @property
+    def names(self) -> list[str]:
+        """The kernel inputs' tensor names (what a probe copy of the model outputs)."""
+        return [tensor.name for tensor in self.tensors]
+
+    def tallies(self, accelerator: Accelerator, formats: tuple[str, ...] = ACT_FORMATS) -> list[LayerTally]:
+        """One empty :class:`LayerTally` per kernel on ``accelerator``; ``formats`` are the storage formats sized
+        (``dense`` and the accelerator's are what its energy needs).
+        """
+        by_name = {tensor.name: tensor for tensor in self.tensors}
+        return [LayerTally(layer, by_name[layer.activation], accelerator.lanes, accelerator.groups,
+                           accelerator.activation_bits, accelerator.rle_run_bits,
+                           accelerator.activation_buffer_kib * 8192, formats=formats)
+                for layer in self.layers]
+
+
 def cost_of_inputs(model, prepared: PreparedInputs, input_name: str, accelerator: Accelerator,
                    options: CostOptions = CostOptions(), source: str = "model", dataset: str = "") -> CostReport:
     """Cost a loaded model on prepared inputs (the core of :func:`model_cost`, for callers that hold both).
@@ -57,21 +107,11 @@ def cost_of_inputs(model, prepared: PreparedInputs, input_name: str, accelerator
         >>> cost_of_inputs(load_model("m.onnx"), prepared, "input", load_accelerator()).images  # doctest: +SKIP
         1000
     """
-    tensors = find_quantized_tensors(model)
-    by_name = {tensor.name: tensor for tensor in tensors}
-    layers = find_mac_layers(model, tensors)
-    if not layers:
-        raise EdgefaultError(f"{source}: no conv/linear layer reads a quantized activation; nothing to cost "
-                             "(a float or dynamically quantized model?)")
-    tallies = [
-        LayerTally(layer, by_name[layer.activation], accelerator.lanes, accelerator.groups,
-                   accelerator.activation_bits, accelerator.rle_run_bits, accelerator.activation_buffer_kib * 8192)
-        for layer in layers
-    ]
-    needed = [by_name[name] for name in dict.fromkeys(layer.activation for layer in layers)]
+    kernels = Kernels.of(model, source)
+    tallies = kernels.tallies(accelerator)
     label = "activations" if options.progress else None
-    for count, values in probe_batches(model, prepared, input_name, needed, options.session, options.batch_size,
-                                       label):
+    for count, values in probe_batches(model, prepared, input_name, list(kernels.tensors), options.session,
+                                       options.batch_size, label):
         for tally in tallies:
             tally.add(values[tally.tensor.name], count)
     costs = tuple(layer_cost(tally, accelerator) for tally in tallies)

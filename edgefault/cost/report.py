@@ -165,7 +165,8 @@ def totals(layers: tuple[LayerCost, ...]) -> dict[str, Any]:
         "zero_input_macs": sum(layer.zero_input_macs for layer in layers),
         "cycles": cycles,
         "energy_pj": energy,
-        "activation_bits": summed("activation_bits", ("values", "dense", "bitmap", "rle")),
+        "activation_bits": summed("activation_bits", tuple(layers[0].activation_bits) if layers
+                                  else ("values", "dense", "bitmap", "rle")),
         "speedup": speedup,
         "energy_saving": saving,
     }

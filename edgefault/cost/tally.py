@@ -56,32 +56,40 @@ def lane_cycles(nonzero: np.ndarray, lanes: int) -> tuple[np.ndarray, np.ndarray
     ideal = np.ceil(per_lane.sum(axis=-1) / lanes).sum(axis=-1, dtype=np.float64)
     return ideal.astype(np.int64), per_lane.max(axis=-1).sum(axis=-1, dtype=np.float64).astype(np.int64)
 
-def conv_windows(nonzero: np.ndarray, layer: MacLayer) -> np.ndarray:
-    """The reductions of a conv: [images, C, *spatial] -> [images, groups, positions, taps x C/groups].
+def conv_lane_counts(nonzero: np.ndarray, layer: MacLayer, lanes: int) -> np.ndarray:
+    """Non-zero inputs per lane of every conv reduction: [images, C, *spatial] -> [images, groups, lanes, positions].
 
-    Padding taps are False (0: zero inputs); within a reduction taps come in order, channels fastest.
+    Padding taps are zero inputs; a reduction's element k (taps in order, channels fastest) goes
+    to lane k mod ``lanes``. Counted tap by tap on strided views of the input, never building
+    the windows.
 
     Example:
         >>> layer = MacLayer("c", "Conv", "x", "conv", 1, 1, (2,), (1,), (1,), (1, 0))
-        >>> conv_windows(np.array([[[True, False, True]]]), layer)[0, 0].astype(int).tolist()
-        [[0, 1], [1, 0], [0, 1]]
+        >>> conv_lane_counts(np.array([[[True, False, True]]]), layer, 2)[0, 0].tolist()  # windows 01, 10, 01
+        [[0, 1, 0], [1, 0, 1]]
     """
     spatial = nonzero.shape[2:]
     rank = len(spatial)
-    pads = conv_pads(layer, spatial)
-    padded = np.pad(nonzero, [(0, 0), (0, 0), *pads])
-    extents = tuple(layer.dilations[a] * (layer.kernel[a] - 1) + 1 for a in range(rank))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, extents, axis=tuple(range(2, 2 + rank)))
+    padded = np.pad(nonzero, [(0, 0), (0, 0), *conv_pads(layer, spatial)])
     outputs = conv_output_size(layer, spatial)
-    index = (slice(None), slice(None),
-             *(slice(0, outputs[a] * layer.strides[a], layer.strides[a]) for a in range(rank)),
-             *(slice(None, None, layer.dilations[a]) for a in range(rank)))
-    windows = windows[index]  # [n, C, *outputs, *kernel]
     images, channels = nonzero.shape[:2]
     group = layer.group
-    windows = windows.reshape(images, group, channels // group, *outputs, *layer.kernel)
-    order = (0, 1, *range(3, 3 + rank), *range(3 + rank, 3 + 2 * rank), 2)  # n, g, outputs, taps, channels
-    return windows.transpose(order).reshape(images, group, math.prod(outputs), -1)
+    per_group = channels // group
+    padded = padded.reshape(images, group, per_group, *padded.shape[2:])
+    widest = -(-per_group * math.prod(layer.kernel) // lanes)  # most inputs one lane can get
+    counts = np.zeros((images, group, lanes, *outputs), np.uint8 if widest < 2**8 else np.int32)
+    for number, tap in enumerate(np.ndindex(*layer.kernel)):
+        window = tuple(slice(tap[a] * layer.dilations[a], tap[a] * layer.dilations[a]
+                             + (outputs[a] - 1) * layer.strides[a] + 1, layer.strides[a]) for a in range(rank))
+        view = padded[(slice(None), slice(None), slice(None), *window)]  # [images, groups, C/groups, *outputs]
+        for block in range(0, per_group, lanes):  # at most one channel per lane in a block
+            chunk = view[:, :, block:block + lanes]
+            first = (number * per_group + block) % lanes
+            head = min(chunk.shape[2], lanes - first)
+            counts[:, :, first:first + head] += chunk[:, :, :head]
+            if head < chunk.shape[2]:  # the block wraps around to lane 0
+                counts[:, :, :chunk.shape[2] - head] += chunk[:, :, head:]
+    return counts.reshape(images, group, lanes, -1)
 
 
 @dataclasses.dataclass
@@ -93,8 +101,8 @@ class LayerTally:
         ...                    QuantizedTensor("x", "QuantizeLinear", (0,)), lanes=2, groups=1, activation_bits=8,
         ...                    run_bits=5, buffer_bits=1e6)
         >>> tally.add(np.array([[0, 3, 0, 0]], np.uint8), 1)
-        >>> tally.images, tally.zero_macs, tally.imbalanced_cycles, tally.encoded["bitmap"]
-        (1, 6, 2, 12)
+        >>> tally.images, tally.zero_macs, tally.imbalanced_cycles, tally.encoded["bitmap"], tally.density
+        (1, 6, 2, 12, 0.25)
     """
 
     layer: MacLayer
@@ -115,8 +123,26 @@ class LayerTally:
     imbalanced_cycles: int = 0
     nonzero_values: int = 0
     skipped_weights: int = 0
-    encoded: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(ACT_FORMATS, 0))
-    spilled: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(ACT_FORMATS, 0))
+    formats: tuple[str, ...] = ACT_FORMATS  # the storage formats whose encoded sizes are tallied
+    encoded: dict[str, int] = dataclasses.field(init=False)
+    spilled: dict[str, int] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.encoded = dict.fromkeys(self.formats, 0)
+        self.spilled = dict.fromkeys(self.formats, 0)
+
+    @property
+    def density(self) -> float:
+        """Share of the input's values that are not the zero point, over the images tallied so far.
+
+        Example:
+            >>> tally = LayerTally(MacLayer("fc", "Gemm", "x", "linear", out_features=2, in_features=4),
+            ...                    QuantizedTensor("x", "QuantizeLinear", (0,)), 2, 1, 8, 5, 1e6)
+            >>> tally.add(np.array([[0, 3, 0, 0], [1, 3, 0, 0]], np.uint8), 2)
+            >>> tally.density
+            0.375
+        """
+        return self.nonzero_values / (self.values * self.images) if self.images and self.values else 0.0
 
     def add(self, codes: np.ndarray, images: int) -> None:
         """Add a batch: ``codes``, the layer's input for ``images`` images (images first; or images x tokens rows).
@@ -139,7 +165,7 @@ class LayerTally:
         per_image = codes.reshape(images, -1)
         self.values = per_image.shape[1]
         self.nonzero_values += int(np.count_nonzero(~zero))
-        for name in ACT_FORMATS:
+        for name in self.formats:
             fmt = BufferFormat(name, self.activation_bits, self.tensor.zero_point[0], self.run_bits, signed)
             bits = fmt.encoded_bits(per_image)
             self.encoded[name] += int(bits.sum())
@@ -161,13 +187,22 @@ class LayerTally:
             self.weights = layer.in_features * layer.out_features
             self.skipped_weights += int((~nonzero.any(axis=1)).sum()) * layer.out_features
         self.rounds = -(-out_per_group // self.groups)
-        step = max(1, WINDOW_ELEMENTS // max(1, nonzero[0].size * (math.prod(layer.kernel) if layer.kernel else 1)))
-        values = nonzero.astype(np.float32)  # 1.0 where non-zero: windows copy floats, ready for the lane product
+        if layer.kind == "conv":
+            reduction = (nonzero.shape[1] // layer.group) * math.prod(layer.kernel)
+            positions = math.prod(conv_output_size(layer, nonzero.shape[2:]))
+            step = max(1, WINDOW_ELEMENTS // max(1, layer.group * self.lanes * positions))
+            for start in range(0, images, step):
+                counts = conv_lane_counts(nonzero[start:start + step], layer, self.lanes)
+                busy = counts.sum(axis=2, dtype=np.int64)
+                self.ideal_cycles += self.rounds * int(((busy + self.lanes - 1) // self.lanes).sum())
+                self.imbalanced_cycles += self.rounds * int(counts.max(axis=2).sum(dtype=np.int64))
+            self.dense_cycles = self.rounds * layer.group * positions * -(-reduction // self.lanes)
+            return
+        step = max(1, WINDOW_ELEMENTS // max(1, nonzero[0].size))
+        values = nonzero.astype(np.float32)  # 1.0 where non-zero, ready for the lane product
         for start in range(0, images, step):
-            chunk = values[start:start + step]
-            reductions = conv_windows(chunk, layer) if layer.kind == "conv" else chunk[:, None]
-            ideal, imbalanced = lane_cycles(reductions, self.lanes)
+            ideal, imbalanced = lane_cycles(values[start:start + step], self.lanes)
             self.ideal_cycles += self.rounds * int(ideal.sum())
             self.imbalanced_cycles += self.rounds * int(imbalanced.sum())
-            groups, positions, reduction = reductions.shape[1:]
-            self.dense_cycles = self.rounds * groups * positions * -(-reduction // self.lanes)
+        positions, reduction = nonzero.shape[1:]
+        self.dense_cycles = self.rounds * positions * -(-reduction // self.lanes)

@@ -110,6 +110,19 @@ def _outer_names(graph: onnx.GraphProto) -> list[str]:
     return [name for node in graph.node for name in _node_inputs(node) if name not in defined]
 
 
+def upstream_constants(model: onnx.ModelProto, names: Collection[str]) -> dict[str, frozenset[str]]:
+    """The constants (initializers, and what is computed from them) each named tensor is computed from.
+
+    A fault in none of them leaves the tensor as the clean model computes it.
+
+    Example:
+        >>> sorted(upstream_constants(model, ["pool1"])["pool1"])  # doctest: +SKIP
+        ['conv1.bias', 'conv1.weight', ...]
+    """
+    graph = _Graph(model.graph)
+    return {name: frozenset(graph.closure(name)[1]) for name in names}
+
+
 def find_cuts(model: onnx.ModelProto, output_name: str) -> list[Cut]:
     """The cuts between the data input and ``output_name``, in the order the graph computes them.
     """

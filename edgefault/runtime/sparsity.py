@@ -179,7 +179,21 @@ def probe_batches(
         1000
     """
     session = create_session(probe_model(model, tensors).SerializeToString(), settings.options(), "probe model")
-    names = [tensor.name for tensor in tensors]
+    yield from session_batches(session, inputs, input_name, [tensor.name for tensor in tensors], batch_size, progress)
+
+
+def session_batches(session, inputs: PreparedInputs, input_name: str, names: list[str],
+                    batch_size: int = DEFAULT_BATCH, progress: str | None = None,
+                    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Run an ONNX Runtime ``session`` over ``inputs``, fetching the outputs ``names``; yield (images, values) per batch.
+
+    The one batching loop of the probes (``eval``, ``cost``, ``campaign --cost``): a graph that
+    pins its batch size gets padded batches, whose padding rows are dropped from every output.
+
+    Example:
+        >>> next(session_batches(session, prepared, "input", ["logits"]))[1]["logits"].shape  # doctest: +SKIP
+        (256, 10)
+    """
     image_input = next(arg for arg in session.get_inputs() if arg.name == input_name)
     dtype = ORT_INPUT_TYPES.get(image_input.type, np.float32)
     declared = image_input.shape or []
