@@ -31,8 +31,12 @@ test: $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q
 
+# Each benchmark measures its own baseline in the same run and writes its numbers to bench/results/, from which
+# bench/report.py generates docs/benchmarks.md.
 bench: $(STAMP)
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in $(filter-out bench/report.py bench/common.py,$(wildcard bench/*.py)); do \
+		$(BIN)/python $$script --json bench/results/$$(basename $$script .py).json || exit 1; done
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache .import_linter_cache

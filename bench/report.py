@@ -46,7 +46,7 @@ def render(results: dict[str, dict], scripts: list[str]) -> str:
 
 
 def main() -> None:
-    scripts = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem != "report")
+    scripts = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in ("report", "common"))
     results = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
     PAGE.write_text(render(results, scripts))
     print(f"wrote {PAGE}")
