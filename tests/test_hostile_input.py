@@ -179,7 +179,7 @@ def test_hostile_names_reach_no_terminal_csv_or_markdown_raw(model, tmp_path, ca
     assert "\x1b" not in markdown and all(len(widths) == 1 for widths in _table_widths(markdown))
     assert "=cmd\\|' /C calc'!A0\\x1b[5m" in markdown
     assert snapshot(inputs) == before
-    assert not (out_dir / ".lock").exists()  # a finished campaign folder keeps no lock file
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # a finished campaign folder keeps no lock file
 
 
 # -- 4. tracebacks left: bombs, deep JSON, huge integers, huge CSV fields, overflowing options ---------------------

@@ -30,10 +30,10 @@ from edgefault.campaign.suffix import DEFAULT_CACHE_MB, MIB
 from edgefault.campaign.worker import failed_record
 from edgefault.errors import EdgefaultError
 from edgefault.faults.ecc import EccOverhead, ecc_overhead
-from edgefault.fileio import check_output_folder, folder_lock, output_folder, read_json, write_json_atomic
+from edgefault.fileio import check_output_folder, folder_lock, is_lock_file, output_folder, read_json, write_json_atomic
 from edgefault.progress import Progress
 
-CAMPAIGN_FILE, RESULTS_FILE, LOCK_FILE = "campaign.json", "results.jsonl", ".lock"
+CAMPAIGN_FILE, RESULTS_FILE = "campaign.json", "results.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +104,7 @@ class CampaignResult:
 
 def run_campaign(config: CampaignConfig, out: str | os.PathLike,
                  execution: ExecutionSettings = ExecutionSettings()) -> CampaignResult:
-    """Run (or resume) a campaign into folder ``out`` and write its summary and plots.
+    """Run (or resume) a campaign into folder `--out` and write its summary and plots.
 
     Every check that can fail on user input runs before the folder is created.
     """
@@ -248,7 +248,7 @@ def _saved_campaign(folder: Path) -> dict[str, Any] | None:
         raise EdgefaultError(f"--out {folder} is a file; give a folder for the campaign")
     saved = folder / CAMPAIGN_FILE
     if not saved.exists():
-        if any(p.name != LOCK_FILE for p in folder.iterdir()):
+        if any(not is_lock_file(p.name) for p in folder.iterdir()):
             raise EdgefaultError(f"--out {folder} is not empty and holds no {CAMPAIGN_FILE}; give a new or empty folder")
         return None
     document = read_json(saved)
@@ -266,8 +266,8 @@ def _check_same(config: CampaignConfig, prepared: PreparedCampaign, saved: dict[
 
 
 def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on the campaign folder, kept outside it (a finished folder holds only results);
-    the operating system drops it if the process dies."""
+    """An exclusive lock on the campaign folder, a hidden file in it while held (a finished folder holds only
+    results); the operating system drops it if the process dies."""
     folder.mkdir(parents=True, exist_ok=True)
     return folder_lock(folder, busy=f"another campaign is running in {folder}; wait for it or use another --out",
                        purpose="campaign")
