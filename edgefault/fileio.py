@@ -316,7 +316,7 @@ def check_replaceable(path: str | os.PathLike, option: str = "") -> Path:
     return path
 
 
-def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
+def check_writable(path: str | os.PathLike, option: str = "`out`") -> Path:
     """Refuse an output file whose nearest existing folder cannot be written, before any slow work.
 
     Example:
@@ -388,7 +388,7 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable
         check_writable(path, option)
 
 
-def check_output_folder(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "--out") -> Path:
+def check_output_folder(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "`out`") -> Path:
     """Refuse an output folder that is an input, holds an input, or cannot be written.
 
     Example:

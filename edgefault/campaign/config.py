@@ -176,12 +176,12 @@ class CampaignConfig:
             >>> a.check_same(dataclasses.replace(a, chips=3), "runs/c")
             Traceback (most recent call last):
             ...
-            edgefault.errors.EdgefaultError: runs/c holds a campaign with other settings (chips: 3 there, 2 here); use another --out or the same settings
+            edgefault.errors.EdgefaultError: runs/c holds a campaign with other settings (chips: 3 there, 2 here); use another `out` or the same settings
         """
         if saved.chip_seeding != self.chip_seeding:
             raise EdgefaultError(
                 f"{where} holds a campaign made with the old chip seeding (a new chip per rate, before chips were "
-                "nested across rates); its results would mix two schemes, so it cannot be resumed: use another --out"
+                "nested across rates); its results would mix two schemes, so it cannot be resumed: use another `out`"
             )
         mine, theirs = self.identity(), saved.identity()
         differences = [
@@ -191,7 +191,7 @@ class CampaignConfig:
         if differences:
             raise EdgefaultError(
                 f"{where} holds a campaign with other settings ({'; '.join(differences)}); "
-                "use another --out or the same settings"
+                "use another `out` or the same settings"
             )
 
     def to_dict(self) -> dict[str, Any]:

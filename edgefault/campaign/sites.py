@@ -30,16 +30,16 @@ def check_sites(sites: Any, formats: Any, transient: Any) -> tuple[tuple[str, ..
         >>> check_sites(["weights"], ["dense"], True)
         Traceback (most recent call last):
         ...
-        edgefault.errors.EdgefaultError: --transient applies to activation faults; add activations to --sites
+        edgefault.errors.EdgefaultError: `transient` applies to activation faults; add activations to `sites`
     """
-    sites, formats = _names("sites", sites, SITES), _names("act_formats", formats, ACT_FORMATS)
+    sites, formats = _names("`sites`", sites, SITES), _names("`act_formats`", formats, ACT_FORMATS)
     if not isinstance(transient, bool):
-        raise EdgefaultError(f"transient must be true or false, got {transient!r}")
+        raise EdgefaultError(f"`transient` must be true or false, got {transient!r}")
     if "activations" not in sites:
         if transient:
-            raise EdgefaultError("--transient applies to activation faults; add activations to --sites")
+            raise EdgefaultError("`transient` applies to activation faults; add activations to `sites`")
         if formats != ("dense",):
-            raise EdgefaultError("--act-format applies to activation faults; add activations to --sites")
+            raise EdgefaultError("`act_formats` applies to activation faults; add activations to `sites`")
     return sites, formats, transient
 
 
@@ -52,7 +52,7 @@ def parse_sites(text: str) -> tuple[str, ...]:
     """
     if text.strip() == "all":
         return SITES
-    return _names("--sites", _split(text), SITES)
+    return _names("`sites`", _split(text), SITES)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -62,7 +62,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
         >>> parse_formats("bitmap, dense")
         ('bitmap', 'dense')
     """
-    return _names("--act-format", _split(text), ACT_FORMATS)
+    return _names("`act_formats`", _split(text), ACT_FORMATS)
 
 
 def memory_label(site: str, act_format: str | None = None, transient: bool = False) -> str:

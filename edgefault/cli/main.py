@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import re
 import signal
 import sys
 import threading
@@ -25,6 +26,24 @@ from edgefault.text import printable
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 SUBCOMMAND_MODULES = ("train", "export", "eval", "cost", "inject", "campaign", "sharpness", "attack", "reproduce",
                       "mitigate")
+
+
+# Domain messages name a setting in backticks, as the Python API spells it (`input_size`, `normalize=False`);
+# on the command line each becomes its option: --input-size, and these few whose option has another name.
+_SETTING = re.compile(r"`([a-z][a-z_]*(?:=False)?)`")
+_OTHER_OPTION_NAMES = {"normalize=False": "--no-normalize", "act_formats": "--act-format", "map_out": "--map"}
+
+
+def option_words(message: str) -> str:
+    """A domain message in the command line's words: each `setting` it names becomes that setting's option.
+
+    Example:
+        >>> option_words("`normalize=False` feeds the data without mean/std; drop `mean`/`std` or it")
+        '--no-normalize feeds the data without mean/std; drop --mean/--std or it'
+        >>> option_words("`input_size` must be CxHxW")
+        '--input-size must be CxHxW'
+    """
+    return _SETTING.sub(lambda m: _OTHER_OPTION_NAMES.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
 
 
 class _LazyGroup(click.Group):
@@ -96,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:  # usage errors, bad option values, missing files
         _fail(exc.format_message())
     except EdgefaultError as exc:
-        _fail(str(exc))
+        _fail(option_words(str(exc)))
     except OSError as exc:  # a missing input, a read-only folder, a full disk, a file size limit
         _fail(os_error_line(exc))
     except MemoryError:

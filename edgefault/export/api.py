@@ -116,7 +116,7 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     metadata's clean accuracy becomes the ONNX model's measured test accuracy when the whole
     test split of the metadata's dataset was used.
     """
-    check_outputs({"--out": out_path}, [])
+    check_outputs({"`out`": out_path}, [])
     target = Path(out_path)
     _check_classifier(model)
     if any(p.device.type != "cpu" for p in model.parameters()):
@@ -139,7 +139,7 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     problems = _problems(parity, kernels.integer_kernels, weight_float, settings)
     if problems and not settings.keep_on_parity_failure:
         raise EdgefaultError(f"export check failed: {'; '.join(problems)}; nothing written "
-                             "(--keep-on-parity-failure keeps the file)")
+                             "(`keep_on_parity_failure` keeps the file)")
     if count == len(data.test_images) and data.spec == metadata.dataset:
         metadata = dataclasses.replace(metadata, clean_accuracy=parity.onnx_accuracy)
     metadata.write_to(onnx_model)
@@ -163,7 +163,7 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, settings
                data_spec: str | None = None) -> ExportReport:
     """Export the model a ``train`` run directory holds; parity runs on the run's dataset (or ``data_spec``).
     """
-    check_outputs({"--out": out_path}, [run_dir])  # e.g. never onto the run's checkpoint
+    check_outputs({"`out`": out_path}, [run_dir])  # e.g. never onto the run's checkpoint
     run = load_run(run_dir)
     spec = data_spec or run.config.data
     data = load_dataset(spec)

@@ -205,7 +205,7 @@ def inject_file(
     if (chip is None) == (map_in is None):
         raise EdgefaultError("give exactly one of a chip and a fault map to re-apply")
     source = Path(model_path)
-    check_outputs({"--out": out_path, "--map": map_out}, [source, *([map_in] if map_in else [])])
+    check_outputs({"`out`": out_path, "`map_out`": map_out}, [source, *([map_in] if map_in else [])])
     injector = Injector(source, stored_bits)
     if chip is not None:  # drawn and patched in pieces of whole words: memory follows a piece, not the chip
         memory = injector.memory(chip.include_bias)

@@ -89,7 +89,7 @@ class MitigateConfig:
             if name not in METHODS:
                 raise EdgefaultError(f"unknown mitigation {name!r}; choose from {', '.join(METHODS)}")
         if not methods or len(set(methods)) != len(methods):
-            raise EdgefaultError(f"--methods must list distinct mitigations, got {', '.join(methods) or 'none'}")
+            raise EdgefaultError(f"`methods` must list distinct mitigations, got {', '.join(methods) or 'none'}")
         object.__setattr__(self, "methods", methods)
         profile = QUICK if self.quick else FULL
         for name in ("epochs", "rates", "chips", "cost_limit", "attack_flips", "attack_batches", "attack_limit"):
