@@ -37,6 +37,7 @@ from edgefault.data import Dataset
 from edgefault.errors import EdgefaultError
 from edgefault.export.api import ExportSettings, export_run
 from edgefault.fileio import read_json, to_json, write_bytes_atomic, write_json_atomic
+from edgefault.numbers import MAX_STEPS, check_whole
 from edgefault.progress import say
 from edgefault.train import TrainConfig, train
 from edgefault.train.run_dir import CHECKPOINT_NAME, RUN_FILES, load_config
@@ -45,6 +46,38 @@ TRAIN_THREADS = 2  # torch threads of each training run side by side
 MAX_SEEDS = 100  # training seeds per recipe a study or leaderboard may ask for
 EXPORT_FIELDS = ("agreement", "max_logit_gap_steps", "onnx_accuracy", "torch_accuracy", "integer_kernels",
                  "float_kernels", "weight_bytes")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """What the settings of ``reproduce`` and ``mitigate`` share: training epochs, the weight-fault sweep, and the
+    sizes of the cost model (test images, 0: all) and of the attack (flips, batches, test images).
+
+    None takes the quick or the full profile's value; the subclass fills it in, then calls :meth:`check_sweep`.
+
+    Example:
+        >>> SweepSettings(epochs=1, rates=(0.01,), chips=1, cost_limit=0, attack_flips=5, attack_batches=1,
+        ...               attack_limit=0).check_sweep()
+        Traceback (most recent call last):
+        ...
+        edgefault.errors.EdgefaultError: chips must be a whole number in [2, 100000], got 1
+    """
+
+    epochs: int | None = None
+    kinds: tuple[str, ...] = ("flip", "sa0", "sa1")
+    rates: tuple[float, ...] | None = None
+    chips: int | None = None
+    cost_limit: int | None = None
+    attack_flips: int | None = None
+    attack_batches: int | None = None
+    attack_limit: int | None = None
+
+    def check_sweep(self) -> None:
+        """Check the shared whole-number settings (the rates' range is the subclass's) and make ``kinds`` a tuple."""
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        for name, low, high in (("chips", 2, MAX_STEPS), ("epochs", 1, MAX_STEPS), ("cost_limit", 0, 10**9),
+                                ("attack_flips", 1, 100_000), ("attack_batches", 1, 100), ("attack_limit", 0, 10**9)):
+            check_whole(getattr(self, name), name, low, high)
 
 
 @dataclasses.dataclass(frozen=True)

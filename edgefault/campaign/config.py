@@ -17,7 +17,7 @@ from typing import Any
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
 from edgefault.campaign.cells import CHIP_SEEDING
-from edgefault.campaign.sites import check_sites
+from edgefault.campaign.sites import check_names, check_sites, split_list
 from edgefault.faults import KINDS, Chip
 from edgefault.runtime.inputs import InputOptions
 
@@ -95,7 +95,7 @@ class CampaignConfig:
             if digest in self.model_hashes[:index]:
                 twin = self.models[self.model_hashes.index(digest)]
                 raise EdgefaultError(f"{self.models[index]} and {twin} are the same model (identical bytes)")
-        set_field(self, "kinds", _kinds(self.kinds))
+        set_field(self, "kinds", check_names("kinds", self.kinds, KINDS, "fault kind "))
         set_field(self, "rates", _rates(self.rates))
         if not _is_int(self.chips) or self.chips < 1:
             raise EdgefaultError(f"chips must be a positive integer, got {self.chips!r}")
@@ -247,7 +247,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
         >>> parse_kinds("flip, sa1")
         ('flip', 'sa1')
     """
-    return _kinds(tuple(part.strip() for part in text.split(",") if text.strip()))  # an empty entry is unknown
+    return check_names("kinds", split_list(text), KINDS, "fault kind ")
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -266,18 +266,6 @@ def parse_rates(text: str) -> tuple[float, ...]:
         except ValueError:
             raise EdgefaultError(f"rates must be numbers like 1e-4,1e-3, got {part!r}") from None
     return _rates(tuple(values))
-
-
-def _kinds(values: Any) -> tuple[str, ...]:
-    kinds = tuple(_sequence("kinds", values))
-    if not kinds:
-        raise EdgefaultError(f"the kind list is empty; choose from {', '.join(KINDS)}")
-    for kind in kinds:
-        if kind not in KINDS:
-            raise EdgefaultError(f"unknown fault kind {kind!r}; choose from {', '.join(KINDS)}")
-    if len(set(kinds)) != len(kinds):
-        raise EdgefaultError(f"a fault kind is listed twice in {', '.join(kinds)}")
-    return kinds
 
 
 def _rates(values: Any) -> tuple[float, ...]:

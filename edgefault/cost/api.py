@@ -14,12 +14,10 @@ import os
 from edgefault.cost.accelerator import Accelerator, load_accelerator
 from edgefault.cost.report import CostReport, layer_cost, totals
 from edgefault.cost.tally import LayerTally
-from edgefault.data import load_samples
 from edgefault.errors import EdgefaultError
 from edgefault.runtime.activations import find_mac_layers, find_quantized_tensors
-from edgefault.runtime.evaluate import check_limit_and_batch
-from edgefault.runtime.feed import check_classes, prepare_inputs
-from edgefault.runtime.inputs import InputOptions, PreparedInputs, resolve_model_input
+from edgefault.runtime.evaluate import check_limit_and_batch, load_with_inputs
+from edgefault.runtime.inputs import InputOptions, PreparedInputs
 from edgefault.errors import about_model
 from edgefault.onnxio import load_model
 from edgefault.runtime.session import DEFAULT_BATCH, SessionSettings
@@ -91,11 +89,6 @@ def model_cost(model_path: str | os.PathLike, data_spec: str = "mnist5k", accele
         1.25
     """
     accelerator = accelerator or load_accelerator()
-    model = load_model(model_path)
+    model, _, io, _, samples, prepared = load_with_inputs(model_path, data_spec, options.inputs, options.limit)
     with about_model(model_path):
-        metadata, io, spec = resolve_model_input(model, options.inputs)
-    samples = load_samples(data_spec)
-    with about_model(model_path):
-        check_classes(samples, io.num_classes or (metadata.num_classes if metadata else None))
-        prepared = prepare_inputs(samples, spec, options.limit, options.inputs.scale_factor)
         return cost_of_inputs(model, prepared, io.input_name, accelerator, options, str(model_path), samples.spec)

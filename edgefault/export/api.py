@@ -59,8 +59,8 @@ class ExportSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportReport:
-    """What export wrote and measured.
+class ExportReport(Parity):
+    """What export wrote and measured: the parity check's fields (:class:`Parity`) and these.
 
     ``op_counts`` are the ops of the graph ONNX Runtime runs after its optimization;
     ``weight_bytes`` is the size of the int8 weight memory (what fault injection corrupts).
@@ -70,12 +70,6 @@ class ExportReport:
     """
 
     path: Path
-    images: int
-    agreement: float
-    max_logit_gap: float
-    max_logit_gap_steps: float | None
-    onnx_accuracy: float
-    torch_accuracy: float
     integer_kernels: int
     float_kernels: int
     op_counts: dict[str, int]
@@ -90,8 +84,7 @@ class ExportReport:
         """JSON-ready fields (the path as text).
         """
         values = dataclasses.asdict(self)
-        values["path"] = str(self.path)
-        return values
+        return {"path": str(values.pop("path")), **values}
 
 
 def model_metadata(model: nn.Module, data: Dataset, *, recipe: dict[str, Any] | None = None,
@@ -149,9 +142,7 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     weight_names = {node.input[0] for node in onnx_model.graph.node if node.op_type == "DequantizeLinear"}
     weights = [t for t in onnx_model.graph.initializer if t.data_type == TensorProto.INT8 and t.name in weight_names]
     return ExportReport(
-        path=target, images=parity.images, agreement=parity.agreement, max_logit_gap=parity.max_logit_gap,
-        max_logit_gap_steps=parity.max_logit_gap_steps, onnx_accuracy=parity.onnx_accuracy,
-        torch_accuracy=parity.torch_accuracy, integer_kernels=kernels.integer_kernels,
+        **dataclasses.asdict(parity), path=target, integer_kernels=kernels.integer_kernels,
         float_kernels=kernels.float_kernels, op_counts=dict(kernels.ops), weight_tensors=len(weights),
         weight_bytes=sum(math.prod(t.dims) for t in weights),  # one byte per int8 weight
         activation_products=products,
