@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     list go to stderr and the exit status is 2, as click does for a group.
 
     Example:
-        >>> main(["--version"])  # doctest: +SKIP
-        edgefault, version 0.1.0
+        >>> main(["eval", "missing.onnx"])  # one line on stderr: the file does not exist
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
     """
     args = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -65,7 +65,8 @@ def load_with_inputs(path: str | os.PathLike, data_spec: str, inputs: InputOptio
 
     Example:
         >>> import numpy as np
-        >>> np.savez("digits.npz", x=np.zeros((5, 1, 4, 4), np.float32), y=np.arange(5) % 3)
+        >>> x, y = np.zeros((6, 1, 4, 4), np.float32), np.arange(6) % 3
+        >>> np.savez("digits.npz", x_train=x, y_train=y, x_test=x, y_test=y)
         >>> *_, prepared = load_with_inputs("model.onnx", "npz:digits.npz", InputOptions(normalize=False), limit=4)
         >>> prepared.images.shape
         (4, 1, 4, 4)
