@@ -142,10 +142,6 @@ def is_trained(run_dir: Path, recipe: TrainConfig) -> bool:
 
 def train_to_bytes(recipe: TrainConfig) -> dict[str, bytes]:
     """Train ``recipe`` into a temporary folder and return the run directory's files (a worker's task).
-
-    Example:
-        >>> sorted(train_to_bytes(TrainConfig(epochs=1)))  # doctest: +SKIP
-        ['config.json', 'metrics.json', 'model.pt']
     """
     with tempfile.TemporaryDirectory(prefix="edgefault-train-") as tmp:
         train(recipe, tmp, progress=False)
@@ -197,10 +193,6 @@ class Stages:
 
     def train(self, jobs: Sequence[TrainJob], data: Dataset) -> list[str]:
         """Train every job whose run directory lacks its recipe; return the names trained now.
-
-        Example:
-            >>> Stages("mitigate").train([TrainJob("qat", TrainConfig(epochs=1), Path("m/runs/qat"))], data)  # doctest: +SKIP
-            ['qat']
         """
         pending = [job for job in jobs if not is_trained(job.run_dir, job.recipe)]
         with self.timed("train"):
@@ -246,10 +238,6 @@ class Stages:
 
     def export(self, run_dir: Path, model_path: Path) -> dict:
         """Export a run once: the export summary is stamped beside the model, and a rerun returns it unchanged.
-
-        Example:
-            >>> Stages("reproduce").export(Path("study/runs/standard"), Path("study/models/standard.onnx"))  # doctest: +SKIP
-            {'agreement': 1.0, ...}
         """
         stamp = model_path.with_suffix(".export.json")
         with self.timed("export"):
@@ -264,11 +252,6 @@ class Stages:
     def campaign(self, models: Sequence[Path], grid: FaultGrid, folder: Path,
                  protect_bits: tuple[int, ...] = (), stage: str = "campaign") -> CampaignStage:
         """Run (or resume) one paired campaign of ``models`` over ``grid`` into ``folder`` (timed as ``stage``).
-
-        Example:
-            >>> stage = Stages("reproduce").campaign([Path("m/a.onnx")], grid, Path("study/campaign"))  # doctest: +SKIP
-            >>> stage.records[0].mode  # doctest: +SKIP
-            'clean'
         """
         extra = {"protect_bits": protect_bits} if protect_bits else {}
         if grid.sites != ("weights",):
@@ -298,10 +281,6 @@ class Stages:
     def cost(self, model_path: Path, data: str, stamp: Path, limit: int | None = None) -> dict:
         """Model a model's zero-skipping cost (:func:`edgefault.cost.model_cost`, default accelerator) once: its
         totals are stamped in ``stamp`` and a rerun with the same settings returns them.
-
-        Example:
-            >>> Stages("reproduce").cost(Path("m/sparse.onnx"), "mnist5k", Path("m/cost/sparse.json"))["speedup"]  # doctest: +SKIP
-            {'gating': 1.0, 'skipping_ideal': 1.4, 'skipping_imbalanced': 1.25}
         """
         settings = {"model_sha256": file_hash(str(model_path)), "data": data, "limit": limit, "accelerator": "default"}
 
@@ -315,11 +294,6 @@ class Stages:
                batches: int) -> dict:
         """Flips to break a deployed model (:func:`edgefault.attack.flips_to_break`) once, stamped in ``stamp``;
         a model the attack refuses gives ``{"error": message}`` instead.
-
-        Example:
-            >>> Stages("reproduce").attack(run, Path("m/standard.onnx"), "mnist5k", Path("m/attack/standard.json"),
-            ...                            AttackSettings(flips=50, chips=0), 2)["median"]  # doctest: +SKIP
-            25.0
         """
         saved = {"model_sha256": file_hash(str(model_path)), "data": data, "batches": batches,
                  **dataclasses.asdict(settings)}
