@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -60,12 +59,32 @@ def _remove_empty(folders: Iterable[Path]) -> None:
             folder.rmdir()
 
 
+LOCK_PREFIX, LOCK_SUFFIX = ".edgefault-", ".lock"  # a folder's hidden lock files, there only while held
+
+
+class _Replaced(Exception):
+    """The lock file was removed or replaced while this process waited on it: lock the current one."""
+
+
+def _still_current(path: str) -> Callable[[int], None]:
+    def check(fd: int) -> None:
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return
+        except FileNotFoundError:
+            pass
+        raise _Replaced(path)
+    return check
+
+
 @contextlib.contextmanager
 def exclusive_lock(lock_file: str | os.PathLike, busy: str | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_file`` (created if missing, kept afterwards) across processes.
+    """Hold an exclusive lock on ``lock_file`` across processes; the file exists only while it is held.
 
     With ``busy`` (the user error to raise), fail at once when another process holds the lock;
-    without it, wait. The operating system drops the lock if the process dies.
+    without it, wait. The operating system drops the lock if the process dies (the empty file
+    then stays, and the next holder takes it over and removes it). The file is removed before
+    the lock is released, and a waiter that gets the lock on a removed file tries the current one.
 
     Example:
         >>> with exclusive_lock("run.lock", busy="another run is going on"):
@@ -73,30 +92,51 @@ def exclusive_lock(lock_file: str | os.PathLike, busy: str | None = None) -> Ite
         ...         pass
         Traceback (most recent call last):
         edgefault.errors.EdgefaultError: another run is going on
+        >>> Path("run.lock").exists()
+        False
     """
-    lock = filelock.FileLock(os.fspath(lock_file), timeout=0 if busy else -1, is_singleton=False)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise EdgefaultError(busy) from None
+    path = os.fspath(lock_file)
+    lock = filelock.FileLock(path, timeout=0 if busy else -1, is_singleton=False, on_acquired=_still_current(path))
+    while True:
+        try:
+            lock.acquire()
+            break
+        except _Replaced:
+            continue
+        except filelock.Timeout:
+            raise EdgefaultError(busy) from None
     try:
         yield
     finally:
+        with contextlib.suppress(OSError):  # Windows keeps an open file: filelock removes it after the release
+            os.unlink(path)
         lock.release()
+
+
+def is_lock_file(name: str) -> bool:
+    """Whether ``name`` is one of the hidden lock files :func:`folder_lock` keeps in a folder while held.
+
+    Example:
+        >>> is_lock_file(".edgefault-campaign.lock"), is_lock_file("campaign.json")
+        (True, False)
+    """
+    return name.startswith(LOCK_PREFIX) and name.endswith(LOCK_SUFFIX)
 
 
 def folder_lock(folder: str | os.PathLike, busy: str | None = None,
                 purpose: str = "files") -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on a folder for one ``purpose``, its lock file in the temporary folder so that
-    none lands among the outputs. Locks of different purposes are independent: a campaign holds its
-    folder's ``campaign`` lock while its summaries take the ``files`` lock of paired writes.
+    """An exclusive lock on a folder for one ``purpose``, held on a hidden file in the folder that is removed
+    on release. Locks of different purposes are independent: a campaign holds its folder's ``campaign``
+    lock while its summaries take the ``files`` lock of paired writes. The folder must exist.
 
     Example:
-        >>> with folder_lock("/tmp", busy="busy", purpose="campaign"), folder_lock("/tmp"):
-        ...     pass
+        >>> with folder_lock(".", busy="busy", purpose="campaign"), folder_lock("."):
+        ...     sorted(os.listdir("."))
+        ['.edgefault-campaign.lock', '.edgefault-files.lock', 'model.onnx']
+        >>> sorted(os.listdir("."))
+        ['model.onnx']
     """
-    key = hashlib.sha256(os.fsencode(Path(folder).resolve())).hexdigest()[:32]
-    return exclusive_lock(Path(tempfile.gettempdir()) / f"edgefault-{key}-{purpose}.lock", busy=busy)
+    return exclusive_lock(Path(folder) / f"{LOCK_PREFIX}{purpose}{LOCK_SUFFIX}", busy=busy)
 
 
 @contextlib.contextmanager
@@ -241,6 +281,8 @@ def output_folder(folder: str | os.PathLike, keep: Callable[[], bool] | None = N
     except BaseException:
         if keep is None or not keep():
             for name in sorted(set(os.listdir(folder)) - before):
+                if is_lock_file(name):  # another process's lock: its holder removes it
+                    continue
                 entry = folder / name
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
@@ -274,7 +316,7 @@ def check_replaceable(path: str | os.PathLike, option: str = "") -> Path:
     return path
 
 
-def check_writable(path: str | os.PathLike, option: str = "--out") -> Path:
+def check_writable(path: str | os.PathLike, option: str = "`out`") -> Path:
     """Refuse an output file whose nearest existing folder cannot be written, before any slow work.
 
     Example:
@@ -346,7 +388,7 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable
         check_writable(path, option)
 
 
-def check_output_folder(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "--out") -> Path:
+def check_output_folder(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "`out`") -> Path:
     """Refuse an output folder that is an input, holds an input, or cannot be written.
 
     Example:

@@ -37,6 +37,7 @@ from edgefault.data import Dataset
 from edgefault.errors import EdgefaultError
 from edgefault.export.api import ExportSettings, export_run
 from edgefault.fileio import read_json, to_json, write_bytes_atomic, write_json_atomic
+from edgefault.numbers import MAX_STEPS, check_whole
 from edgefault.progress import say
 from edgefault.train import TrainConfig, train
 from edgefault.train.run_dir import CHECKPOINT_NAME, RUN_FILES, load_config
@@ -45,6 +46,38 @@ TRAIN_THREADS = 2  # torch threads of each training run side by side
 MAX_SEEDS = 100  # training seeds per recipe a study or leaderboard may ask for
 EXPORT_FIELDS = ("agreement", "max_logit_gap_steps", "onnx_accuracy", "torch_accuracy", "integer_kernels",
                  "float_kernels", "weight_bytes")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSettings:
+    """What the settings of ``reproduce`` and ``mitigate`` share: training epochs, the weight-fault sweep, and the
+    sizes of the cost model (test images, 0: all) and of the attack (flips, batches, test images).
+
+    None takes the quick or the full profile's value; the subclass fills it in, then calls :meth:`check_sweep`.
+
+    Example:
+        >>> SweepSettings(epochs=1, rates=(0.01,), chips=1, cost_limit=0, attack_flips=5, attack_batches=1,
+        ...               attack_limit=0).check_sweep()
+        Traceback (most recent call last):
+        ...
+        edgefault.errors.EdgefaultError: chips must be a whole number in [2, 100000], got 1
+    """
+
+    epochs: int | None = None
+    kinds: tuple[str, ...] = ("flip", "sa0", "sa1")
+    rates: tuple[float, ...] | None = None
+    chips: int | None = None
+    cost_limit: int | None = None
+    attack_flips: int | None = None
+    attack_batches: int | None = None
+    attack_limit: int | None = None
+
+    def check_sweep(self) -> None:
+        """Check the shared whole-number settings (the rates' range is the subclass's) and make ``kinds`` a tuple."""
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        for name, low, high in (("chips", 2, MAX_STEPS), ("epochs", 1, MAX_STEPS), ("cost_limit", 0, 10**9),
+                                ("attack_flips", 1, 100_000), ("attack_batches", 1, 100), ("attack_limit", 0, 10**9)):
+            check_whole(getattr(self, name), name, low, high)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +142,6 @@ def is_trained(run_dir: Path, recipe: TrainConfig) -> bool:
 
 def train_to_bytes(recipe: TrainConfig) -> dict[str, bytes]:
     """Train ``recipe`` into a temporary folder and return the run directory's files (a worker's task).
-
-    Example:
-        >>> sorted(train_to_bytes(TrainConfig(epochs=1)))  # doctest: +SKIP
-        ['config.json', 'metrics.json', 'model.pt']
     """
     with tempfile.TemporaryDirectory(prefix="edgefault-train-") as tmp:
         train(recipe, tmp, progress=False)
@@ -164,10 +193,6 @@ class Stages:
 
     def train(self, jobs: Sequence[TrainJob], data: Dataset) -> list[str]:
         """Train every job whose run directory lacks its recipe; return the names trained now.
-
-        Example:
-            >>> Stages("mitigate").train([TrainJob("qat", TrainConfig(epochs=1), Path("m/runs/qat"))], data)  # doctest: +SKIP
-            ['qat']
         """
         pending = [job for job in jobs if not is_trained(job.run_dir, job.recipe)]
         with self.timed("train"):
@@ -213,10 +238,6 @@ class Stages:
 
     def export(self, run_dir: Path, model_path: Path) -> dict:
         """Export a run once: the export summary is stamped beside the model, and a rerun returns it unchanged.
-
-        Example:
-            >>> Stages("reproduce").export(Path("study/runs/standard"), Path("study/models/standard.onnx"))  # doctest: +SKIP
-            {'agreement': 1.0, ...}
         """
         stamp = model_path.with_suffix(".export.json")
         with self.timed("export"):
@@ -231,11 +252,6 @@ class Stages:
     def campaign(self, models: Sequence[Path], grid: FaultGrid, folder: Path,
                  protect_bits: tuple[int, ...] = (), stage: str = "campaign") -> CampaignStage:
         """Run (or resume) one paired campaign of ``models`` over ``grid`` into ``folder`` (timed as ``stage``).
-
-        Example:
-            >>> stage = Stages("reproduce").campaign([Path("m/a.onnx")], grid, Path("study/campaign"))  # doctest: +SKIP
-            >>> stage.records[0].mode  # doctest: +SKIP
-            'clean'
         """
         extra = {"protect_bits": protect_bits} if protect_bits else {}
         if grid.sites != ("weights",):
@@ -265,10 +281,6 @@ class Stages:
     def cost(self, model_path: Path, data: str, stamp: Path, limit: int | None = None) -> dict:
         """Model a model's zero-skipping cost (:func:`edgefault.cost.model_cost`, default accelerator) once: its
         totals are stamped in ``stamp`` and a rerun with the same settings returns them.
-
-        Example:
-            >>> Stages("reproduce").cost(Path("m/sparse.onnx"), "mnist5k", Path("m/cost/sparse.json"))["speedup"]  # doctest: +SKIP
-            {'gating': 1.0, 'skipping_ideal': 1.4, 'skipping_imbalanced': 1.25}
         """
         settings = {"model_sha256": file_hash(str(model_path)), "data": data, "limit": limit, "accelerator": "default"}
 
@@ -282,11 +294,6 @@ class Stages:
                batches: int) -> dict:
         """Flips to break a deployed model (:func:`edgefault.attack.flips_to_break`) once, stamped in ``stamp``;
         a model the attack refuses gives ``{"error": message}`` instead.
-
-        Example:
-            >>> Stages("reproduce").attack(run, Path("m/standard.onnx"), "mnist5k", Path("m/attack/standard.json"),
-            ...                            AttackSettings(flips=50, chips=0), 2)["median"]  # doctest: +SKIP
-            25.0
         """
         # "chance": how the default target is defined (a stamp from before it was the most frequent class is stale)
         saved = {"model_sha256": file_hash(str(model_path)), "data": data, "batches": batches,

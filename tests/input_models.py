@@ -16,20 +16,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
+from onnx_builders import classifier
+
 CLASSES = 4
 
 
 def _model(nodes, inputs_shape, initializers, input_type=TensorProto.FLOAT) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, "form",
-        [helper.make_tensor_value_info("x", input_type, ["N", *inputs_shape])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return classifier(nodes, initializers, inputs_shape, CLASSES, name="form", input_name="x", input_type=input_type)
 
 
 def _weights(rng, **shapes):

@@ -15,6 +15,21 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 
+def classifier(nodes, initializers, input_shape, classes: int, *, name: str = "tiny", input_name: str = "input",
+               batch: str = "N", input_type: int = TensorProto.FLOAT, opset: int = 17) -> onnx.ModelProto:
+    """A checked model of ``nodes``: one input ``input_name`` of ``[batch, *input_shape]``, float ``logits`` out."""
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info(input_name, input_type, [batch, *input_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def float_cnn(seed: int = 0, num_classes: int = 10) -> onnx.ModelProto:
     """A float Conv-Relu-MaxPool-Conv-Relu-MaxPool-Flatten-Gemm model for 1x28x28 inputs."""
     rng = np.random.default_rng(seed)
@@ -41,17 +56,7 @@ def float_cnn(seed: int = 0, num_classes: int = 10) -> onnx.ModelProto:
         helper.make_node("Flatten", ["p2"], ["f"], axis=1),
         helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], transB=1),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "float_cnn",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes])],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return classifier(nodes, initializers, (1, 28, 28), num_classes, name="float_cnn", batch="batch")
 
 
 class _RandomImages(CalibrationDataReader):
@@ -81,3 +86,10 @@ def ort_quantized_cnn(folder: Path, style: str, seed: int = 0) -> Path:
     quant_path = folder / f"quant_{style}.onnx"
     quantize_static(str(float_path), str(quant_path), _RandomImages(seed), weight_type=QuantType.QInt8, **settings)
     return quant_path
+
+
+def digits_npz(path: Path, count: int, seed: int = 0) -> str:
+    """A data spec of ``count`` random 28x28 uint8 digits in an npz at ``path`` (loads in milliseconds)."""
+    rng = np.random.default_rng(seed)
+    np.savez(path, x=rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), y=np.arange(count) % 10)
+    return f"npz:{path}"

@@ -329,6 +329,43 @@ def test_concurrent_injects_leave_a_model_and_map_that_match(inputs, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json", "f.onnx"]  # no temporaries left
 
 
+_COUNTER = """
+import sys
+from pathlib import Path
+from edgefault.fileio import folder_lock
+
+folder = Path(sys.argv[1])
+for _ in range(40):
+    with folder_lock(folder):
+        count = folder / "count"
+        value = int(count.read_text()) if count.exists() else 0
+        count.write_text(str(value + 1))
+"""
+
+
+def test_folder_locks_exclude_processes_and_leave_no_lock_file(tmp_path):
+    from edgefault.errors import EdgefaultError
+    from edgefault.fileio import folder_lock
+
+    # Three processes add 1 forty times each under the folder's lock: a lost update would show in the count.
+    workers = [subprocess.Popen([sys.executable, "-c", _COUNTER, str(tmp_path)]) for _ in range(3)]
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0, 0]
+    assert (tmp_path / "count").read_text() == "120"
+    held = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom edgefault.fileio import folder_lock\n"
+                             "with folder_lock(sys.argv[1], purpose='campaign'):\n print('held', flush=True)\n"
+                             " time.sleep(60)", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        with pytest.raises(EdgefaultError, match="busy"), folder_lock(tmp_path, busy="busy", purpose="campaign"):
+            pass
+    finally:
+        held.kill()
+        held.wait()
+    with folder_lock(tmp_path, busy="busy", purpose="campaign"):  # the dead holder's lock is gone with it
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["count"]  # no lock file left
+
+
 def test_checkpoints_are_byte_reproducible(lenet_run, tmp_path):
     from edgefault.train.run_dir import load_config, write_run
 

@@ -18,7 +18,7 @@ from edgefault.cost import load_accelerator
 from edgefault.cost.accelerator import DEFAULT_ACCELERATOR
 from edgefault.cost.tally import LayerTally, conv_lane_counts
 from edgefault.runtime.activations import MacLayer, QuantizedTensor, layer_macs
-from onnx_builders import ort_quantized_cnn
+from onnx_builders import digits_npz, ort_quantized_cnn
 
 FLAGS = ["--input-size", "1x28x28", "--mean", "0.1307", "--std", "0.3081"]
 DEFAULT_TEXT = (Path(__file__).parents[1] / "edgefault" / "cost" / DEFAULT_ACCELERATOR).read_text()
@@ -32,10 +32,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cost_data") / "digits.npz"
-    rng = np.random.default_rng(1)
-    np.savez(path, x=rng.integers(0, 256, (200, 28, 28), dtype=np.uint8), y=np.arange(200) % 10)
-    return f"npz:{path}"
+    return digits_npz(tmp_path_factory.mktemp("cost_data") / "digits.npz", 200, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgefault.runtime.metadata import ModelMetadata
-from onnx_builders import float_cnn, ort_quantized_cnn
+from onnx_builders import digits_npz, float_cnn, ort_quantized_cnn
 from cli_helpers import assert_one_error_line, run
 
 FLAGS = ["--input-size", "1x28x28", "--mean", "0.1307", "--std", "0.3081"]
@@ -30,10 +30,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """A small 1x28x28 npz dataset: loads in milliseconds, where the built-in mnist5k takes seconds."""
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    rng = np.random.default_rng(0)
-    np.savez(path, x=rng.integers(0, 256, (400, 28, 28), dtype=np.uint8), y=np.arange(400) % 10)
-    return f"npz:{path}"
+    return digits_npz(tmp_path_factory.mktemp("data") / "digits.npz", 400)
 
 
 

@@ -23,7 +23,7 @@ from edgefault.faults import (
     sample_faults,
     weight_memory,
 )
-from onnx_builders import float_cnn, ort_quantized_cnn
+from onnx_builders import classifier, float_cnn, ort_quantized_cnn
 
 STYLES = ("qdq_per_channel", "qdq_s8s8", "qoperator")
 
@@ -65,16 +65,8 @@ def exporter_style_qdq() -> onnx.ModelProto:
         helper.make_node("DequantizeLinear", ["fc.weight", "fc.weight.scale", "fc.weight.zero_point"], ["fw"], axis=0),
         helper.make_node("Gemm", ["f", "fw"], ["logits"], transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "exporter_style",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = classifier(nodes, inits, (1, 8, 8), 10, name="exporter_style", batch="batch")
     model.metadata_props.add(key="edgefault.num_classes", value="10")
-    onnx.checker.check_model(model)
     return model
 
 

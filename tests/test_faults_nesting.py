@@ -81,7 +81,7 @@ def test_campaign_chips_have_one_seed_for_every_rate_and_old_folders_are_refused
         by_rate = {c.rate: _faults(memory, kind, c.seed, rate=c.rate) for c in cells if c.kind == kind and c.chip == 1}
         assert by_rate[1e-3].keys() <= by_rate[2e-3].keys()
     old = {key: value for key, value in config.to_dict().items() if key != "chip_seeding"}  # a pre-nesting file
-    with pytest.raises(EdgefaultError, match="old chip seeding .* use another --out"):
+    with pytest.raises(EdgefaultError, match="old chip seeding .* use another `out`"):
         config.check_same(CampaignConfig.from_dict(old), "runs/old")
     config.check_same(CampaignConfig.from_dict(config.to_dict()), "runs/new")
 

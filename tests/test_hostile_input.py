@@ -179,7 +179,7 @@ def test_hostile_names_reach_no_terminal_csv_or_markdown_raw(model, tmp_path, ca
     assert "\x1b" not in markdown and all(len(widths) == 1 for widths in _table_widths(markdown))
     assert "=cmd\\|' /C calc'!A0\\x1b[5m" in markdown
     assert snapshot(inputs) == before
-    assert not (out_dir / ".lock").exists()  # a finished campaign folder keeps no lock file
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # a finished campaign folder keeps no lock file
 
 
 # -- 4. tracebacks left: bombs, deep JSON, huge integers, huge CSV fields, overflowing options ---------------------
@@ -189,21 +189,23 @@ def _deep(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+def _hostile_file(case: str, path: Path, texts: dict[str, tuple[str, str]]) -> tuple[Path, str]:
+    """``path`` made a FIFO, a device (``case``), or written with ``texts[case]``'s text; with the error it gives."""
+    if case == "fifo":
+        os.mkfifo(path)
+        return path, "not a regular file (a FIFO)"
+    if case == "device":
+        return _device(path.parent, "zero", 5), "not a regular file (a character device)"
+    text, fragment = texts[case]
+    path.write_text(text)
+    return path, fragment
+
+
 @pytest.mark.parametrize("case", ["deep", "digits", "fifo", "device"])
 def test_map_in_hostile_json_is_one_line(case, model, tmp_path, capsys):
-    path = tmp_path / "map.json"
-    if case == "deep":
-        path.write_text(_deep(200_000))
-        fragment = "nested deeper than"
-    elif case == "digits":
-        path.write_text('{"format": "edgefault-faultmap", "faults": [' + "9" * 100_000 + "]}")
-        fragment = "not valid JSON"
-    elif case == "fifo":
-        os.mkfifo(path)
-        fragment = "not a regular file (a FIFO)"
-    else:
-        path = _device(tmp_path, "zero", 5)
-        fragment = "not a regular file (a character device)"
+    path, fragment = _hostile_file(case, tmp_path / "map.json", {
+        "deep": (_deep(200_000), "nested deeper than"),
+        "digits": ('{"format": "edgefault-faultmap", "faults": [' + "9" * 100_000 + "]}", "not valid JSON")})
     refused(["inject", model, "--map-in", path, "--out", tmp_path / "f.onnx"], capsys, fragment, tmp_path,
             model.parent)
 
@@ -235,16 +237,9 @@ def test_a_decompression_bomb_in_a_folder_dataset_is_one_line(model, tmp_path, c
 
 @pytest.mark.parametrize("case", ["huge field", "fifo", "device"])
 def test_mitigate_voltage_curve_hostile_files(case, tmp_path, capsys):
-    curve = tmp_path / "curve.csv"
-    if case == "huge field":
-        curve.write_text("voltage,bit_error_rate,relative_energy\n" + "1" * 200_000 + ",0,1\n")
-        fragment = "field larger than field limit"
-    elif case == "fifo":
-        os.mkfifo(curve)
-        fragment = "not a regular file (a FIFO)"
-    else:
-        curve = _device(tmp_path, "zero", 5)
-        fragment = "not a regular file (a character device)"
+    curve, fragment = _hostile_file(case, tmp_path / "curve.csv", {
+        "huge field": ("voltage,bit_error_rate,relative_energy\n" + "1" * 200_000 + ",0,1\n",
+                       "field larger than field limit")})
     refused(["mitigate", "--out", tmp_path / "mi", "--quick", "--voltage-curve", curve], capsys, fragment, tmp_path)
 
 

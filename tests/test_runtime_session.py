@@ -106,7 +106,7 @@ def test_model_without_classifier_output_is_refused():
 
 def test_input_spec_from_flags_metadata_and_graph():
     io = model_io(float_cnn())
-    with pytest.raises(EdgefaultError, match="no edgefault metadata; give --mean, --std"):
+    with pytest.raises(EdgefaultError, match="no edgefault metadata; give `mean`, `std`"):
         resolve_input_spec(io, None)
     spec = resolve_input_spec(io, None, None, "0.5", "0.25")  # input size read from the graph's 1x28x28
     assert spec == InputSpec("input", (1, 28, 28), (0.5,), (0.25,), "flags")
@@ -117,9 +117,9 @@ def test_input_spec_from_flags_metadata_and_graph():
     with pytest.raises(EdgefaultError, match="C is 1, not 3"):
         resolve_input_spec(io, None, "3x28x28", "0.5", "0.5")
     assert parse_input_size("3x32x32") == (3, 32, 32)
-    assert parse_float_list("0.5", "--mean", 3) == (0.5, 0.5, 0.5)
-    with pytest.raises(EdgefaultError, match="--std needs 1 or 3 values"):
-        parse_float_list("1,2", "--std", 3)
+    assert parse_float_list("0.5", "mean", 3) == (0.5, 0.5, 0.5)
+    with pytest.raises(EdgefaultError, match="`std` needs 1 or 3 values"):
+        parse_float_list("1,2", "std", 3)
 
 
 def test_count_kernels_on_a_hand_built_graph():

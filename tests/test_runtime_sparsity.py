@@ -7,12 +7,13 @@ import itertools
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from edgefault.runtime.activations import MacLayer, conv_input_weights, coverage, find_mac_layers, \
     find_quantized_tensors
 from edgefault.runtime.inputs import PreparedInputs
 from edgefault.runtime.sparsity import measure_sparsity
+from onnx_builders import classifier
 
 
 def tiny_model() -> onnx.ModelProto:
@@ -50,16 +51,7 @@ def tiny_model() -> onnx.ModelProto:
         helper.make_node("DequantizeLinear", ["fc_q", "fc_s", "fc_zp"], ["fc_w"]),
         helper.make_node("Gemm", ["dq_f", "fc_w"], ["logits"], name="fc", transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 4, 4])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return classifier(nodes, initializers, (1, 4, 4), 3)
 
 
 def tiny_inputs() -> PreparedInputs:

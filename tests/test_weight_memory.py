@@ -186,6 +186,6 @@ def test_a_model_of_only_biases_asks_for_include_bias():
         assert tensor_name in weight_memory(model).names
     found = discover(model)
     only_bias = type(found)(tuple(t for t in found.tensors if t.is_bias), found.protos)
-    with pytest.raises(EdgefaultError, match="--include-bias"):
+    with pytest.raises(EdgefaultError, match="`include_bias`"):
         only_bias.memory()
     assert json.loads(json.dumps(found.coverage(found.memory())))["biases_left_out"] == 1

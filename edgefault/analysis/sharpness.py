@@ -62,13 +62,13 @@ def check_output_dir(out_dir: str | Path) -> Path:
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUT_NAMES and not p.name.startswith("."))
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise EdgefaultError(f"{out_dir}: holds other files ({shown}); give --out a new or empty folder")
+        raise EdgefaultError(f"{out_dir}: holds other files ({shown}); give `out` a new or empty folder")
     metrics = out_dir / METRICS_NAME
     if metrics.exists():
         raw = read_json(metrics)
         if not isinstance(raw, dict) or raw.get("format") != REPORT_FORMAT:
             raise EdgefaultError(f"{metrics}: not a sharpness report (another stage's output?); "
-                                 "give --out a new or empty folder")
+                                 "give `out` a new or empty folder")
     return out_dir
 
 

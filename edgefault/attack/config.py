@@ -31,7 +31,7 @@ class AttackSettings:
         >>> AttackSettings(flips=0)
         Traceback (most recent call last):
         ...
-        edgefault.errors.EdgefaultError: --flips must be a positive integer (at most 100,000), got 0
+        edgefault.errors.EdgefaultError: `flips` must be a positive integer (at most 100,000), got 0
     """
 
     flips: int = 100
@@ -51,14 +51,14 @@ class AttackSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 kind = "a positive integer" if low == 1 else "a non-negative integer"
-                raise EdgefaultError(f"--{name} must be {kind} (at most {high:,}), got {value!r}")
+                raise EdgefaultError(f"`{name}` must be {kind} (at most {high:,}), got {value!r}")
         if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
                                        or self.limit < 1):
-            raise EdgefaultError(f"--limit must be a positive integer, got {self.limit!r}")
+            raise EdgefaultError(f"`limit` must be a positive integer, got {self.limit!r}")
         if self.until is not None:
             if isinstance(self.until, bool) or not isinstance(self.until, (int, float)) \
                     or not math.isfinite(self.until) or not 0 <= self.until <= 1:
-                raise EdgefaultError(f"--until must be an accuracy in [0, 1], got {self.until!r}")
+                raise EdgefaultError(f"`until` must be an accuracy in [0, 1], got {self.until!r}")
             object.__setattr__(self, "until", float(self.until))
 
     def target(self, labels: Sequence[int] | np.ndarray) -> float:

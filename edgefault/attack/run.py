@@ -77,7 +77,7 @@ def deploy(run_dir: str | Path, data_spec: str | None = None, model_path: str | 
         raise EdgefaultError(
             f"{run_dir}: attack needs a run directory (edgefault train), not a model file: a foreign quantized "
             "model has no PyTorch twin whose codes are its codes, and no converter builds one from a QDQ graph; "
-            "give the run it was exported from (and the model with --model)")
+            "give the run it was exported from (and the model with `model`)")
     run = load_run(run_dir)
     data = load_dataset(data_spec or run.config.data)
     if data.input_shape != tuple(run.model.input_shape) or data.num_classes != run.model.num_classes:
@@ -239,7 +239,7 @@ def check_attack_folder(out_dir: str | Path, inputs: list) -> Path:
     if out_dir.is_dir():
         present = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))
         if present:
-            raise EdgefaultError(f"--out {out_dir}: holds files ({', '.join(present[:3])}); give a new or empty folder")
+            raise EdgefaultError(f"`out` {out_dir}: holds files ({', '.join(present[:3])}); give a new or empty folder")
     return out_dir
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
 from edgefault.campaign.cells import CHIP_SEEDING
-from edgefault.campaign.sites import check_sites
+from edgefault.campaign.sites import check_names, check_sites, split_list
 from edgefault.cost.accelerator import Accelerator, accelerator_from_dict
 from edgefault.faults import KINDS, Chip
 from edgefault.runtime.inputs import InputOptions
@@ -97,7 +97,7 @@ class CampaignConfig:
             if digest in self.model_hashes[:index]:
                 twin = self.models[self.model_hashes.index(digest)]
                 raise EdgefaultError(f"{self.models[index]} and {twin} are the same model (identical bytes)")
-        set_field(self, "kinds", _kinds(self.kinds))
+        set_field(self, "kinds", check_names("kinds", self.kinds, KINDS, "fault kind "))
         set_field(self, "rates", _rates(self.rates))
         if not _is_int(self.chips) or self.chips < 1:
             raise EdgefaultError(f"chips must be a positive integer, got {self.chips!r}")
@@ -197,12 +197,12 @@ class CampaignConfig:
             >>> a.check_same(dataclasses.replace(a, chips=3), "runs/c")
             Traceback (most recent call last):
             ...
-            edgefault.errors.EdgefaultError: runs/c holds a campaign with other settings (chips: 3 there, 2 here); use another --out or the same settings
+            edgefault.errors.EdgefaultError: runs/c holds a campaign with other settings (chips: 3 there, 2 here); use another `out` or the same settings
         """
         if saved.chip_seeding != self.chip_seeding:
             raise EdgefaultError(
                 f"{where} holds a campaign made with the old chip seeding (a new chip per rate, before chips were "
-                "nested across rates); its results would mix two schemes, so it cannot be resumed: use another --out"
+                "nested across rates); its results would mix two schemes, so it cannot be resumed: use another `out`"
             )
         mine, theirs = self.identity(), saved.identity()
         differences = [
@@ -212,7 +212,7 @@ class CampaignConfig:
         if differences:
             raise EdgefaultError(
                 f"{where} holds a campaign with other settings ({'; '.join(differences)}); "
-                "use another --out or the same settings"
+                "use another `out` or the same settings"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,7 +268,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
         >>> parse_kinds("flip, sa1")
         ('flip', 'sa1')
     """
-    return _kinds(tuple(part.strip() for part in text.split(",") if text.strip()))  # an empty entry is unknown
+    return check_names("kinds", split_list(text), KINDS, "fault kind ")
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -287,18 +287,6 @@ def parse_rates(text: str) -> tuple[float, ...]:
         except ValueError:
             raise EdgefaultError(f"rates must be numbers like 1e-4,1e-3, got {part!r}") from None
     return _rates(tuple(values))
-
-
-def _kinds(values: Any) -> tuple[str, ...]:
-    kinds = tuple(_sequence("kinds", values))
-    if not kinds:
-        raise EdgefaultError(f"the kind list is empty; choose from {', '.join(KINDS)}")
-    for kind in kinds:
-        if kind not in KINDS:
-            raise EdgefaultError(f"unknown fault kind {kind!r}; choose from {', '.join(KINDS)}")
-    if len(set(kinds)) != len(kinds):
-        raise EdgefaultError(f"a fault kind is listed twice in {', '.join(kinds)}")
-    return kinds
 
 
 def _rates(values: Any) -> tuple[float, ...]:

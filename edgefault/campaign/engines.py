@@ -178,7 +178,7 @@ def check_ray_address(address: str, timeout: float = 3.0) -> None:
     except ValueError:
         host = port = None
     if not host or port is None:
-        raise EdgefaultError(f"--ray takes auto or HOST:PORT (or ray://HOST:PORT), got {address!r}")
+        raise EdgefaultError(f"`ray` takes auto or HOST:PORT (or ray://HOST:PORT), got {address!r}")
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -233,7 +233,7 @@ class RayEngine:
         try:
             import ray
         except ImportError:
-            raise EdgefaultError("--ray needs the ray package (pip install 'edgefault[ray]')") from None
+            raise EdgefaultError("`ray` needs the ray package (pip install 'edgefault[ray]')") from None
         quiet = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
         try:
             if ray.is_initialized():

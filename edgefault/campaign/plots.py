@@ -31,8 +31,14 @@ def write_plots(folder: str | os.PathLike, summary: dict[str, Any], kinds: tuple
     ``heatmap_layers_...`` with one row per activation buffer).
 
     Example:
-        >>> write_plots("runs/campaign", summary, ("flip", "sa0"))  # doctest: +SKIP
-        [PosixPath('runs/campaign/accuracy_vs_rate.png')]
+        >>> from edgefault.campaign.stats import summarize
+        >>> grid = [{"key": i, "model": 0, "mode": "grid", "target": None, "kind": "flip", "rate": rate, "chip": 0}
+        ...         for i, rate in enumerate((0.01, 0.1))]
+        >>> results = {"c": {"accuracy": 0.9}, 0: {"accuracy": 0.8}, 1: {"accuracy": 0.5}}
+        >>> summary = summarize([{"name": "m", "sha256": "0" * 64}], [{"key": "c", "model": 0, "mode": "clean"}, *grid],
+        ...                     results, {})
+        >>> [p.name for p in write_plots("camp", summary, ("flip",))]
+        ['accuracy_vs_rate.png']
     """
     folder = Path(folder)
     written = []

@@ -126,7 +126,9 @@ def activation_memories(proto, config: CampaignConfig) -> list[ActivationMemory]
     """The model's activation memory in each format the campaign uses (none when it faults only weights).
 
     Example:
-        >>> [m.format for m in activation_memories(load_model("lenet.onnx"), config)]  # doctest: +SKIP
+        >>> config = CampaignConfig.create(["model.onnx"], sites=("weights", "activations"),
+        ...                                act_formats=("dense", "bitmap"))
+        >>> [m.format for m in activation_memories(load_model("model.onnx"), config)]
         ['dense', 'bitmap']
     """
     if "activations" not in config.sites:

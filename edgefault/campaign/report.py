@@ -23,8 +23,14 @@ def write_summary(folder: str | os.PathLike, summary: dict[str, Any], settings: 
     the campaign faults more than one memory), all or none; return their paths.
 
     Example:
-        >>> write_summary("runs/campaign", summary, config.to_dict())  # doctest: +SKIP
-        [PosixPath('runs/campaign/summary.json'), ...]
+        >>> from edgefault.campaign.config import CampaignConfig
+        >>> from edgefault.campaign.stats import summarize
+        >>> cells = [{"key": "c", "model": 0, "mode": "clean"},
+        ...          {"key": "g", "model": 0, "mode": "grid", "target": None, "kind": "flip", "rate": 0.1, "chip": 0}]
+        >>> results = {"c": {"accuracy": 0.9}, "g": {"accuracy": 0.7}}
+        >>> summary = summarize([{"name": "m", "sha256": "0" * 64}], cells, results, {})
+        >>> [p.name for p in write_summary("camp", summary, CampaignConfig.create(["model.onnx"], chips=2).to_dict())]
+        ['summary.json', 'summary.csv', 'paired.csv', 'summary.md']
     """
     folder = Path(folder)
     paths = [folder / name for name in ("summary.json", "summary.csv", "paired.csv", "summary.md")]

@@ -31,10 +31,10 @@ from edgefault.campaign.suffix import DEFAULT_CACHE_MB, MIB
 from edgefault.campaign.worker import failed_record
 from edgefault.errors import EdgefaultError
 from edgefault.faults.ecc import EccOverhead, ecc_overhead
-from edgefault.fileio import check_output_folder, folder_lock, output_folder, read_json, write_json_atomic
+from edgefault.fileio import check_output_folder, folder_lock, is_lock_file, output_folder, read_json, write_json_atomic
 from edgefault.progress import Progress
 
-CAMPAIGN_FILE, RESULTS_FILE, LOCK_FILE = "campaign.json", "results.jsonl", ".lock"
+CAMPAIGN_FILE, RESULTS_FILE = "campaign.json", "results.jsonl"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,11 +249,11 @@ def _saved_campaign(folder: Path) -> dict[str, Any] | None:
     if not folder.exists():
         return None
     if not folder.is_dir():
-        raise EdgefaultError(f"--out {folder} is a file; give a folder for the campaign")
+        raise EdgefaultError(f"`out` {folder} is a file; give a folder for the campaign")
     saved = folder / CAMPAIGN_FILE
     if not saved.exists():
-        if any(p.name != LOCK_FILE for p in folder.iterdir()):
-            raise EdgefaultError(f"--out {folder} is not empty and holds no {CAMPAIGN_FILE}; give a new or empty folder")
+        if any(not is_lock_file(p.name) for p in folder.iterdir()):
+            raise EdgefaultError(f"`out` {folder} is not empty and holds no {CAMPAIGN_FILE}; give a new or empty folder")
         return None
     document = read_json(saved)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -266,12 +266,12 @@ def _check_same(config: CampaignConfig, prepared: PreparedCampaign, saved: dict[
     theirs = saved.get("data", {}).get("fingerprint")
     if theirs != prepared.info["data"]["fingerprint"]:
         raise EdgefaultError(f"{folder} holds a campaign on other test images (the data behind "
-                             f"{config.data!r} changed); use another --out")
+                             f"{config.data!r} changed); use another `out`")
 
 
 def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock on the campaign folder, kept outside it (a finished folder holds only results);
-    the operating system drops it if the process dies."""
+    """An exclusive lock on the campaign folder, a hidden file in it while held (a finished folder holds only
+    results); the operating system drops it if the process dies."""
     folder.mkdir(parents=True, exist_ok=True)
-    return folder_lock(folder, busy=f"another campaign is running in {folder}; wait for it or use another --out",
+    return folder_lock(folder, busy=f"another campaign is running in {folder}; wait for it or use another `out`",
                        purpose="campaign")

@@ -30,16 +30,16 @@ def check_sites(sites: Any, formats: Any, transient: Any) -> tuple[tuple[str, ..
         >>> check_sites(["weights"], ["dense"], True)
         Traceback (most recent call last):
         ...
-        edgefault.errors.EdgefaultError: --transient applies to activation faults; add activations to --sites
+        edgefault.errors.EdgefaultError: `transient` applies to activation faults; add activations to `sites`
     """
-    sites, formats = _names("sites", sites, SITES), _names("act_formats", formats, ACT_FORMATS)
+    sites, formats = check_names("`sites`", sites, SITES), check_names("`act_formats`", formats, ACT_FORMATS)
     if not isinstance(transient, bool):
-        raise EdgefaultError(f"transient must be true or false, got {transient!r}")
+        raise EdgefaultError(f"`transient` must be true or false, got {transient!r}")
     if "activations" not in sites:
         if transient:
-            raise EdgefaultError("--transient applies to activation faults; add activations to --sites")
+            raise EdgefaultError("`transient` applies to activation faults; add activations to `sites`")
         if formats != ("dense",):
-            raise EdgefaultError("--act-format applies to activation faults; add activations to --sites")
+            raise EdgefaultError("`act_formats` applies to activation faults; add activations to `sites`")
     return sites, formats, transient
 
 
@@ -52,7 +52,7 @@ def parse_sites(text: str) -> tuple[str, ...]:
     """
     if text.strip() == "all":
         return SITES
-    return _names("--sites", _split(text), SITES)
+    return check_names("`sites`", split_list(text), SITES)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -62,7 +62,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
         >>> parse_formats("bitmap, dense")
         ('bitmap', 'dense')
     """
-    return _names("--act-format", _split(text), ACT_FORMATS)
+    return check_names("`act_formats`", split_list(text), ACT_FORMATS)
 
 
 def memory_label(site: str, act_format: str | None = None, transient: bool = False) -> str:
@@ -102,19 +102,33 @@ def memories(config) -> list[tuple[str, str | None, bool]]:
     return found
 
 
-def _split(text: str) -> tuple[str, ...]:
+def split_list(text: str) -> tuple[str, ...]:
+    """The comma-separated entries of ``text``, stripped (an empty entry stays, to be refused as unknown).
+
+    Example:
+        >>> split_list(" flip, sa0,"), split_list(" ")
+        (('flip', 'sa0', ''), ())
+    """
     return tuple(part.strip() for part in text.split(",")) if text.strip() else ()
 
 
-def _names(option: str, values: Any, known: tuple[str, ...]) -> tuple[str, ...]:
+def check_names(setting: str, values: Any, known: tuple[str, ...], what: str = "") -> tuple[str, ...]:
+    """``values`` as a tuple of distinct names from ``known`` (a list of ``what``), else one user error.
+
+    Example:
+        >>> check_names("kinds", ["flip", "zap"], ("flip", "sa0"), "fault kind ")
+        Traceback (most recent call last):
+        ...
+        edgefault.errors.EdgefaultError: kinds: unknown fault kind 'zap'; choose from flip, sa0
+    """
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        raise EdgefaultError(f"{option} must be a list, got {values!r}")
+        raise EdgefaultError(f"{setting} must be a list, got {values!r}")
     names = tuple(values)
     if not names:
-        raise EdgefaultError(f"{option} is empty; choose from {', '.join(known)}")
+        raise EdgefaultError(f"{setting} is empty; choose from {', '.join(known)}")
     for name in names:
         if name not in known:
-            raise EdgefaultError(f"{option}: unknown {name!r}; choose from {', '.join(known)}")
+            raise EdgefaultError(f"{setting}: unknown {what}{name!r}; choose from {', '.join(known)}")
     if len(set(names)) != len(names):
-        raise EdgefaultError(f"{option} lists {', '.join(n for n in known if names.count(n) > 1)} twice")
+        raise EdgefaultError(f"{setting} lists {', '.join(n for n in known if names.count(n) > 1)} twice")
     return names

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import re
 import signal
 import sys
 import threading
@@ -25,6 +26,24 @@ from edgefault.text import printable
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 SUBCOMMAND_MODULES = ("train", "export", "eval", "cost", "inject", "campaign", "sharpness", "attack", "reproduce",
                       "mitigate")
+
+
+# Domain messages name a setting in backticks, as the Python API spells it (`input_size`, `normalize=False`);
+# on the command line each becomes its option: --input-size, and these few whose option has another name.
+_SETTING = re.compile(r"`([a-z][a-z_]*(?:=False)?)`")
+_OTHER_OPTION_NAMES = {"normalize=False": "--no-normalize", "act_formats": "--act-format", "map_out": "--map"}
+
+
+def option_words(message: str) -> str:
+    """A domain message in the command line's words: each `setting` it names becomes that setting's option.
+
+    Example:
+        >>> option_words("`normalize=False` feeds the data without mean/std; drop `mean`/`std` or it")
+        '--no-normalize feeds the data without mean/std; drop --mean/--std or it'
+        >>> option_words("`input_size` must be CxHxW")
+        '--input-size must be CxHxW'
+    """
+    return _SETTING.sub(lambda m: _OTHER_OPTION_NAMES.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
 
 
 class _LazyGroup(click.Group):
@@ -80,8 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     list go to stderr and the exit status is 2, as click does for a group.
 
     Example:
-        >>> main(["--version"])  # doctest: +SKIP
-        edgefault, version 0.1.0
+        >>> main(["eval", "missing.onnx"])  # one line on stderr: the file does not exist
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
     """
     args = sys.argv[1:] if argv is None else list(argv)
     if argv is None and COMPLETE_VARIABLE in os.environ:
@@ -102,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:  # usage errors, bad option values, missing files
         _fail(exc.format_message())
     except EdgefaultError as exc:
-        _fail(str(exc))
+        _fail(option_words(str(exc)))
     except OSError as exc:  # a missing input, a read-only folder, a full disk, a file size limit
         _fail(os_error_line(exc))
     except MemoryError:

@@ -10,13 +10,12 @@ import click
 from edgefault.campaign.config import parse_kinds, parse_rates
 from edgefault.errors import EdgefaultError
 from edgefault.faults import parse_bits
-from edgefault.numbers import check_finite
+from edgefault.numbers import MAX_STEPS, check_finite
 
 # Upper bounds on counts from the user, checked when the command line is parsed, before anything starts.
 MAX_PARALLEL = 256  # threads of a session, worker processes, Ray actors
 MAX_IMAGES = 10_000_000  # --limit, --samples
 MAX_BATCH = 65_536
-MAX_STEPS = 100_000  # epochs, chips, iterations, probes
 MAX_SEED = 2**63 - 1
 
 

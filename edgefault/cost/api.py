@@ -14,15 +14,12 @@ import os
 from edgefault.cost.accelerator import Accelerator, load_accelerator
 from edgefault.cost.report import CostReport, layer_cost, totals
 from edgefault.cost.tally import LayerTally
-from edgefault.data import load_samples
 from edgefault.errors import EdgefaultError
 from edgefault.faults.formats import ACT_FORMATS
 from edgefault.runtime.activations import MacLayer, QuantizedTensor, find_mac_layers, find_quantized_tensors
-from edgefault.runtime.evaluate import check_limit_and_batch
-from edgefault.runtime.feed import check_classes, prepare_inputs
-from edgefault.runtime.inputs import InputOptions, PreparedInputs, resolve_model_input
+from edgefault.runtime.evaluate import check_limit_and_batch, load_with_inputs
+from edgefault.runtime.inputs import InputOptions, PreparedInputs
 from edgefault.errors import about_model
-from edgefault.onnxio import load_model
 from edgefault.runtime.session import DEFAULT_BATCH, SessionSettings
 from edgefault.runtime.sparsity import probe_batches
 
@@ -104,8 +101,11 @@ def cost_of_inputs(model, prepared: PreparedInputs, input_name: str, accelerator
     """Cost a loaded model on prepared inputs (the core of :func:`model_cost`, for callers that hold both).
 
     Example:
-        >>> cost_of_inputs(load_model("m.onnx"), prepared, "input", load_accelerator()).images  # doctest: +SKIP
-        1000
+        >>> import numpy as np
+        >>> zeros = PreparedInputs(np.zeros((4, 1, 4, 4), np.float32), np.zeros(4))  # every MAC reads a zero
+        >>> report = cost_of_inputs(load_model("model.onnx"), zeros, "input", load_accelerator())
+        >>> report.images, report.total["zero_input_macs"] == report.total["macs"]
+        (4, True)
     """
     kernels = Kernels.of(model, source)
     tallies = kernels.tallies(accelerator)
@@ -124,18 +124,9 @@ def model_cost(model_path: str | os.PathLike, data_spec: str = "mnist5k", accele
 
     The input is read from the model (edgefault metadata, else its graph) and completed by
     ``options.inputs``, as in ``eval``.
-
-    Example:
-        >>> report = model_cost("sparse.onnx", "mnist5k", options=CostOptions(limit=200))  # doctest: +SKIP
-        >>> round(report.total["speedup"]["skipping_imbalanced"], 2)  # doctest: +SKIP
-        1.25
+    :func:`cost_of_inputs` shows a report on ready inputs.
     """
     accelerator = accelerator or load_accelerator()
-    model = load_model(model_path)
+    model, _, io, _, samples, prepared = load_with_inputs(model_path, data_spec, options.inputs, options.limit)
     with about_model(model_path):
-        metadata, io, spec = resolve_model_input(model, options.inputs)
-    samples = load_samples(data_spec)
-    with about_model(model_path):
-        check_classes(samples, io.num_classes or (metadata.num_classes if metadata else None))
-        prepared = prepare_inputs(samples, spec, options.limit, options.inputs.scale_factor)
         return cost_of_inputs(model, prepared, io.input_name, accelerator, options, str(model_path), samples.spec)

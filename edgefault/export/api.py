@@ -59,8 +59,8 @@ class ExportSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportReport:
-    """What export wrote and measured.
+class ExportReport(Parity):
+    """What export wrote and measured: the parity check's fields (:class:`Parity`) and these.
 
     ``op_counts`` are the ops of the graph ONNX Runtime runs after its optimization;
     ``weight_bytes`` is the size of the int8 weight memory (what fault injection corrupts).
@@ -70,12 +70,6 @@ class ExportReport:
     """
 
     path: Path
-    images: int
-    agreement: float
-    max_logit_gap: float
-    max_logit_gap_steps: float | None
-    onnx_accuracy: float
-    torch_accuracy: float
     integer_kernels: int
     float_kernels: int
     op_counts: dict[str, int]
@@ -90,8 +84,7 @@ class ExportReport:
         """JSON-ready fields (the path as text).
         """
         values = dataclasses.asdict(self)
-        values["path"] = str(self.path)
-        return values
+        return {"path": str(values.pop("path")), **values}
 
 
 def model_metadata(model: nn.Module, data: Dataset, *, recipe: dict[str, Any] | None = None,
@@ -116,7 +109,7 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     metadata's clean accuracy becomes the ONNX model's measured test accuracy when the whole
     test split of the metadata's dataset was used.
     """
-    check_outputs({"--out": out_path}, [])
+    check_outputs({"`out`": out_path}, [])
     target = Path(out_path)
     _check_classifier(model)
     if any(p.device.type != "cpu" for p in model.parameters()):
@@ -139,7 +132,7 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     problems = _problems(parity, kernels.integer_kernels, weight_float, settings)
     if problems and not settings.keep_on_parity_failure:
         raise EdgefaultError(f"export check failed: {'; '.join(problems)}; nothing written "
-                             "(--keep-on-parity-failure keeps the file)")
+                             "(`keep_on_parity_failure` keeps the file)")
     if count == len(data.test_images) and data.spec == metadata.dataset:
         metadata = dataclasses.replace(metadata, clean_accuracy=parity.onnx_accuracy)
     metadata.write_to(onnx_model)
@@ -149,9 +142,7 @@ def export_model(model: nn.Module, out_path: str | os.PathLike, data: Dataset,
     weight_names = {node.input[0] for node in onnx_model.graph.node if node.op_type == "DequantizeLinear"}
     weights = [t for t in onnx_model.graph.initializer if t.data_type == TensorProto.INT8 and t.name in weight_names]
     return ExportReport(
-        path=target, images=parity.images, agreement=parity.agreement, max_logit_gap=parity.max_logit_gap,
-        max_logit_gap_steps=parity.max_logit_gap_steps, onnx_accuracy=parity.onnx_accuracy,
-        torch_accuracy=parity.torch_accuracy, integer_kernels=kernels.integer_kernels,
+        **dataclasses.asdict(parity), path=target, integer_kernels=kernels.integer_kernels,
         float_kernels=kernels.float_kernels, op_counts=dict(kernels.ops), weight_tensors=len(weights),
         weight_bytes=sum(math.prod(t.dims) for t in weights),  # one byte per int8 weight
         activation_products=products,
@@ -163,7 +154,7 @@ def export_run(run_dir: str | os.PathLike, out_path: str | os.PathLike, settings
                data_spec: str | None = None) -> ExportReport:
     """Export the model a ``train`` run directory holds; parity runs on the run's dataset (or ``data_spec``).
     """
-    check_outputs({"--out": out_path}, [run_dir])  # e.g. never onto the run's checkpoint
+    check_outputs({"`out`": out_path}, [run_dir])  # e.g. never onto the run's checkpoint
     run = load_run(run_dir)
     spec = data_spec or run.config.data
     data = load_dataset(spec)

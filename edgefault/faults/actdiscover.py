@@ -40,8 +40,8 @@ def find_activations(model: onnx.ModelProto, shapes: Mapping[str, tuple[tuple[in
     """The activation tensors of a model in canonical order, as specs for :meth:`ActivationMemory.from_tensors`.
 
     Example:
-        >>> find_activations(onnx.load("model.onnx"))[0]  # doctest: +SKIP
-        ('input_quant', 'uint8', (1, 28, 28), 0, 0.0078, 'Conv')
+        >>> find_activations(onnx.load("model.onnx"))
+        [('input_q', 'int8', (1, 4, 4), 0, 0.015625, 'Conv')]
     """
     graph = model.graph
     constants = constant_tensors(graph)

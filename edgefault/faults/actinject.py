@@ -360,7 +360,7 @@ def inject_sites_file(
     if site == "weights":
         return SiteInjection(inject_file(model_path, out_path, chip, map_in, map_out, stored_bits), None, None, None)
     source = Path(model_path)
-    check_outputs({"--out": out_path, "--map": map_out}, [source, *([map_in] if map_in else [])])
+    check_outputs({"`out`": out_path, "`map_out`": map_out}, [source, *([map_in] if map_in else [])])
     proto = load_model(source)
     memory = memory_of(proto)
     _check_dense(memory)

@@ -81,7 +81,7 @@ class Discovery:
             more = f" (and {len(self.skipped) - 1} more)" if len(self.skipped) > 1 else ""
             return f"cannot fault tensor {self.skipped[0].line()}{more}; nothing else can be faulted"
         if any(t.is_bias for t in self.tensors):
-            return "the model's only integer parameters are int32 biases; add --include-bias to fault them"
+            return "the model's only integer parameters are int32 biases; add `include_bias` to fault them"
         return ("model has no integer weight initializers or Constant nodes: no integer constant feeds "
                 "DequantizeLinear or a QOperator node (QLinearConv, QGemm, MatMulNBits, ...); a float model "
                 "has no quantized weights to fault")
@@ -299,7 +299,7 @@ def _declared_widths(proto: onnx.ModelProto, stored_bits: int | None) -> tuple[d
     and where they came from."""
     if stored_bits is not None:
         if isinstance(stored_bits, bool) or not isinstance(stored_bits, int) or not 1 <= stored_bits <= 8:
-            raise EdgefaultError(f"--stored-bits must be an integer in 1..8, got {stored_bits!r}")
+            raise EdgefaultError(f"`stored_bits` must be an integer in 1..8, got {stored_bits!r}")
         return {"*": stored_bits}, "--stored-bits"
     props = {entry.key: entry.value for entry in proto.metadata_props}
     if STORED_BITS_KEY in props:

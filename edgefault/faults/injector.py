@@ -200,12 +200,13 @@ def inject_file(
     fault at most whatever the rate; the result is the :class:`MapSummary` of the whole map.
 
     Example:
-        >>> inject_file("model.onnx", "faulty.onnx", Chip("flip", rate=1e-3), map_out="map.json")  # doctest: +SKIP
+        >>> inject_file("model.onnx", "faulty.onnx", Chip("flip", count=3, seed=0), map_out="map.json").faults
+        3
     """
     if (chip is None) == (map_in is None):
         raise EdgefaultError("give exactly one of a chip and a fault map to re-apply")
     source = Path(model_path)
-    check_outputs({"--out": out_path, "--map": map_out}, [source, *([map_in] if map_in else [])])
+    check_outputs({"`out`": out_path, "`map_out`": map_out}, [source, *([map_in] if map_in else [])])
     injector = Injector(source, stored_bits)
     if chip is not None:  # drawn and patched in pieces of whole words: memory follows a piece, not the chip
         memory = injector.memory(chip.include_bias)

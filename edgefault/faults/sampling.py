@@ -218,7 +218,7 @@ def _target_cells(memory: AddressedMemory, chip: Chip) -> _TargetCells:
     targeted = [i for i, name in enumerate(memory.names) if pattern is None or pattern.search(name)]
     if not targeted:
         shown = ", ".join(memory.names[:5]) + (", ..." if len(memory.names) > 5 else "")
-        raise EdgefaultError(f"--layers {chip.layers!r} matches no {memory.label} tensor (tensors: {shown})")
+        raise EdgefaultError(f"`layers` {chip.layers!r} matches no {memory.label} tensor (tensors: {shown})")
     allowed = np.array(chip.bits if chip.bits is not None else range(MAX_BIT + 1), dtype=np.int64)
     widths = memory.widths[targeted]
     beyond = allowed[allowed >= widths.max()].tolist()

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import onnx
 
-_GRAPH = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
-_METADATA = onnx.ModelProto.DESCRIPTOR.fields_by_name["metadata_props"].number
-_INITIALIZER = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
-_NODE = onnx.GraphProto.DESCRIPTOR.fields_by_name["node"].number
-_NODE_OUTPUT = onnx.NodeProto.DESCRIPTOR.fields_by_name["output"].number
-_NODE_OP_TYPE = onnx.NodeProto.DESCRIPTOR.fields_by_name["op_type"].number
-_NODE_ATTRIBUTE = onnx.NodeProto.DESCRIPTOR.fields_by_name["attribute"].number
-_ATTRIBUTE_NAME = onnx.AttributeProto.DESCRIPTOR.fields_by_name["name"].number
-_ATTRIBUTE_TENSOR = onnx.AttributeProto.DESCRIPTOR.fields_by_name["t"].number
-_NAME = onnx.TensorProto.DESCRIPTOR.fields_by_name["name"].number
-_RAW_DATA = onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
-_ENTRY_KEY = onnx.StringStringEntryProto.DESCRIPTOR.fields_by_name["key"].number
-_ENTRY_VALUE = onnx.StringStringEntryProto.DESCRIPTOR.fields_by_name["value"].number
+
+def _numbers(message: type, *names: str) -> tuple[int, ...]:
+    return tuple(message.DESCRIPTOR.fields_by_name[name].number for name in names)
+
+
+_GRAPH, _METADATA = _numbers(onnx.ModelProto, "graph", "metadata_props")
+_INITIALIZER, _NODE = _numbers(onnx.GraphProto, "initializer", "node")
+_NODE_OUTPUT, _NODE_OP_TYPE, _NODE_ATTRIBUTE = _numbers(onnx.NodeProto, "output", "op_type", "attribute")
+_ATTRIBUTE_NAME, _ATTRIBUTE_TENSOR = _numbers(onnx.AttributeProto, "name", "t")
+_NAME, _RAW_DATA = _numbers(onnx.TensorProto, "name", "raw_data")
+_ENTRY_KEY, _ENTRY_VALUE = _numbers(onnx.StringStringEntryProto, "key", "value")
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 
 

@@ -12,7 +12,8 @@ from edgefault import __version__
 from edgefault.attack import AttackSettings
 from edgefault.errors import EdgefaultError
 from edgefault.models import available_models
-from edgefault.stages import MAX_SEEDS
+from edgefault.numbers import check_rates, check_whole
+from edgefault.stages import MAX_SEEDS, SweepSettings
 from edgefault.train import TrainConfig
 
 # Bounds and rates chosen on mnist5k (README, "Which mitigation?"): clipping at 0.1 keeps LeNet-5
@@ -48,7 +49,7 @@ FULL = {"epochs": 30, "rates": (1e-4, 1e-3, 3e-3, 1e-2, 2e-2, 5e-2, 1e-1, 2e-1),
 
 
 @dataclasses.dataclass(frozen=True)
-class MitigateConfig:
+class MitigateConfig(SweepSettings):
     """Settings of ``edgefault mitigate``; saved as ``DIR/mitigate.json`` and checked on every rerun.
 
     ``epochs``, ``rates`` and ``chips`` default to the quick or the full profile. ``ecc`` needs
@@ -71,14 +72,6 @@ class MitigateConfig:
     quick: bool = False
     seed: int = 0
     seeds: int = 1
-    epochs: int | None = None
-    kinds: tuple[str, ...] = ("flip", "sa0", "sa1")
-    rates: tuple[float, ...] | None = None
-    chips: int | None = None
-    cost_limit: int | None = None
-    attack_flips: int | None = None
-    attack_batches: int | None = None
-    attack_limit: int | None = None
     version: str = __version__
 
     def __post_init__(self) -> None:
@@ -89,27 +82,15 @@ class MitigateConfig:
             if name not in METHODS:
                 raise EdgefaultError(f"unknown mitigation {name!r}; choose from {', '.join(METHODS)}")
         if not methods or len(set(methods)) != len(methods):
-            raise EdgefaultError(f"--methods must list distinct mitigations, got {', '.join(methods) or 'none'}")
+            raise EdgefaultError(f"`methods` must list distinct mitigations, got {', '.join(methods) or 'none'}")
         object.__setattr__(self, "methods", methods)
         profile = QUICK if self.quick else FULL
         for name in ("epochs", "rates", "chips", "cost_limit", "attack_flips", "attack_batches", "attack_limit"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, profile[name])
-        object.__setattr__(self, "rates", tuple(sorted(float(r) for r in self.rates)))
-        object.__setattr__(self, "kinds", tuple(self.kinds))
-        if not self.rates or any(not 0 < r <= 1 for r in self.rates):
-            raise EdgefaultError(f"rates must be a non-empty list in (0, 1], got {self.rates}")
-        if self.chips < 2:
-            raise EdgefaultError(f"chips must be >= 2 for intervals, got {self.chips}")
-        if self.epochs < 1:
-            raise EdgefaultError(f"epochs must be >= 1, got {self.epochs}")
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= MAX_SEEDS:
-            raise EdgefaultError(f"seeds must be a whole number in [1, {MAX_SEEDS}], got {self.seeds!r}")
-        for name, low, high in (("cost_limit", 0, 10**9), ("attack_flips", 1, 100_000), ("attack_batches", 1, 100),
-                                ("attack_limit", 0, 10**9)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise EdgefaultError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
+        object.__setattr__(self, "rates", tuple(sorted(check_rates(self.rates, "rates"))))
+        self.check_sweep()
+        check_whole(self.seeds, "seeds", 1, MAX_SEEDS)
 
     @property
     def training_seeds(self) -> tuple[int, ...]:

@@ -85,4 +85,4 @@ def parse_voltage_curve(text: str, source: str = "curve") -> VoltageCurve:
 def read_voltage_curve(path: str | Path) -> VoltageCurve:
     """Read a voltage curve CSV; a missing or malformed file is a one-line error.
     """
-    return parse_voltage_curve(read_text_bounded(path, "--voltage-curve"), str(path))
+    return parse_voltage_curve(read_text_bounded(path, "`voltage_curve`"), str(path))

@@ -99,8 +99,9 @@ class MacLayer:
     ``out_features``, the number of MACs each input element takes part in.
 
     Example:
-        >>> [layer.op_type for layer in find_mac_layers(model, tensors)]  # doctest: +SKIP
-        ['Conv', 'Conv', 'Gemm']
+        >>> model = onnx.load("model.onnx")
+        >>> [(layer.op_type, layer.activation) for layer in find_mac_layers(model, find_quantized_tensors(model))]
+        [('Conv', 'input_q')]
     """
 
     node: str

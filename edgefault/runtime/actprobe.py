@@ -30,8 +30,8 @@ def activation_memory(model: onnx.ModelProto | str | os.PathLike, format: str = 
     """The activation memory of a model, shapes that inference leaves open filled in by a probe run.
 
     Example:
-        >>> activation_memory("qoperator.onnx").coverage_line()  # doctest: +SKIP
-        'activation memory: 6 tensors, 168 values, 1,344 stored bits per image (uint8: 6 tensors)'
+        >>> activation_memory("model.onnx").coverage_line()
+        'activation memory: 1 tensor, 16 values, 128 stored bits per image (int8: 1 tensor)'
     """
     proto = load_proto(model)
     try:
@@ -47,8 +47,8 @@ def probe_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[tu
     cannot be probed and is refused.
 
     Example:
-        >>> probe_shapes(onnx.load("qoperator.onnx"), ["a_quantized"])  # doctest: +SKIP
-        {'a_quantized': ((10,), 2)}
+        >>> probe_shapes(onnx.load("model.onnx"), ["input_q"])  # an int8 tensor (ONNX element type 3)
+        {'input_q': ((1, 4, 4), 3)}
     """
     feed = {}
     constants = {t.name for t in model.graph.initializer}
@@ -72,8 +72,9 @@ def read_activations(model: onnx.ModelProto, names: list[str], feed: dict[str, n
     """The named tensors of ``model`` for the inputs in ``feed``, each of shape [batch, ...].
 
     Example:
-        >>> read_activations(onnx.load("model.onnx"), ["pool1"], {"input": images})["pool1"].shape  # doctest: +SKIP
-        (16, 6, 14, 14)
+        >>> images = np.ones((5, 1, 4, 4), np.float32)
+        >>> read_activations(onnx.load("model.onnx"), ["relu_out"], {"input": images})["relu_out"].shape
+        (5, 2, 2, 2)
     """
     probe = probe_model(model, [onnx.ValueInfoProto(name=name) for name in names])
     session = create_session(probe.SerializeToString(), settings.options(), "activation probe")

@@ -169,8 +169,8 @@ class Segment:
     indices in graph order (empty when ``output`` is itself a graph input: nothing to compute).
 
     Example:
-        >>> [(s.output, s.inputs) for s in split_model(model, ["pool1"], "logits")]  # doctest: +SKIP
-        [('pool1', ('input',)), ('logits', ('pool1',))]
+        >>> [(s.output, s.inputs) for s in split_model(onnx.load("model.onnx"), ["relu_out"], "logits")]
+        [('relu_out', ('input',)), ('logits', ('relu_out',))]
     """
 
     output: str
@@ -187,8 +187,8 @@ def split_model(model: onnx.ModelProto, tensors, output_name: str) -> list[Segme
     consumer reads. A node needed by two segments (shape arithmetic, say) runs in both.
 
     Example:
-        >>> [s.output for s in split_model(model, ["act3", "pool1"], "logits")]  # doctest: +SKIP
-        ['pool1', 'act3', 'logits']
+        >>> [s.output for s in split_model(onnx.load("model.onnx"), ["features", "input_q"], "logits")]
+        ['input_q', 'features', 'logits']
     """
     graph = _Graph(model.graph)
     inputs = {i.name for i in model.graph.input}
@@ -217,9 +217,11 @@ def segment_model(model: onnx.ModelProto, segment: Segment, types: dict[str, tup
     """The sub-model of one segment; ``types`` gives each input's (and the output's) dtype and per-image shape.
 
     Example:
-        >>> part = segment_model(model, segments[1], {"pool1": (np.dtype(np.uint8), (6, 14, 14))})  # doctest: +SKIP
-        >>> [i.name for i in part.graph.input]  # doctest: +SKIP
-        ['pool1']
+        >>> model = onnx.load("model.onnx")
+        >>> tail = split_model(model, ["relu_out"], "logits")[1]
+        >>> part = segment_model(model, tail, {"relu_out": (np.float32, (2, 2, 2)), "logits": (np.float32, (3,))})
+        >>> [i.name for i in part.graph.input], [o.name for o in part.graph.output]
+        (['relu_out'], ['logits'])
     """
     def info(name: str) -> onnx.ValueInfoProto:
         dtype, shape = types[name]

@@ -57,6 +57,30 @@ def check_limit_and_batch(limit: int | None, batch_size: int) -> None:
         raise EdgefaultError(f"batch size must be >= 1, got {batch_size}")
 
 
+def load_with_inputs(path: str | os.PathLike, data_spec: str, inputs: InputOptions = InputOptions(),
+                     limit: int | None = None):
+    """A model and the first ``limit`` test samples fitted to its input: where ``eval`` and ``cost`` start.
+
+    Returns ``(model, metadata, io, spec, samples, prepared)``; user errors name the model's path.
+
+    Example:
+        >>> import numpy as np
+        >>> x, y = np.zeros((6, 1, 4, 4), np.float32), np.arange(6) % 3
+        >>> np.savez("digits.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+        >>> *_, prepared = load_with_inputs("model.onnx", "npz:digits.npz", InputOptions(normalize=False), limit=4)
+        >>> prepared.images.shape
+        (4, 1, 4, 4)
+    """
+    model = load_model(path)
+    with about_model(path):
+        metadata, io, spec = resolve_model_input(model, inputs)
+    samples = load_samples(data_spec)
+    with about_model(path):
+        check_classes(samples, io.num_classes or (metadata.num_classes if metadata else None))
+        prepared = prepare_inputs(samples, spec, limit, inputs.scale_factor)
+    return model, metadata, io, spec, samples, prepared
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalReport:
     """Everything ``eval`` measured on one model; ``to_dict`` gives the ``--json`` object.
@@ -88,14 +112,9 @@ def evaluate_model(path: str | os.PathLike, data_spec: str = "mnist5k", *,
     The input is read from the model (edgefault metadata, else its graph) and completed or
     overridden by ``options.inputs``; the data is fed as stored (see :mod:`edgefault.runtime.feed`).
     """
-    model = load_model(path)
+    model, metadata, io, spec, samples, prepared = load_with_inputs(path, data_spec, options.inputs, options.limit)
     data = model.SerializeToString()
     with about_model(path):
-        metadata, io, spec = resolve_model_input(model, options.inputs)
-    samples = load_samples(data_spec)
-    with about_model(path):
-        check_classes(samples, io.num_classes or (metadata.num_classes if metadata else None))
-        prepared = prepare_inputs(samples, spec, options.limit, options.inputs.scale_factor)
         evaluator, num_classes = model_classes(data, io, prepared, samples, options.session)
     score = evaluator.score(prepared, options.batch_size, "accuracy" if options.progress else None)
     sparsity = None

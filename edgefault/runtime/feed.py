@@ -60,7 +60,7 @@ def prepare_inputs(data: Samples | Dataset, spec: InputSpec, limit: int | None =
         if not np.isfinite(fed).all():
             raise EdgefaultError(f"the input of {spec.name!r} is not finite in float32 after "
                                  f"{', '.join(notes[-2:] if factor != 1.0 else notes[-1:])}; "
-                                 "give a smaller --scale/--mean or a larger --std (or data without inf/NaN)")
+                                 "give a smaller `scale`/`mean` or a larger `std` (or data without inf/NaN)")
         fed = np.ascontiguousarray(fed, dtype=spec.dtype)
     if how is None and not any("scaled" in note for note in notes):
         notes.insert(0, "data fed as stored")
@@ -112,7 +112,7 @@ def _mismatch(samples: Samples, spec: InputSpec, have, want) -> str:
         target = spec.layout if spec.layout in IMAGE_LAYOUTS else source
         if source in IMAGE_LAYOUTS and target in IMAGE_LAYOUTS:
             have = to_layout(have, source, target)
-        hint = "; --layout nchw or nhwc decides" if spec.layout == UNDECIDED else ""
+        hint = "; `layout` nchw or nhwc decides" if spec.layout == UNDECIDED else ""
         layout = "NCHW or NHWC" if spec.layout == UNDECIDED else spec.layout
         return (f"dataset {samples.spec} has {format_shape(have)} images but the model takes {format_shape(want)} "
                 f"(input {spec.name!r}, {layout}){hint}")

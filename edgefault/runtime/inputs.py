@@ -45,7 +45,7 @@ class InputOptions:
         >>> InputOptions(mean="0.5", normalize=False)
         Traceback (most recent call last):
         ...
-        edgefault.errors.EdgefaultError: --no-normalize feeds the data without mean/std; drop --mean/--std or it
+        edgefault.errors.EdgefaultError: `normalize=False` feeds the data without mean/std; drop `mean`/`std` or it
     """
 
     input_size: str | None = None
@@ -58,10 +58,10 @@ class InputOptions:
     def __post_init__(self) -> None:
         if self.layout is not None:
             if not isinstance(self.layout, str) or self.layout.upper() not in IMAGE_LAYOUTS:
-                raise EdgefaultError(f"--layout must be nchw or nhwc, got {self.layout!r}")
+                raise EdgefaultError(f"`layout` must be nchw or nhwc, got {self.layout!r}")
             object.__setattr__(self, "layout", self.layout.upper())
         if not self.normalize and (self.mean is not None or self.std is not None):
-            raise EdgefaultError("--no-normalize feeds the data without mean/std; drop --mean/--std or it")
+            raise EdgefaultError("`normalize=False` feeds the data without mean/std; drop `mean`/`std` or it")
         if self.scale is not None:
             parse_scale(self.scale)
 
@@ -150,13 +150,13 @@ def parse_input_size(text: str) -> tuple[int, ...]:
     except ValueError:
         values = ()
     if not 1 <= len(values) <= 3 or min(values) < 1:
-        raise EdgefaultError(f"--input-size must be CxHxW, HxWxC, TxF or F with positive integers (e.g. 1x28x28), "
+        raise EdgefaultError(f"`input_size` must be CxHxW, HxWxC, TxF or F with positive integers (e.g. 1x28x28), "
                              f"got {text!r}")
     return values
 
 
 def parse_scale(text: str) -> float:
-    """Parse ``--scale``: a positive number or a fraction such as ``1/255``.
+    """Parse a ``scale``: a positive number or a fraction such as ``1/255``.
 
     Example:
         >>> parse_scale("1/255") == 1 / 255, parse_scale("0.5")
@@ -168,33 +168,33 @@ def parse_scale(text: str) -> float:
     except (ValueError, ZeroDivisionError):
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise EdgefaultError(f"--scale must be a positive number or fraction (e.g. 1/255), got {text!r}")
-    return check_finite(value, "--scale", positive=True, reciprocal=True)
+        raise EdgefaultError(f"`scale` must be a positive number or fraction (e.g. 1/255), got {text!r}")
+    return check_finite(value, "`scale`", positive=True, reciprocal=True)
 
 
-def parse_float_list(text: str, option: str, channels: int | None) -> tuple[float, ...]:
-    """Parse ``0.1307`` or ``0.485,0.456,0.406``; one value is used for every channel.
+def parse_float_list(text: str, setting: str, channels: int | None) -> tuple[float, ...]:
+    """Parse ``0.1307`` or ``0.485,0.456,0.406`` (the ``mean`` or ``std`` setting); one value is used for every channel.
 
     ``channels`` None means the channel axis is unknown, so only one value is allowed.
 
     Example:
-        >>> parse_float_list("0.5", "--mean", 3)
+        >>> parse_float_list("0.5", "mean", 3)
         (0.5, 0.5, 0.5)
     """
     try:
         values = tuple(float(part) for part in text.replace(" ", "").split(","))
     except ValueError:
-        raise EdgefaultError(f"{option} must be a comma-separated list of numbers, got {text!r}") from None
+        raise EdgefaultError(f"`{setting}` must be a comma-separated list of numbers, got {text!r}") from None
     for value in values:  # std divides: its reciprocal must be finite in float32 too
-        check_finite(value, f"{option} values", positive=option == "--std", reciprocal=option == "--std")
+        check_finite(value, f"`{setting}` values", positive=setting == "std", reciprocal=setting == "std")
     if len(values) == 1:
         return values * (channels or 1)
     if channels is None:
-        raise EdgefaultError(f"{option} has {len(values)} values but the model's channel count is not known; "
-                             "give one value (or, for an image input, --layout nchw or --layout nhwc)")
+        raise EdgefaultError(f"`{setting}` has {len(values)} values but the model's channel count is not known; "
+                             "give one value (or, for an image input, `layout` nchw or `layout` nhwc)")
     if len(values) != channels:
         wanted = "1 value" if channels == 1 else f"1 or {channels} values (one per channel)"
-        raise EdgefaultError(f"{option} needs {wanted}, got {len(values)}: {text!r}")
+        raise EdgefaultError(f"`{setting}` needs {wanted}, got {len(values)}: {text!r}")
     return values
 
 
@@ -237,7 +237,7 @@ def resolve_input_spec(
     if io.input_type not in FLOAT_INPUTS:
         if options.mean is not None or options.std is not None or options.scale is not None:
             raise EdgefaultError(f"model input {io.input_name!r} takes {io.input_type} values, fed as stored; "
-                                 "--mean, --std and --scale apply to float inputs only")
+                                 "`mean`, `std` and `scale` apply to float inputs only")
         source = "flags" if any(used) else "graph"
         return InputSpec(io.input_name, shape, (), (), source, layout, io.input_type)
     mean_values, std_values = _normalization(io, metadata, options, shape, layout)
@@ -253,7 +253,7 @@ def _shape(io, metadata, options, declared):
         shape = parse_input_size(options.input_size)
         if declared is not None and len(shape) != len(declared):
             wanted = {3: "CxHxW (or HxWxC)", 2: "TxF", 1: "F"}[len(declared)]
-            raise EdgefaultError(f"--input-size must be {wanted} for model input {io.input_name!r} of rank "
+            raise EdgefaultError(f"`input_size` must be {wanted} for model input {io.input_name!r} of rank "
                                  f"{len(declared) + 1}, got {options.input_size!r}")
         return shape
     if metadata is not None:
@@ -266,7 +266,7 @@ def _layout(io, metadata, options, shape) -> str:
     if rank in (1, 2):
         if options.layout is not None:
             kind = "feature vectors" if rank == 1 else "sequences"
-            raise EdgefaultError(f"--layout applies to image inputs; model input {io.input_name!r} takes {kind} "
+            raise EdgefaultError(f"`layout` applies to image inputs; model input {io.input_name!r} takes {kind} "
                                  f"({format_shape(shape)})")
         return FEATURES if rank == 1 else SEQUENCE
     if options.layout is not None:
@@ -293,16 +293,16 @@ def _normalization(io, metadata, options, shape, layout) -> tuple[tuple[float, .
         return (), ()
     needs = layout not in (FEATURES, SEQUENCE)  # images, and inputs of undeclared shape
     if metadata is None and (options.mean is None) != (options.std is None):
-        missing = "--std" if options.std is None else "--mean"
-        raise EdgefaultError(f"model has no edgefault metadata; give {missing} too (--mean and --std go together)")
+        missing = "`std`" if options.std is None else "`mean`"
+        raise EdgefaultError(f"model has no edgefault metadata; give {missing} too (`mean` and `std` go together)")
     if metadata is None and options.mean is None:
         if not needs:
             return (), ()
         what = "images" if shape is not None else "data of an undeclared shape"
         size = "" if shape is None else f", {format_shape(shape)}"
         raise EdgefaultError(
-            f"model has no edgefault metadata; give --mean, --std (input {io.input_name!r} takes {what}{size}: "
-            "e.g. --mean 0.1307 --std 0.3081), or --no-normalize to feed the data as stored"
+            f"model has no edgefault metadata; give `mean`, `std` (input {io.input_name!r} takes {what}{size}: "
+            "e.g. `mean` 0.1307 `std` 0.3081), or `normalize=False` to feed the data as stored"
         )
     if layout in (FEATURES, SEQUENCE):
         channels = shape[-1]
@@ -311,10 +311,10 @@ def _normalization(io, metadata, options, shape, layout) -> tuple[tuple[float, .
     else:
         index = channel_index(layout)
         channels = None if index is None else shape[index]
-    mean = parse_float_list(options.mean, "--mean", channels) if options.mean is not None else metadata.mean
-    std = parse_float_list(options.std, "--std", channels) if options.std is not None else metadata.std
+    mean = parse_float_list(options.mean, "mean", channels) if options.mean is not None else metadata.mean
+    std = parse_float_list(options.std, "std", channels) if options.std is not None else metadata.std
     if channels is not None and (len(mean) != channels or len(std) != channels):
-        raise EdgefaultError(f"mean and std need one value per channel ({channels}); pass --mean and --std")
+        raise EdgefaultError(f"mean and std need one value per channel ({channels}); pass `mean` and `std`")
     if min(std) <= 0:
-        raise EdgefaultError(f"--std values must be positive, got {std}")
+        raise EdgefaultError(f"`std` values must be positive, got {std}")
     return tuple(mean), tuple(std)

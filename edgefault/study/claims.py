@@ -218,11 +218,6 @@ def trace_difference(measurements: Sequence[SeedMeasurements], first: str, secon
 
 def judge_claims(measurements: Sequence[SeedMeasurements], names: list[str]) -> list[Claim]:
     """Evaluate the four claims from each training seed's campaign records and sharpness reports.
-
-    Example:
-        >>> claims = judge_claims([SeedMeasurements(0, records, reports)], ["standard", "sparse"])  # doctest: +SKIP
-        >>> [c.verdict for c in claims]  # doctest: +SKIP
-        ['held', 'inconclusive', 'held', 'held']
     """
     from scipy import stats as scipy_stats
 

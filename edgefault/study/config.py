@@ -8,7 +8,8 @@ import math
 from edgefault import __version__
 from edgefault.errors import EdgefaultError
 from edgefault.models import available_models
-from edgefault.stages import MAX_SEEDS
+from edgefault.numbers import check_rates, check_whole
+from edgefault.stages import MAX_SEEDS, SweepSettings
 
 # The activation-sparse recipe: FATReLU threshold and L1 weight chosen on mnist5k (lenet5: ~79%
 # exact zeros at about the standard model's accuracy; see the README's foundation numbers).
@@ -110,7 +111,7 @@ RADII = {"quick": (0.01, 0.05, 0.2, 0.5), "full": (0.01, 0.02, 0.05, 0.1, 0.2, 0
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(SweepSettings):
     """Settings of ``edgefault reproduce``; saved as ``DIR/study.json`` and checked on every rerun.
 
     ``epochs``, ``rates``, ``chips`` and ``seeds`` default to the quick or the full profile. ``seeds``
@@ -131,10 +132,6 @@ class StudyConfig:
     with_sam: bool = False
     seed: int = 0
     seeds: int | None = None
-    epochs: int | None = None
-    kinds: tuple[str, ...] = ("flip", "sa0", "sa1")
-    rates: tuple[float, ...] | None = None
-    chips: int | None = None
     rho: float = 0.05
     sharpness_samples: int | None = None
     sharpness_probes: int | None = None
@@ -145,10 +142,6 @@ class StudyConfig:
     radii: tuple[float, ...] | None = None
     act_rates: tuple[float, ...] | None = None
     act_chips: int | None = None
-    cost_limit: int | None = None
-    attack_flips: int | None = None
-    attack_batches: int | None = None
-    attack_limit: int | None = None
     version: str = __version__
 
     def __post_init__(self) -> None:
@@ -181,24 +174,11 @@ class StudyConfig:
             raise EdgefaultError("the sparsity sweep's thresholds must include 0 (plain ReLU, its baseline)")
         if 0.0 in self.radii:
             raise EdgefaultError("the rho sweep's radii must be > 0 (its baseline is conventional training)")
-        object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))
-        object.__setattr__(self, "kinds", tuple(self.kinds))
-        if not self.rates or any(not 0 <= r <= 1 for r in self.rates):
-            raise EdgefaultError(f"rates must be a non-empty list in [0, 1], got {self.rates}")
-        if self.chips < 2:
-            raise EdgefaultError(f"chips must be >= 2 for confidence intervals, got {self.chips}")
-        if self.epochs < 1:
-            raise EdgefaultError(f"epochs must be >= 1, got {self.epochs}")
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= MAX_SEEDS:
-            raise EdgefaultError(f"seeds must be a whole number in [1, {MAX_SEEDS}], got {self.seeds!r}")
-        object.__setattr__(self, "act_rates", tuple(float(r) for r in self.act_rates))
-        if not self.act_rates or any(not 0 < r <= 1 for r in self.act_rates):
-            raise EdgefaultError(f"act_rates must be a non-empty list in (0, 1], got {self.act_rates}")
-        for name, low, high in (("act_chips", 2, 10_000), ("cost_limit", 0, 10**9), ("attack_flips", 1, 100_000),
-                                ("attack_batches", 1, 100), ("attack_limit", 0, 10**9)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise EdgefaultError(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
+        object.__setattr__(self, "rates", check_rates(self.rates, "rates", zero=True))
+        object.__setattr__(self, "act_rates", check_rates(self.act_rates, "act_rates"))
+        self.check_sweep()
+        for name, low, high in (("seeds", 1, MAX_SEEDS), ("act_chips", 2, 10_000)):
+            check_whole(getattr(self, name), name, low, high)
 
     @property
     def training_seeds(self) -> tuple[int, ...]:

@@ -116,10 +116,6 @@ def attack_settings(config: StudyConfig) -> AttackSettings:
 def measure_extras(config: StudyConfig, names: Sequence[str], places: dict[int, Path], runs: dict[int, dict[str, Path]],
                    stages: Stages) -> list[SeedExtras]:
     """Run (or reuse) the three stages for every training seed's models in ``places[seed]``.
-
-    Example:
-        >>> measure_extras(config, ["standard"], {0: Path("study")}, {0: {"standard": run}}, stages)[0].cost  # doctest: +SKIP
-        {'standard': {...}}
     """
     found = []
     for seed, place in places.items():

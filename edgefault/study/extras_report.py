@@ -8,7 +8,7 @@ Verdicts follow the study's rule: *held* when the 95% interval lies wholly on th
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from edgefault.campaign.stats import Estimate
 from edgefault.study.claims import Comparison, collapsed_models, compare_seeds, seed_tables
@@ -16,6 +16,7 @@ from edgefault.study.config import ACT_FORMATS
 from edgefault.study.extras import (ACT_KIND, SeedExtras, flips_median, flips_text, median_flips, over_seeds,
                                     ranking_text)
 from edgefault.study.pooled import pool, pool_values
+from edgefault.text import md_table
 
 KEEP = 0.95  # "keeps its speedup": at least this share of the conventionally trained sparse model's speedup
 PAIRS = (("sparse", "standard"), ("sparse_saq", "standard_saq"))
@@ -43,6 +44,11 @@ def direction(comparison: Comparison, more: str, less: str) -> str:
     return "no significant difference (inconclusive)"
 
 
+def _measured(inputs: Any, measured: Callable[[SeedExtras, str], bool]) -> list[str]:
+    """The report's models that every training seed's extras measured."""
+    return [n for n in inputs.names if all(measured(x, n) for x in inputs.extras)]
+
+
 def _seeds_note(inputs: Any) -> str:
     return ("one training seed: intervals over chips, about these trained models" if len(inputs.seeds) == 1 else
             f"{len(inputs.seeds)} training seeds: intervals over seeds and chips, about the recipes")
@@ -51,14 +57,17 @@ def _seeds_note(inputs: Any) -> str:
 def activation_section(inputs: Any) -> list[str]:
     """Faults in the activation memory: drops per model and format, sparse against standard, bitmap against dense.
 
+    Each section of this module is empty for a study without these measurements (``extras``).
+
     Example:
-        >>> activation_section(inputs)[0]  # doctest: +SKIP
-        '## Faults in the activation memory'
+        >>> from types import SimpleNamespace
+        >>> activation_section(SimpleNamespace(extras=()))
+        []
     """
     if not inputs.extras:
         return []
     extras: Sequence[SeedExtras] = inputs.extras
-    config, names = inputs.config, [n for n in inputs.names if all(n in x.cost for x in extras)]
+    config, names = inputs.config, _measured(inputs, lambda x, n: n in x.cost)
     _, _, clean = seed_tables(inputs.measurements)
     collapsed = collapsed_models(clean)
     drops = {f: seed_tables([x.act_measurements(f) for x in extras])[0] for f in ACT_FORMATS}
@@ -67,16 +76,14 @@ def activation_section(inputs: Any) -> list[str]:
              f"the quantized output; one image's worth), stored {' and '.join(ACT_FORMATS)}, at bit error rates "
              f"{', '.join(f'{r:g}' for r in config.act_rates)}, {config.act_chips} chips per rate, the same chips for "
              f"every model and format (`act_campaign/`). Drop: clean minus faulty accuracy, mean over the rates, in "
-             f"points [95% CI]; {_seeds_note(inputs)}.", "",
-             "| model | " + " | ".join(f"drop, {f}" for f in ACT_FORMATS) + " | bitmap − dense [95% CI] |",
-             "|---|" + "---|" * (len(ACT_FORMATS) + 1)]
-    versus = {}
+             f"points [95% CI]; {_seeds_note(inputs)}.", ""]
+    versus, rows = {}, []
     for n in names:
-        cells = [_interval(pool({s: d[n] for s, d in drops[f].items() if n in d}).pooled) for f in ACT_FORMATS]
         by_seed = {s: {f: drops[f][s].get(n, {}) for f in ACT_FORMATS} for s in drops["dense"]}
         versus[n] = compare_seeds("drop", by_seed, "bitmap", "dense")
-        lines.append(f"| {n} | " + " | ".join(cells) + f" | {_interval(versus[n].difference, sign='+')} |")
-    lines += [""]
+        rows.append([n, *(_interval(pool({s: d[n] for s, d in drops[f].items() if n in d}).pooled) for f in ACT_FORMATS),
+                     _interval(versus[n].difference, sign="+")])
+    lines += [md_table(["model", *(f"drop, {f}" for f in ACT_FORMATS), "bitmap − dense [95% CI]"], rows), ""]
     for f in ACT_FORMATS:
         for first, second in PAIRS:
             if first in names and second in names:
@@ -116,17 +123,11 @@ def _speedup_claim(inputs: Any, drop: dict) -> tuple[str, list[str]]:
 
 
 def tradeoff_section(inputs: Any) -> list[str]:
-    """What sparsity buys: modelled speedup and energy beside clean accuracy and drop, and the SAQ claim.
-
-    Example:
-        >>> tradeoff_section(inputs)[0]  # doctest: +SKIP
-        '## What sparsity buys: speed against robustness'
-    """
+    """What sparsity buys: modelled speedup and energy beside clean accuracy and drop, and the SAQ claim."""
     if not inputs.extras:
         return []
     extras: Sequence[SeedExtras] = inputs.extras
-    config = inputs.config
-    names = [n for n in inputs.names if all(n in x.cost for x in extras)]
+    config, names = inputs.config, _measured(inputs, lambda x, n: n in x.cost)
     drop, _, clean = seed_tables(inputs.measurements)
     images = "every test image" if not config.cost_limit else f"the first {config.cost_limit} test images"
     lines = ["## What sparsity buys: speed against robustness", "",
@@ -134,18 +135,15 @@ def tradeoff_section(inputs: Any) -> list[str]:
              f"integer activations of {images}: speedup and energy saving of zero-skipping with lane imbalance "
              "against the standard model's dense execution (ideal skipping beside it), next to clean accuracy and the "
              f"weight-fault drop of the campaign above ({_seeds_note(inputs)}; speedup and energy are means over "
-             "seeds, exact per model).", "",
-             "| model | clean acc. (ORT) | weight-fault drop [95% CI] | zero-input MACs | speedup (imbalanced) | "
-             "speedup (ideal) | energy saving |", "|---|---|---|---|---|---|---|"]
-    for n in names:
-        acc = over_seeds([clean[x.seed][n] for x in extras])
-        d = pool({s: v[n] for s, v in drop.items() if n in v}).pooled
-        lines.append(f"| {n} | {100 * acc.mean:.2f}% | {_interval(d)} | "
-                     f"{100 * over_seeds([x.zero_share(n) for x in extras]).mean:.1f}% | "
-                     f"{over_seeds([x.speedup(n) for x in extras]).mean:.3f}x | "
-                     f"{over_seeds([x.speedup(n, 'skipping_ideal') for x in extras]).mean:.3f}x | "
-                     f"{100 * over_seeds([x.energy_saving(n) for x in extras]).mean:.1f}% |")
-    lines.append("")
+             "seeds, exact per model).", ""]
+    rows = [[n, f"{100 * over_seeds([clean[x.seed][n] for x in extras]).mean:.2f}%",
+             _interval(pool({s: v[n] for s, v in drop.items() if n in v}).pooled),
+             f"{100 * over_seeds([x.zero_share(n) for x in extras]).mean:.1f}%",
+             f"{over_seeds([x.speedup(n) for x in extras]).mean:.3f}x",
+             f"{over_seeds([x.speedup(n, 'skipping_ideal') for x in extras]).mean:.3f}x",
+             f"{100 * over_seeds([x.energy_saving(n) for x in extras]).mean:.1f}%"] for n in names]
+    lines += [md_table(["model", "clean acc. (ORT)", "weight-fault drop [95% CI]", "zero-input MACs",
+                        "speedup (imbalanced)", "speedup (ideal)", "energy saving"], rows), ""]
     if all(n in names for n in ("sparse", "sparse_saq", "standard")):
         verdict, evidence = _speedup_claim(inputs, drop)
         lines += ["**Claim: SAQ lets a sparse model keep its speedup at a drop no worse than the conventionally "
@@ -175,17 +173,11 @@ def _flips_compare(extras: Sequence[SeedExtras], first: str, second: str) -> str
 
 
 def worst_case_section(inputs: Any) -> list[str]:
-    """The worst case: flips to chance + 1 point per model, and whether sparsity or SAQ changes it.
-
-    Example:
-        >>> worst_case_section(inputs)[0]  # doctest: +SKIP
-        '## The worst case: flips to break'
-    """
+    """The worst case: flips to chance + 1 point per model, and whether sparsity or SAQ changes it."""
     if not inputs.extras:
         return []
     extras: Sequence[SeedExtras] = inputs.extras
-    config = inputs.config
-    names = [n for n in inputs.names if all(n in x.attack and "error" not in x.attack[n] for x in extras)]
+    config, names = inputs.config, _measured(inputs, lambda x, n: n in x.attack and "error" not in x.attack[n])
     refused = {n: x.attack[n]["error"] for x in extras for n in inputs.names if "error" in x.attack.get(n, {})}
     images = "every test image" if not config.attack_limit else f"the first {config.attack_limit} test images"
     lines = ["## The worst case: flips to break", "",
@@ -193,13 +185,12 @@ def worst_case_section(inputs: Any) -> list[str]:
              f"attack batch{'es' if config.attack_batches > 1 else ''} (from the training split) per model, up to {config.attack_flips} flips each, ONNX Runtime "
              f"accuracy on {images}: flips until accuracy is at or below chance + 1 point (chance: always answering the "
              "most frequent class of those images), median [range over batches] "
-             f"(>{config.attack_flips}: not reached within the budget).", "",
-             "| model | flips to chance + 1 | per batch |", "|---|---|---|"]
-    for n in names:
-        per_batch = "; ".join(", ".join(">" + str(config.attack_flips) if c is None else str(c)
-                                        for c in x.attack[n]["counts"]) for x in extras)
-        lines.append(f"| {n} | {flips_text([x.attack[n] for x in extras])} | {per_batch} |")
-    lines += [f"| {n} | not measured: {message} | |" for n, message in refused.items()] + [""]
+             f"(>{config.attack_flips}: not reached within the budget).", ""]
+    rows = [[n, flips_text([x.attack[n] for x in extras]),
+             "; ".join(", ".join(">" + str(config.attack_flips) if c is None else str(c) for c in x.attack[n]["counts"])
+                       for x in extras)] for n in names]
+    rows += [[n, f"not measured: {message}", ""] for n, message in refused.items()]
+    lines += [md_table(["model", "flips to chance + 1", "per batch"], rows), ""]
     for first, second in (("sparse", "standard"), ("sparse_saq", "standard_saq"), ("standard_saq", "standard"),
                           ("sparse_saq", "sparse")):
         if first in names and second in names:

@@ -43,13 +43,13 @@ class SettingsFolder:
             return
         saved = folder / self.file
         if not saved.exists():
-            raise EdgefaultError(f"{folder}: holds other files and no {self.file}; give --out a new or empty folder")
+            raise EdgefaultError(f"{folder}: holds other files and no {self.file}; give `out` a new or empty folder")
         raw = read_json(saved)
         if not isinstance(raw, dict) or raw.get("format") != self.format:
-            raise EdgefaultError(f"{saved}: not an edgefault {self.kind}; give --out a new or empty folder")
+            raise EdgefaultError(f"{saved}: not an edgefault {self.kind}; give `out` a new or empty folder")
         if raw.get("config") != json.loads(to_json(settings)):  # compare as saved: tuples become lists
             raise EdgefaultError(f"{folder}: holds another {kind} (different settings in {self.file}); "
-                                 "give --out a new folder or rerun with the same settings")
+                                 "give `out` a new folder or rerun with the same settings")
 
     def claim(self, folder: Path, settings: dict) -> None:
         """Create ``folder`` with its settings file, after :meth:`check` (the folder is made with this file or not at all).

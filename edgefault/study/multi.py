@@ -43,7 +43,7 @@ def check_multi_folder(folder: Path, configs: Sequence[StudyConfig]) -> None:
         strangers = sorted(p.name for p in folder.iterdir() if not (p.is_dir() and p.name in {c.model for c in configs}))
         if strangers:
             raise EdgefaultError(f"{folder}: holds other files ({', '.join(strangers[:3])}) and no {STUDY_FILE}; "
-                                 "give --out a new or empty folder")
+                                 "give `out` a new or empty folder")
     elif folder.exists():
         raise EdgefaultError(f"{folder}: exists and is not a folder")
     for config in configs:
@@ -58,7 +58,7 @@ def run_studies(configs: Sequence[StudyConfig], out: str | Path, progress: bool 
     """
     models = [c.model for c in configs]
     if len(set(models)) != len(models) or not models:
-        raise EdgefaultError(f"--models needs distinct architectures, got {', '.join(models) or 'none'}")
+        raise EdgefaultError(f"`models` needs distinct architectures, got {', '.join(models) or 'none'}")
     folder = Path(out)
     check_multi_folder(folder, configs)
     claim_study_folder(folder, _settings(configs))

@@ -36,11 +36,6 @@ STUDY_FOLDER = SettingsFolder(STUDY_FILE, "edgefault-study-1", "study")
 @dataclasses.dataclass(frozen=True)
 class StudyResult:
     """Where the report is, the claims' verdicts, the training seeds and the seconds each stage took.
-
-    Example:
-        >>> result = run_study(StudyConfig(quick=True), "study/quick")  # doctest: +SKIP
-        >>> result.report, result.seeds  # doctest: +SKIP
-        (PosixPath('study/quick/report.md'), (0, 1))
     """
 
     report: Path
@@ -114,11 +109,6 @@ def train_export_campaign(config: StudyConfig, variants: Sequence[Variant], fold
     ``shared`` maps a variant to a model of another folder with the same recipe (its name there and
     that folder's models per seed): it is neither trained nor evaluated again, its records are taken
     over under the variant's name.
-
-    Example:
-        >>> trained = train_export_campaign(config, config.variants, Path("study/quick"), data, Stages("reproduce"))  # doctest: +SKIP
-        >>> trained[0].exports["standard"]["agreement"]  # doctest: +SKIP
-        0.999
     """
     shared = shared or {}
     own = [v for v in variants if v.name not in shared]
@@ -161,10 +151,6 @@ def sweep_speedups(config: StudyConfig, variants: Sequence[Variant], shared: dic
                    folder: Path, stages: Stages) -> dict[str, float]:
     """Each swept model's modelled zero-skipping speedup (lane imbalance) against dense, mean over training seeds;
     a model shared with the main study is costed there (its stamp reused).
-
-    Example:
-        >>> sweep_speedups(config, variants, {}, {0: Path("study")}, Path("study/sweeps/sparsity"), stages)  # doctest: +SKIP
-        {'T0': 1.13, 'T0.5': 1.25, ...}
     """
     found: dict[str, float] = {}
     for v in variants:

@@ -231,10 +231,6 @@ def write_report(folder: Path, config: StudyConfig, trained: dict[int, Any], mea
                  claims: list[Claim], seconds: dict[str, float], sweeps: Sequence[SweepResult] = (),
                  extras: Sequence[Any] = ()) -> Path:
     """Write ``folder/report.md`` (its :data:`SECTIONS`) and ``folder/drop_vs_sharpness.png``; return the report.
-
-    Example:
-        >>> write_report(Path("study/quick"), config, trained, measurements, claims, seconds)  # doctest: +SKIP
-        PosixPath('study/quick/report.md')
     """
     inputs = ReportInputs(folder, config, trained, measurements, claims, seconds, sweeps, extras)
     lines = [line for section in SECTIONS for line in section(inputs)]

@@ -97,10 +97,6 @@ def analyze_sweep(sweep: str, variants: tuple[Variant, ...], measurements: list[
 
     ``measurements`` holds each training seed's campaign records, ``runs`` each seed's run directory per
     model; sparsity and clean accuracy are means over seeds, drops and differences pooled over seeds and chips.
-
-    Example:
-        >>> analyze_sweep("sparsity", variants, measurements, runs, Path("study/sweeps/sparsity"), {}).conclusion  # doctest: +SKIP
-        'Sparse models lose significantly more than plain ReLU from 91.7% exact zeros on (T = 4).'
     """
     drop, _, clean = seed_tables(measurements)
     points = []

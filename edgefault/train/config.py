@@ -77,7 +77,7 @@ class TrainConfig:
             raise EdgefaultError("lr must be > 0")
         self._check_mitigations()
         if self.sharpness != "none" and self.rho == 0:
-            raise EdgefaultError(f"--sharpness {self.sharpness} needs --rho > 0")
+            raise EdgefaultError(f"`sharpness` {self.sharpness} needs `rho` > 0")
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise EdgefaultError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -90,10 +90,10 @@ class TrainConfig:
         if self.randbet_rate > 0 and self.randbet_clamp == 0:
             raise EdgefaultError("randbet_clamp must be > 0")
         if self.weight_clip_per_layer and not 0 < self.weight_clip <= 1:
-            raise EdgefaultError("--weight-clip-per-layer takes --weight-clip as a share of each layer's initial "
+            raise EdgefaultError("`weight_clip_per_layer` takes `weight_clip` as a share of each layer's initial "
                                  f"range in (0, 1], got {self.weight_clip}")
         if self.learned_clip and self.weight_clip > 0:
-            raise EdgefaultError("--learned-clip learns the ranges that --weight-clip fixes; choose one")
+            raise EdgefaultError("`learned_clip` learns the ranges that `weight_clip` fixes; choose one")
 
     def model_settings(self) -> dict[str, object]:
         """The quantization settings this recipe passes to ``create_model``."""

@@ -35,9 +35,9 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":  # refused here, in one line, rather than deep inside torch
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise EdgefaultError(f"--device {name}: no CUDA device on this machine (use cpu or auto)")
+            raise EdgefaultError(f"`device` {name}: no CUDA device on this machine (use cpu or auto)")
         if device.index is not None and device.index >= count:
-            raise EdgefaultError(f"--device {name}: this machine has {count} CUDA device(s), "
+            raise EdgefaultError(f"`device` {name}: this machine has {count} CUDA device(s), "
                                  f"cuda:0 to cuda:{count - 1}")
     return device
 
@@ -131,7 +131,7 @@ def train(config: TrainConfig, out: str | Path | None = None, data: Dataset | No
                                             adaptive=config.sharpness == "asam", eta=config.asam_eta)
                 if not math.isfinite(float(loss)):  # diverged: stop here, and write nothing
                     raise EdgefaultError(f"training diverged: the loss is {float(loss)} at epoch {epoch}, step "
-                                         f"{step + 1}; nothing written (try a smaller --lr)")
+                                         f"{step + 1}; nothing written (try a smaller `lr`)")
                 mitigations.after_step(loss)
                 schedule.step()
                 loss_sum += float(loss) * len(labels)

@@ -62,7 +62,7 @@ def load_model(checkpoint: str | Path) -> nn.Module:
            for name, value in model.state_dict().items() if value.is_floating_point() and not value.isfinite().all()]
     if bad:  # a diverged training: no command may go on with it
         raise EdgefaultError(f"{checkpoint}: non-finite weights (NaN or inf) in {', '.join(bad[:4])}"
-                             f"{', ...' if len(bad) > 4 else ''}; the training diverged, retrain with a smaller --lr")
+                             f"{', ...' if len(bad) > 4 else ''}; the training diverged, retrain with a smaller `lr`")
     return model.eval()
 
 
@@ -93,14 +93,14 @@ def check_run_dir(run_dir: str | Path, config: TrainConfig, overwrite: bool = Fa
     names = {p.name for p in run_dir.iterdir() if not p.name.startswith(".")}
     if not names <= set(RUN_FILES) or not (run_dir / "config.json").is_file():
         shown = ", ".join(sorted(names - set(RUN_FILES))[:3]) or "no config.json"
-        raise EdgefaultError(f"--out {run_dir} is not empty and holds no run ({shown}); give a new or empty folder")
+        raise EdgefaultError(f"`out` {run_dir} is not empty and holds no run ({shown}); give a new or empty folder")
     if overwrite:
         return None
     theirs, ours = dataclasses.asdict(load_config(run_dir)), dataclasses.asdict(config)
     differ = [k for k in ours if ours[k] != theirs[k]]
     if differ:
         shown = ", ".join(f"{k} {theirs[k]!r} there, {ours[k]!r} here" for k in differ[:4])
-        raise EdgefaultError(f"--out {run_dir} holds a run with other settings ({shown}); --overwrite replaces it")
+        raise EdgefaultError(f"`out` {run_dir} holds a run with other settings ({shown}); `overwrite` replaces it")
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else None
     return metrics if isinstance(metrics, dict) and (run_dir / CHECKPOINT_NAME).is_file() else None
 
