@@ -160,11 +160,12 @@ def flips_text(entries: Sequence[dict]) -> str:
         >>> flips_text([{"median": 25.0, "low": 24, "high": 47, "limit": 60, "counts": [47, 24, 25], "text": "25 [24, 47]"}])
         '25 [24, 47]'
         >>> print(flips_text([{"median": 20.0, "limit": 60}, {"median": 30.0, "limit": 60}]))
-        25.0 [-38.5, 88.5] (mean of 2 seeds' medians)
+        25.0 [0.0, 61.0] (mean of 2 seeds' medians)
     """
     if len(entries) == 1:
         return entries[0]["text"]
-    e = estimate([flips_median(x) for x in entries])
+    # a count of flips lies in [0, budget + 1] (beyond the budget counts as budget + 1), and so does its interval
+    e = estimate([flips_median(x) for x in entries], bounds=(0, max(x["limit"] for x in entries) + 1))
     return f"{e.mean:.1f} [{e.low:.1f}, {e.high:.1f}] (mean of {len(entries)} seeds' medians)"
 
 
