@@ -22,7 +22,6 @@ import tempfile
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from edgefault.campaign import CampaignConfig, Cell, CellRunner, prepare_campaign
@@ -31,7 +30,7 @@ from edgefault.faults.actinject import mask_model
 from edgefault.runtime import Evaluator
 from edgefault.onnxio import parse_model
 
-from common import exported_model
+from common import exported_model, time_cells
 
 
 def main() -> None:
@@ -71,22 +70,12 @@ def measure(args: argparse.Namespace, model_path: Path) -> None:
         data = mask_model(proto, memory, sample_faults(memory, cell.to_chip())).SerializeToString()
         Evaluator(data, runner.settings, input_name=model.input_name, output_name=model.output_name).score(inputs, 64)
 
-    times: dict[str, list[float]] = {name: [] for name in [*methods, "in-graph masks, permanent dense"]}
-    for chip in range(-1, args.chips):  # chip -1 warms every method up (sessions, caches) and is not counted
-        for name, memory in methods.items():
-            cell = Cell(0, "grid", "flip", args.rate, max(chip, 0), 1000 + max(chip, 0), **memory)
-            start = time.perf_counter()
-            record = runner.run(cell)
-            if record["error"] is not None:
-                raise SystemExit(f"{name}: {record['error']}")
-            if chip >= 0:
-                times[name].append(time.perf_counter() - start)
-        cell = Cell(0, "grid", "flip", args.rate, max(chip, 0), 1000 + max(chip, 0), site="activations",
-                    act_format="dense")
-        start = time.perf_counter()
-        in_graph(cell)
-        if chip >= 0:
-            times["in-graph masks, permanent dense"].append(time.perf_counter() - start)
+    runs = {name: lambda chip, memory=memory: runner.run(Cell(0, "grid", "flip", args.rate, chip, 1000 + chip,
+                                                                  **memory))
+            for name, memory in methods.items()}
+    runs["in-graph masks, permanent dense"] = lambda chip: in_graph(Cell(0, "grid", "flip", args.rate, chip, 1000 + chip,
+                                                                          site="activations", act_format="dense"))
+    times = time_cells(runs, args.chips)
     base = statistics.median(times["weight cell"])
     setup = (f"{Path(args.model).name}, {prepared.images:,} {args.data} test images, flip at {args.rate:g}, "
              f"{args.chips} chips, one worker with one thread, every method interleaved chip by chip, medians")

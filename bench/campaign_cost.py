@@ -24,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgefault.campaign import CampaignConfig, Cell, CellRunner, ExecutionSettings, prepare_campaign, run_campaign
+from edgefault.campaign import CampaignConfig, Cell, CellRunner, prepare_campaign, run_campaign
 from edgefault.cost import load_accelerator
+
+from common import time_cells
 
 GOAL = 1.3
 
@@ -59,16 +61,9 @@ def main() -> None:
 
     prepared = {cost: prepare_campaign(config(cost)) for cost in (False, True)}
     runners = {cost: CellRunner(prepared[cost].payload(threads=1)) for cost in (False, True)}
-    single: dict[bool, list[float]] = {False: [], True: []}
-    for chip in range(-1, args.cells):  # chip -1 warms both up (sessions, caches) and is not counted
-        for cost, runner in runners.items():
-            cell = Cell(0, "grid", kinds[0], rates[-1], max(chip, 0), 1000 + max(chip, 0))
-            start = time.perf_counter()
-            record = runner.run(cell)
-            if record["error"] is not None:
-                raise SystemExit(f"cell failed: {record['error']}")
-            if chip >= 0:
-                single[cost].append(time.perf_counter() - start)
+    single = time_cells({cost: lambda chip, runner=runner: runner.run(Cell(0, "grid", kinds[0], rates[-1], chip,
+                                                                          1000 + chip))
+                         for cost, runner in runners.items()}, args.cells)
 
     median = {name: statistics.median(values) for name, values in whole.items()}
     ratio = median["campaign --cost"] / median["campaign"]

@@ -6,6 +6,7 @@ one (``--model``) or makes one here, on the built-in data, in a temporary folder
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from edgefault.export import ExportSettings, export_run
@@ -27,3 +28,22 @@ def exported_model(folder: Path, model: str = "lenet5", data: str = "mnist5k", e
     onnx_path = Path(folder) / "model.onnx"
     export_run(run_dir, onnx_path, ExportSettings(keep_on_parity_failure=True))
     return onnx_path
+
+
+def time_cells(runs: dict, chips: int) -> dict[str, list[float]]:
+    """Seconds of each run on chips 0..chips-1, interleaved chip by chip so background load hits them alike.
+
+    ``runs`` maps a label to a function of the chip index that runs one cell and returns its record
+    (a record with an ``error`` stops the benchmark) or None; chip -1 warms every run up (sessions,
+    caches) and is not counted.
+    """
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for chip in range(-1, chips):
+        for label, run in runs.items():
+            start = time.perf_counter()
+            record = run(max(chip, 0))
+            if record is not None and record["error"] is not None:
+                raise SystemExit(f"{label}: cell failed: {record['error']}")
+            if chip >= 0:
+                times[label].append(time.perf_counter() - start)
+    return times

@@ -7,6 +7,7 @@ weights, or per-tensor s8s8) and in QOperator format.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ def ort_quantized_cnn(folder: Path, style: str, seed: int = 0) -> Path:
     ``style`` is ``qdq_per_channel`` (QDQ, u8 activations, per-channel s8 weights),
     ``qdq_s8s8`` (QDQ, per-tensor s8 activations and weights) or ``qoperator``.
     """
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static warns about pre-processing
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     float_path = folder / f"float_{style}.onnx"

@@ -9,16 +9,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cli_helpers import assert_one_error_line, run
 from edgefault.campaign import measured_records
 from edgefault.cli.main import main
-from onnx_builders import ort_quantized_cnn
+from onnx_builders import digits_npz, ort_quantized_cnn
 
 FLAGS = ["--input-size", "1x28x28", "--mean", "0.1307", "--std", "0.3081"]
 IMAGES = 40
@@ -26,16 +24,12 @@ IMAGES = 40
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    logging.getLogger().setLevel(logging.ERROR)  # quantize_static warns about pre-processing
     return ort_quantized_cnn(tmp_path_factory.mktemp("campaign_cost_models"), "qdq_per_channel")
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    path = tmp_path_factory.mktemp("campaign_cost_data") / "digits.npz"
-    rng = np.random.default_rng(2)
-    np.savez(path, x=rng.integers(0, 256, (IMAGES, 28, 28), dtype=np.uint8), y=np.arange(IMAGES) % 10)
-    return f"npz:{path}"
+    return digits_npz(tmp_path_factory.mktemp("campaign_cost_data") / "digits.npz", IMAGES, seed=2)
 
 
 def campaign(model, digits, out, capsys, *extra):

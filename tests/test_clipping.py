@@ -117,7 +117,7 @@ def test_mitigation_settings_are_checked():
         TrainConfig(weight_clip=0.1, learned_clip=True)
     with pytest.raises(EdgefaultError, match="randbet_rate"):
         TrainConfig(randbet_rate=2.0)
-    with pytest.raises(EdgefaultError, match="per-layer"):
+    with pytest.raises(EdgefaultError, match="weight_clip_per_layer"):
         TrainConfig(weight_clip=2.0, weight_clip_per_layer=True)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -26,7 +25,6 @@ DEFAULT_TEXT = (Path(__file__).parents[1] / "edgefault" / "cost" / DEFAULT_ACCEL
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    logging.getLogger().setLevel(logging.ERROR)  # quantize_static warns about pre-processing
     return ort_quantized_cnn(tmp_path_factory.mktemp("cost_models"), "qdq_per_channel")
 
 

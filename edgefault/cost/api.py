@@ -102,6 +102,7 @@ def cost_of_inputs(model, prepared: PreparedInputs, input_name: str, accelerator
 
     Example:
         >>> import numpy as np
+        >>> from edgefault.onnxio import load_model
         >>> zeros = PreparedInputs(np.zeros((4, 1, 4, 4), np.float32), np.zeros(4))  # every MAC reads a zero
         >>> report = cost_of_inputs(load_model("model.onnx"), zeros, "input", load_accelerator())
         >>> report.images, report.total["zero_input_macs"] == report.total["macs"]
