@@ -143,6 +143,7 @@ def tables(rows: list[Row]) -> list[dict]:
 
 
 def markdown(table: dict) -> str:
+    """One table as the Markdown this script prints."""
     lines = ["| " + " | ".join(table["columns"]) + " |", "|" + "|".join("---" for _ in table["columns"]) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in table["rows"]])
 
