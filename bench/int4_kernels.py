@@ -7,14 +7,16 @@ MatMul also weight-only (float activations, the layout ONNX Runtime fuses into M
 For each, it prints the op counts of the graph ONNX Runtime runs after optimization and the
 latency at one intra-op thread, as a ratio to the INT8 model of the same layer.
 
-Run: ``.venv/bin/python bench/int4_kernels.py [--repeats N]``.
+Run: ``.venv/bin/python bench/int4_kernels.py [--repeats N] [--json FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,11 +85,13 @@ def measure(model: onnx.ModelProto, input_shape: list[int], folder: Path, repeat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per model (median reported)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (for bench/report.py)")
     args = parser.parse_args()
     print(f"onnxruntime {ort.__version__}\n")
     print("| layer | activations | weights | ops after optimization | latency (ms) | ratio to int8 |")
     print("|---|---|---|---|---:|---:|")
     cases = [("MatMul", True), ("Conv", True), ("MatMul", False)]
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         for op, quantized in cases:
             reference = None
@@ -97,8 +101,16 @@ def main() -> None:
                 reference = reference or seconds
                 counts = ", ".join(f"{k} {v}" for k, v in sorted(ops.items()))
                 activations = "uint8 Q/DQ" if quantized else "float"
+                rows.append([op, activations, name, counts, round(seconds * 1e3, 3), round(seconds / reference, 2)])
                 print(f"| {op} | {activations} | {name} | {counts} | {seconds * 1e3:.3f} | {seconds / reference:.2f} |")
-
+    if args.json:
+        numbers = {"command": " ".join(["python bench/int4_kernels.py", *sys.argv[1:]]),
+                   "setup": f"onnxruntime {ort.__version__}, one intra-op thread, median of {args.repeats} runs per "
+                            f"model; MatMul 8x512 by 512x512, Conv 64->64 channels 3x3 on 8x64x32x32",
+                   "tables": [{"columns": ["layer", "activations", "weights", "ops after optimization",
+                                           "latency (ms)", "ratio to int8"], "rows": rows}]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()

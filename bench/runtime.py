@@ -15,13 +15,14 @@ timed in interleaved rounds and the median round is reported, so a busy machine 
 three alike. The network is a trained run (``--run``) or, by default, a freshly built one
 calibrated on a few training batches (latency does not depend on the weight values).
 
-    .venv/bin/python bench/runtime.py --model resnet20 --threads 1
+    .venv/bin/python bench/runtime.py --model resnet20 --threads 1 [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import tempfile
@@ -122,24 +123,29 @@ def measure(paths: dict[str, Path], data: Dataset, threads: int, rounds: int, se
     return rows
 
 
-def table(rows: list[Row]) -> str:
+def tables(rows: list[Row]) -> list[dict]:
+    """The comparison table and the goals table, as bench/report.py reads them (``columns``, ``rows``)."""
     by_name = {row.name: row for row in rows}
     int8, fp32, ortq = by_name["edgefault int8"], by_name["fp32"], by_name["ORT quantize_static (QDQ)"]
-    lines = ["| model | top-1 | int/float kernels | batch 1 p50 (ms) | batch 256 (ms) | vs fp32 (b1 / b256) "
-             "| vs ORT quant (b1 / b256) |", "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(
-            f"| {row.name} | {row.accuracy:.3f} | {row.integer_kernels} / {row.float_kernels} | {row.batch1_ms:.3f} "
-            f"| {row.batch256_ms:.1f} | {row.batch1_ms / fp32.batch1_ms:.2f}x / {row.batch256_ms / fp32.batch256_ms:.2f}x "
-            f"| {row.batch1_ms / ortq.batch1_ms:.2f}x / {row.batch256_ms / ortq.batch256_ms:.2f}x |")
-    lines.append("")
-    goals = [("int8 <= 0.55x fp32", int8.batch1_ms / fp32.batch1_ms, int8.batch256_ms / fp32.batch256_ms, 0.55),
-             ("int8 <= 1.0x ORT quantize_static", int8.batch1_ms / ortq.batch1_ms,
-              int8.batch256_ms / ortq.batch256_ms, 1.0)]
-    for label, b1, b256, limit in goals:
-        verdict = "met" if max(b1, b256) <= limit else "not met"
-        lines.append(f"goal {label}: batch 1 {b1:.3f}x, batch 256 {b256:.3f}x -> {verdict}")
-    return "\n".join(lines)
+    models = [[row.name, round(row.accuracy, 3), f"{row.integer_kernels} / {row.float_kernels}",
+               round(row.batch1_ms, 3), round(row.batch256_ms, 1),
+               f"{row.batch1_ms / fp32.batch1_ms:.2f}x / {row.batch256_ms / fp32.batch256_ms:.2f}x",
+               f"{row.batch1_ms / ortq.batch1_ms:.2f}x / {row.batch256_ms / ortq.batch256_ms:.2f}x"] for row in rows]
+    goals = []
+    for label, b1, b256, limit in [
+            ("int8 <= 0.55x fp32", int8.batch1_ms / fp32.batch1_ms, int8.batch256_ms / fp32.batch256_ms, 0.55),
+            ("int8 <= 1.0x ORT quantize_static", int8.batch1_ms / ortq.batch1_ms,
+             int8.batch256_ms / ortq.batch256_ms, 1.0)]:
+        goals.append([label, f"{b1:.3f}x", f"{b256:.3f}x", "met" if max(b1, b256) <= limit else "not met"])
+    return [{"columns": ["model", "top-1", "int/float kernels", "batch 1 p50 (ms)", f"batch {BATCH} (ms)",
+                         f"vs fp32 (b1 / b{BATCH})", f"vs ORT quant (b1 / b{BATCH})"], "rows": models},
+            {"columns": ["goal", "batch 1", f"batch {BATCH}", "verdict"], "rows": goals}]
+
+
+def markdown(table: dict) -> str:
+    """One table as the Markdown this script prints."""
+    lines = ["| " + " | ".join(table["columns"]) + " |", "|" + "|".join("---" for _ in table["columns"]) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in table["rows"]])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fat-threshold", type=float, default=0.3,
                         help="also time the int8 model with this FATReLU threshold (0: skip)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here (for bench/report.py)")
     args = parser.parse_args(argv)
     if args.run:
         from edgefault.train import load_run
@@ -166,8 +173,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="edgefault-bench-") as folder:
         paths = build_models(model, data, Path(folder), args.fat_threshold)
         rows = measure(paths, data, args.threads, args.rounds, args.seconds)
-    print(f"{label} on {data.spec}, {data.input_shape}, ONNX Runtime threads {args.threads or 'default'}\n")
-    print(table(rows))
+    setup = f"{label} on {data.spec}, {data.input_shape}, ONNX Runtime threads {args.threads or 'default'}"
+    print(setup + "\n")
+    results = tables(rows)
+    print("\n\n".join(markdown(table) for table in results))
+    if args.json:
+        numbers = {"command": " ".join(["python bench/runtime.py", *(sys.argv[1:] if argv is None else argv)]),
+                   "setup": f"{setup}; medians of {args.rounds} interleaved rounds of at least {args.seconds:g} s",
+                   "tables": results}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
 
 
 if __name__ == "__main__":
