@@ -77,7 +77,8 @@ def measure(args: argparse.Namespace, model_path: Path) -> None:
                                                                           site="activations", act_format="dense"))
     times = time_cells(runs, args.chips)
     base = statistics.median(times["weight cell"])
-    setup = (f"{Path(args.model).name}, {prepared.images:,} {args.data} test images, flip at {args.rate:g}, "
+    label = model_path.name if args.model else "a LeNet-5 trained here for 2 epochs"
+    setup = (f"{label}, {prepared.images:,} {args.data} test images, flip at {args.rate:g}, "
              f"{args.chips} chips, one worker with one thread, every method interleaved chip by chip, medians")
     print(setup)
     rows = []
