@@ -52,8 +52,8 @@ def main() -> None:
 def measure(args: argparse.Namespace) -> None:
     """Time cost, eval and eval --no-timing on each model in interleaved rounds; print (and write) the ratios."""
     rows = []
-    print(f"| model | cost s | eval s | cost / eval | eval --no-timing s | cost / eval --no-timing |\n"
-          f"|---|---|---|---|---|---|")
+    print("| model | cost s | eval s | cost / eval | eval --no-timing s | cost / eval --no-timing |\n"
+          "|---|---|---|---|---|---|")
     ratios = []
     for model in args.models:
         runs = {
