@@ -52,9 +52,10 @@ class Kernels:
     """The integer conv/linear kernels of a model that ``cost`` models, and the quantized tensors they read.
 
     Example:
-        >>> kernels = Kernels.of(load_model("sparse.onnx"))  # doctest: +SKIP
-        >>> [layer.node for layer in kernels.layers], kernels.names  # doctest: +SKIP
-        (['conv1', 'conv2', 'fc1', 'fc2', 'fc3'], ['input_q', 'pool1_q', 'flat_q', 'fc1_q', 'fc2_q'])
+        >>> from edgefault.onnxio import load_model
+        >>> kernels = Kernels.of(load_model("model.onnx"))
+        >>> [layer.node for layer in kernels.layers], kernels.names
+        (['Conv_3'], ['input_q'])
     """
 
     layers: tuple[MacLayer, ...]

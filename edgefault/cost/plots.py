@@ -16,10 +16,6 @@ LABELS = {"gating": "zero-gating", "skipping_ideal": "skipping, ideal",
 
 def cost_figure(report: CostReport) -> Figure:
     """Two panels: speedup against dense per layer and in total; energy per image per layer and mode.
-
-    Example:
-        >>> len(cost_figure(report).axes)  # doctest: +SKIP
-        2
     """
     names = [layer.name for layer in report.layers] + ["all layers"]
     x = np.arange(len(names))
@@ -49,10 +45,6 @@ def cost_figure(report: CostReport) -> Figure:
 
 def plot_bytes(report: CostReport) -> bytes:
     """The plot as PNG bytes (written by the caller with the output-safety helpers).
-
-    Example:
-        >>> plot_bytes(report)[:4]  # doctest: +SKIP
-        b'\\x89PNG'
     """
     buffer = io.BytesIO()
     cost_figure(report).savefig(buffer, format="png", dpi=110)

@@ -148,7 +148,11 @@ class LayerTally:
         """Add a batch: ``codes``, the layer's input for ``images`` images (images first; or images x tokens rows).
 
         Example:
-            >>> tally.add(np.zeros((2, 1, 4), np.uint8), 2)  # doctest: +SKIP
+            >>> tally = LayerTally(MacLayer("fc", "Gemm", "x", "linear", out_features=2, in_features=4),
+            ...                    QuantizedTensor("x", "QuantizeLinear", (0,)), 2, 1, 8, 5, 1e6)
+            >>> tally.add(np.zeros((2, 1, 4), np.uint8), 2)
+            >>> tally.images, tally.density
+            (2, 0.0)
         """
         if len(self.tensor.zero_point) > 1:
             raise EdgefaultError(f"{self.layer.node}: per-channel activation zero points ({self.tensor.name}) "

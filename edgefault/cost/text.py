@@ -21,11 +21,6 @@ def _pct(value: float) -> str:
 
 def format_cost(report: CostReport) -> str:
     """Render a :class:`CostReport` as text: accelerator, per-layer table, totals, what the model leaves out.
-
-    Example:
-        >>> print(format_cost(model_cost("sparse.onnx")))  # doctest: +SKIP
-        model        sparse.onnx
-        ...
     """
     acc = report.accelerator
     lines = [
