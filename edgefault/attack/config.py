@@ -112,10 +112,6 @@ class AttackResult:
     (the budget ran out) or ``stalled`` (no candidate raised the loss). ``batch_indices`` are the
     attack batch's positions in the training split. ``seconds_per_iteration`` times the search
     alone (gradients, candidates and trials), ``seconds`` everything.
-
-    Example:
-        >>> result.summary  # doctest: +SKIP
-        '7 flips to reach 9.8% (random flips of the same count: 98.1% [97.9, 98.3])'
     """
 
     model: str
@@ -140,10 +136,6 @@ class AttackResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, with the final accuracy.
-
-        Example:
-            >>> result.to_dict()["stop"]  # doctest: +SKIP
-            'target'
         """
         values = dataclasses.asdict(self)
         values["random"] = [r.to_dict() for r in self.random]

@@ -9,11 +9,6 @@ from edgefault.attack.config import AttackResult
 
 def accuracy_plot(result: AttackResult, title: str) -> bytes:
     """PNG bytes: accuracy after each chosen flip, and under random flips of the same counts (mean, 95% band).
-
-    Example:
-        >>> png = accuracy_plot(result, "lenet5 (runs/std)")  # doctest: +SKIP
-        >>> png[:4]  # doctest: +SKIP
-        b'\\x89PNG'
     """
     from matplotlib.figure import Figure  # matplotlib is slow to import; only a written attack needs it
 

@@ -45,11 +45,6 @@ MAX_MODEL_BYTES = 2**31
 @dataclasses.dataclass(frozen=True, eq=False)
 class Deployed:
     """A run's deployed model ready to attack: its clean bytes, injector, test inputs and training data.
-
-    Example:
-        >>> deployed = deploy("runs/std", "mnist5k")  # doctest: +SKIP
-        >>> len(deployed.prepared)  # doctest: +SKIP
-        1000
     """
 
     run: LoadedRun
@@ -67,10 +62,6 @@ def deploy(run_dir: str | Path, data_spec: str | None = None, model_path: str | 
 
     A foreign model (an ONNX file with no run) is refused: it has no PyTorch twin to take
     gradients from (docs/attack.md says why no converter gives one).
-
-    Example:
-        >>> deploy("runs/std", model_path="study/models/standard.onnx").source  # doctest: +SKIP
-        'study/models/standard.onnx'
     """
     run_dir = Path(run_dir)
     if run_dir.is_file():
@@ -106,10 +97,6 @@ def deploy(run_dir: str | Path, data_spec: str | None = None, model_path: str | 
 
 def attack_batch(data: Dataset, size: int, seed: int) -> np.ndarray:
     """Sorted positions in the training split of a seeded attack batch (never test images).
-
-    Example:
-        >>> attack_batch(load_dataset("mnist5k"), 4, seed=0).tolist()  # doctest: +SKIP
-        [510, 1180, 2306, 3902]
     """
     generator = np.random.default_rng(np.random.SeedSequence([seed, 19]))
     count = min(size, len(data.train_labels))
@@ -118,10 +105,6 @@ def attack_batch(data: Dataset, size: int, seed: int) -> np.ndarray:
 
 def accuracy(deployed: Deployed, model: bytes, settings: AttackSettings) -> float:
     """ONNX Runtime's top-1 accuracy of serialized ``model`` on the deployed model's test inputs.
-
-    Example:
-        >>> accuracy(deployed, deployed.clean, AttackSettings())  # doctest: +SKIP
-        0.981
     """
     evaluator = Evaluator(model, SessionSettings(intra_op_threads=settings.threads))
     return evaluator.score(deployed.prepared).accuracy
@@ -129,10 +112,6 @@ def accuracy(deployed: Deployed, model: bytes, settings: AttackSettings) -> floa
 
 def search(deployed: Deployed, settings: AttackSettings, progress: bool = False) -> dict:
     """Run the bit search on the deployed model: its flips with ORT accuracy after each, the stop, the timing.
-
-    Example:
-        >>> search(deployed, AttackSettings(flips=5))["stop"]  # doctest: +SKIP
-        'flips'
     """
     indices = attack_batch(deployed.data, settings.batch, settings.seed)
     images = torch.from_numpy(deployed.data.normalized(deployed.data.train_images[indices]))
@@ -183,10 +162,6 @@ def random_contrast(deployed: Deployed, counts: list[int], settings: AttackSetti
     """ORT accuracy under random flips of each count on the same stored bits: ``settings.chips`` chips each.
 
     Chip ``i`` has seed ``settings.seed + i``; chips are nested across counts (one device getting worse).
-
-    Example:
-        >>> random_contrast(deployed, [1, 10], AttackSettings(chips=3))[1].count  # doctest: +SKIP
-        10
     """
     from scipy import stats as scipy_stats
 
@@ -210,10 +185,6 @@ def random_contrast(deployed: Deployed, counts: list[int], settings: AttackSetti
 
 def summary_line(result: AttackResult) -> str:
     """"N flips to reach X% (random flips of the same count: Y% [a, b])", or why the target was not reached.
-
-    Example:
-        >>> summary_line(result)  # doctest: +SKIP
-        '7 flips to reach 9.8% (random flips of the same count: 98.1% [97.9, 98.3])'
     """
     count, final = len(result.flips), result.final_accuracy
     if result.reached:
@@ -247,11 +218,6 @@ def attack_run(run_dir: str | Path, data_spec: str | None = None, out_dir: str |
                settings: AttackSettings = AttackSettings(), *, model_path: str | Path | None = None,
                progress: bool = False) -> AttackResult:
     """Attack a run's deployed model; write the outputs to ``out_dir`` when given (all or none).
-
-    Example:
-        >>> result = attack_run("runs/std", "mnist5k", "runs/std-attack", AttackSettings(flips=20))  # doctest: +SKIP
-        >>> result.summary  # doctest: +SKIP
-        '7 flips to reach 9.8% (random flips of the same count: 98.1% [97.9, 98.3])'
     """
     started = time.perf_counter()
     inputs = [run_dir, *([model_path] if model_path is not None else [])]
@@ -299,10 +265,6 @@ def flips_to_break(run_dir: str | Path, dataset: str | None = None, settings: At
 
     A batch whose search does not reach the target within ``settings.flips`` counts as more
     than that (``None``); the median is None when more than half did not reach it.
-
-    Example:
-        >>> flips_to_break("runs/std", "mnist5k", AttackSettings(flips=50), batches=3).median  # doctest: +SKIP
-        6.0
     """
     if isinstance(batches, bool) or not isinstance(batches, int) or not 1 <= batches <= 100:
         raise EdgefaultError(f"batches must be an integer in 1..100, got {batches!r}")

@@ -48,10 +48,6 @@ class CodeTwin:
     memory must be a layer of the model and every layer a weight tensor, with equal codes;
     otherwise :class:`EdgefaultError` names the first disagreement. The model's parameters stop
     requiring gradients; :meth:`close` removes the hooks.
-
-    Example:
-        >>> twin = CodeTwin(run.model, injector.memory(), injector.arrays())  # doctest: +SKIP
-        >>> loss, grads = twin.gradients(images, labels)  # doctest: +SKIP
     """
 
     def __init__(self, model: nn.Module, memory: WeightMemory, arrays: Mapping[str, np.ndarray],
@@ -90,10 +86,6 @@ class CodeTwin:
 
     def flat_codes(self, name: str) -> np.ndarray:
         """The current codes of one tensor, flat, as int64 (a copy).
-
-        Example:
-            >>> twin.flat_codes("conv1.weight")[:3]  # doctest: +SKIP
-            array([ 12, -40,   7])
         """
         return self.codes[name].reshape(-1).numpy().astype(np.int64)
 
@@ -103,11 +95,6 @@ class CodeTwin:
 
     def gradients(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict[str, np.ndarray]]:
         """The cross-entropy loss on the batch and its gradient with respect to each tensor's codes (flat).
-
-        Example:
-            >>> loss, grads = twin.gradients(images, labels)  # doctest: +SKIP
-            >>> grads["fc3.weight"].shape  # doctest: +SKIP
-            (840,)
         """
         leaves = {name: codes.clone().requires_grad_(True) for name, codes in self.codes.items()}
         self._inputs = leaves
@@ -122,19 +109,12 @@ class CodeTwin:
     @torch.no_grad()
     def loss(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """The cross-entropy loss of the current codes on the batch.
-
-        Example:
-            >>> twin.loss(images, labels)  # doctest: +SKIP
-            0.0412
         """
         return float(F.cross_entropy(self.model(images), labels))
 
     @torch.no_grad()
     def cache(self, images: torch.Tensor) -> None:
         """Keep every value of one pass of the current codes on ``images``, for :meth:`trial_loss`.
-
-        Example:
-            >>> twin.cache(images)  # doctest: +SKIP
         """
         if self._traced is None:
             self._traced = trace_model(self.model)  # shares the model's modules, hooks included
@@ -155,10 +135,6 @@ class CodeTwin:
         """The loss on the cached images with code ``index`` of ``name`` set to ``value`` (then restored).
 
         Only the nodes downstream of the layer run again; the rest comes from :meth:`cache`.
-
-        Example:
-            >>> twin.cache(images); twin.trial_loss(labels, "fc3.weight", 17, -128)  # doctest: +SKIP
-            0.3127
         """
         if self._clean is None:
             raise RuntimeError("call cache(images) before trial_loss")
@@ -173,10 +149,6 @@ class CodeTwin:
     @contextlib.contextmanager
     def trial(self, name: str, index: int, value: int) -> Iterator[None]:
         """Within the block, code ``index`` of ``name`` holds ``value``; afterwards it is restored.
-
-        Example:
-            >>> with twin.trial("fc3.weight", 17, -128):  # doctest: +SKIP
-            ...     trial_loss = twin.loss(images, labels)
         """
         flat = self.codes[name].view(-1)
         before = float(flat[index])
