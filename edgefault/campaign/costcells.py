@@ -85,10 +85,6 @@ class CellCost:
     kernel inputs in one pass. Building it checks, on the first images, that exposing the
     outputs leaves the model's logits unchanged (ONNX Runtime may fuse differently around an
     output), so accuracy under ``--cost`` is the accuracy without it.
-
-    Example:
-        >>> cost = CellCost(model, prepared, load_accelerator(), SessionSettings(intra_op_threads=1))  # doctest: +SKIP
-        >>> predictions, fields = cost.run(Evaluator(cost.data, ...), prepared, 64)  # doctest: +SKIP
     """
 
     def __init__(self, model, inputs: PreparedInputs, accelerator: Accelerator, settings: SessionSettings):

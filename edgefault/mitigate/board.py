@@ -160,11 +160,6 @@ def pooled_tolerable(per_seed: list[list[tuple[float, bool]]]) -> dict[str, Any]
 def method_scores(seed_records: dict[int, list[CampaignRecord]], model: str, kinds: tuple[str, ...],
                   rates: tuple[float, ...], chips: int) -> dict[str, Any]:
     """Clean accuracy, per-rate accuracy and robust error, and tolerable rates of one model, over training seeds.
-
-    Example:
-        >>> scores = method_scores({0: records}, "qat", ("flip",), (1e-2,), 10)  # doctest: +SKIP
-        >>> scores["kinds"]["flip"]["tolerable"]["1"]["median"]  # doctest: +SKIP
-        0.0123
     """
     result: dict[str, Any] = {"kinds": {}}
     for kind in kinds:
