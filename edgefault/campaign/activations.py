@@ -39,11 +39,6 @@ chip gives every image fresh faults: :func:`~edgefault.faults.activations.transi
 draws them once per cell for all the test images (a tape, one copy of the buffers per image),
 and image ``i``'s faults depend on the chip seed and ``i`` alone, so batch size, workers and
 order change nothing, chips stay nested across rates, and drawing costs what the faults cost.
-
-Example:
-    >>> cells = ActivationCells(model, prepared, SessionSettings(intra_op_threads=1), budget=64 << 20)  # doctest: +SKIP
-    >>> cells.measure(Cell(0, "grid", "flip", 1e-3, 0, 7, site="activations", act_format="bitmap"))["accuracy"]  # doctest: +SKIP
-    0.958
 """
 
 from __future__ import annotations
@@ -193,10 +188,6 @@ class ActivationCells:
 
     ``model`` is the worker's :class:`~edgefault.campaign.worker.WorkerModel`, ``inputs`` its
     prepared test images, ``budget`` the bytes its clean-activation cache may take (0: none).
-
-    Example:
-        >>> ActivationCells(model, prepared, SessionSettings(intra_op_threads=1), 0).measure(cell)["faults"]  # doctest: +SKIP
-        21.0
     """
 
     def __init__(self, model, inputs: PreparedInputs, settings: SessionSettings, budget: int,
@@ -212,10 +203,6 @@ class ActivationCells:
 
     def memory(self, act_format: str) -> ActivationMemory:
         """The model's activation memory in a storage format (built once per format).
-
-        Example:
-            >>> cells.memory("bitmap").nbits  # doctest: +SKIP
-            23166
         """
         if act_format not in self.memories:
             self.memories[act_format] = (activation_memory(parse_model(self.model.data)) if act_format == "dense"
@@ -224,10 +211,6 @@ class ActivationCells:
 
     def buffers(self, act_format: str) -> list[Buffer]:
         """The buffers of the memory in a format, in memory order.
-
-        Example:
-            >>> [b.name for b in cells.buffers("dense")][:2]  # doctest: +SKIP
-            ['input_quant', 'pool1']
         """
         return [Buffer(t.name, t.start, self.staged.types[t.name][1], self.staged.types[t.name][0], t.buffer_format)
                 for t in self.memory(act_format).tensors]
@@ -235,10 +218,6 @@ class ActivationCells:
     def measure(self, cell: Cell, observe: Observer | None = None) -> dict[str, Any]:
         """The predicted class of every test image, with the faulty cells and the stored bits they changed
         (each a mean per image). ``observe(values, images)`` sees every batch's buffers as the segments read them.
-
-        Example:
-            >>> cells.measure(cell)["predictions"][:3]  # doctest: +SKIP
-            array([7, 2, 1])
         """
         logits, faults, changed = self.run(cell, observe)
         if logits.ndim != 2:
@@ -250,9 +229,6 @@ class ActivationCells:
 
         ``observe``, when given, is called after each batch with every buffer's values (faulty
         where the chip hit them) and the batch's image count.
-
-        Example:
-            >>> logits, faults, changed = cells.run(cell)  # doctest: +SKIP
         """
         memory = self.memory(cell.act_format)
         by_name = {b.name: b for b in self.buffers(cell.act_format)}
