@@ -116,8 +116,8 @@ def upstream_constants(model: onnx.ModelProto, names: Collection[str]) -> dict[s
     A fault in none of them leaves the tensor as the clean model computes it.
 
     Example:
-        >>> sorted(upstream_constants(model, ["pool1"])["pool1"])  # doctest: +SKIP
-        ['conv1.bias', 'conv1.weight', ...]
+        >>> sorted(upstream_constants(onnx.load("model.onnx"), ["conv.weight"])["conv.weight"])
+        ['conv.weight', 'conv.weight_quantized', 'conv.weight_scale', 'conv.weight_zero']
     """
     graph = _Graph(model.graph)
     return {name: frozenset(graph.closure(name)[1]) for name in names}
