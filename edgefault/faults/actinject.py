@@ -96,11 +96,6 @@ def tensor_masks(tensor, index: np.ndarray, bit: np.ndarray, kind: np.ndarray, i
 
 def mask_model(model: onnx.ModelProto, memory: ActivationMemory, records: FaultRecords) -> onnx.ModelProto:
     """A copy of ``model`` whose activation buffers carry the records' faults (see the module docstring).
-
-    Example:
-        >>> faulty = mask_model(onnx.load("model.onnx"), memory, records)  # doctest: +SKIP
-        >>> [n.op_type for n in faulty.graph.node if n.op_type.startswith("Bitwise")]  # doctest: +SKIP
-        ['BitwiseXor', 'BitwiseXor']
     """
     if records.tensors != memory.names:
         raise EdgefaultError("the fault records were not drawn on this activation memory")
@@ -126,11 +121,6 @@ def mask_input_model(model: onnx.ModelProto, memory: ActivationMemory, channels_
     can let ONNX Runtime keep its NHWC layout (QLinearConv -> NhwcMaxPool -> QLinearConv); on
     some QDQ graphs its transpose optimizer then pulls a Transpose between DequantizeLinear and
     Conv, which leaves a float conv: check the kernels (the campaign does).
-
-    Example:
-        >>> masked = mask_input_model(onnx.load("model.onnx"), memory)  # doctest: +SKIP
-        >>> [i.name for i in masked.graph.input][1:3]  # doctest: +SKIP
-        ['input_quant/edgefault_and_mask', 'input_quant/edgefault_or_mask']
     """
     _check_dense(memory)
     out = onnx.ModelProto()
@@ -320,11 +310,6 @@ SITES = ("weights", "activations", "all")
 class SiteInjection:
     """What :func:`inject_sites_file` did: the weight fault map (None without weights), the activation memory,
     records and summary (None without activations).
-
-    Example:
-        >>> done = inject_sites_file("model.onnx", "f.onnx", "activations", Chip("flip", rate=0.01))  # doctest: +SKIP
-        >>> done.activation_summary["faults"]  # doctest: +SKIP
-        206
     """
 
     weights: FaultMap | None
@@ -349,9 +334,6 @@ def inject_sites_file(
     stream of the chip's seed; a map's entries go to the memory their ``site`` names.
     ``memory_of`` builds the activation memory from the model (a probe-run variant for
     models whose shapes ONNX cannot infer). Nothing is written when anything fails.
-
-    Example:
-        >>> inject_sites_file("m.onnx", "f.onnx", "all", Chip("flip", rate=1e-3), map_out="f.json")  # doctest: +SKIP
     """
     if site not in SITES:
         raise EdgefaultError(f"unknown site {site!r}; choose one of {', '.join(SITES)}")
