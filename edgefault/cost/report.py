@@ -45,17 +45,7 @@ def _ratios(cycles: dict[str, float], energy: dict[str, float]) -> tuple[dict[st
 
 @dataclasses.dataclass(frozen=True)
 class LayerCost:
-    """One conv/linear layer's modelled cost per image (means over the test images).
-
-    Example:
-        >>> import numpy as np
-        >>> from edgefault.cost.api import MacLayer, QuantizedTensor, load_accelerator
-        >>> tally = LayerTally(MacLayer("fc", "Gemm", "x", "linear", out_features=2, in_features=4),
-        ...                    QuantizedTensor("x", "QuantizeLinear", (0,)), 2, 1, 8, 5, 1e6)
-        >>> tally.add(np.array([[0, 3, 0, 0]], np.uint8), 1)
-        >>> layer_cost(tally, load_accelerator()).speedup["skipping_imbalanced"]
-        2.0
-    """
+    """One conv/linear layer's modelled cost per image (means over the test images); :func:`layer_cost` makes one."""
 
     name: str
     op: str
@@ -81,8 +71,9 @@ def layer_cost(tally: LayerTally, accelerator: Accelerator) -> LayerCost:
         >>> tally = LayerTally(MacLayer("fc", "Gemm", "x", "linear", out_features=2, in_features=4),
         ...                    QuantizedTensor("x", "QuantizeLinear", (0,)), 2, 1, 8, 5, 1e6)
         >>> tally.add(np.array([[0, 3, 0, 0]], np.uint8), 1)
-        >>> layer_cost(tally, load_accelerator()).cycles["dense"]
-        4.0
+        >>> cost = layer_cost(tally, load_accelerator())
+        >>> cost.cycles["dense"], cost.speedup["skipping_imbalanced"]
+        (4.0, 2.0)
     """
     n = max(tally.images, 1)
     energy = accelerator.energy_pj
