@@ -59,12 +59,10 @@ from edgefault.faults.records import patch_words, word_masks
 from edgefault.onnxio import parse_model
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings, optimized_kernel_counts
 from edgefault.runtime.actprobe import activation_memory
-from edgefault.runtime.session import ORT_ERRORS, create_session
+from edgefault.runtime.session import DEFAULT_BATCH, ORT_ERRORS, create_session
 from edgefault.runtime.stages import StagedModel
 
 Observer = Callable[[dict[str, np.ndarray], int], None]
-# Images per ONNX Runtime run (results do not depend on it); measured on LeNet, 256 beats 64 for every format.
-BATCH = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +194,7 @@ class ActivationCells:
         self.batch_size = batch_size
         self.memories: dict[str, ActivationMemory] = {}
         self.staged = StagedModel(model.data, self.memory("dense").names, model.input_name, model.output_name,
-                                  settings, inputs.images[:BATCH])
+                                  settings, inputs.images[:DEFAULT_BATCH])
         self.segment = {segment.output: index for index, segment in enumerate(self.staged.segments)}
         self._cache: dict[str, np.ndarray] | None = None
         self._mask_session, self._channels_last = None, False  # built for the first dense cell that needs it
@@ -242,7 +240,7 @@ class ActivationCells:
             # (not for the cost observer, which reads every buffer, and only the segments hold them).
             if observe is None and (cell.transient or cache is None or first == 0) and self._mask_ready(memory):
                 return self._masked(memory, faults, by_name, cell.transient)
-        step = self.batch_size or BATCH
+        step = self.batch_size or DEFAULT_BATCH  # results do not depend on it; on LeNet 256 beats 64
         outputs, count, changed = [], 0, 0
         for begin in range(0, images, step):
             end = min(begin + step, images)
@@ -277,7 +275,7 @@ class ActivationCells:
         counts them.
         """
         position = {name: index for index, name in enumerate(memory.names)}
-        images, step = self.inputs.images, self.batch_size or BATCH
+        images, step = self.inputs.images, self.batch_size or DEFAULT_BATCH
         outputs, count, changed, feed = [], 0, 0, None
         for begin in range(0, len(images), step):
             batch = images[begin:begin + step].astype(self.staged.input_dtype, copy=False)
@@ -332,10 +330,11 @@ class ActivationCells:
             per_image = sum(np.dtype(dtype).itemsize * int(np.prod(shape)) for dtype, shape in self.staged.types.values())
             images = self.inputs.images
             if per_image * len(images) <= self.budget:
-                batches = [self.staged.outputs(images[b:b + BATCH]) for b in range(0, len(images), BATCH)]
+                step = DEFAULT_BATCH
+                batches = [self.staged.outputs(images[b:b + step]) for b in range(0, len(images), step)]
                 cache = {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
                 whole = Evaluator(self.model.data, self.settings, input_name=self.model.input_name,
-                                  output_name=self.model.output_name).logits(images, BATCH)
+                                  output_name=self.model.output_name).logits(images, DEFAULT_BATCH)
                 if not np.array_equal(whole, cache[self.model.output_name]):
                     raise EdgefaultError("the model run segment by segment does not reproduce its own outputs on "
                                          "every test image; its activations cannot be faulted between the segments")

@@ -42,6 +42,7 @@ from edgefault.errors import EdgefaultError
 from edgefault.onnxio import parse_model
 from edgefault.runtime import Evaluator, PreparedInputs, SessionSettings
 from edgefault.runtime.cuts import upstream_constants
+from edgefault.runtime.session import DEFAULT_BATCH
 from edgefault.runtime.sparsity import probe_model, session_batches
 
 CYCLES = ("dense", "skipping_ideal", "skipping_imbalanced")
@@ -163,6 +164,6 @@ class CellCost:
             tallies = self._new_tallies()
             evaluator = Evaluator(self.data, self.settings, input_name=self.model.input_name,
                                   output_name=self.model.output_name)
-            self._pass(evaluator, self.inputs, 256, self.kernels.names, tallies)
+            self._pass(evaluator, self.inputs, DEFAULT_BATCH, self.kernels.names, tallies)
             self._clean = {tally.layer.node: tally for tally in tallies}
         return self._clean

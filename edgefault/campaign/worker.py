@@ -118,7 +118,8 @@ class CellRunner:
                 injector = cached.injector
                 records = remap(records, injector.memory(chip.include_bias))
                 inputs, cut = cached.inputs, cached.cut.name
-            faulty = {records.tensors[i] for i in np.unique(records.tensor).tolist()}
+            if cost is not None:  # only the cost needs to know which kernel inputs the chip can change
+                faulty = {records.tensors[i] for i in np.unique(records.tensor).tolist()}
             data, fault_map = injector.apply(records, chip)
             faults, faulty_bits = len(fault_map.records), fault_map.changed_bits
         evaluator = Evaluator(data, self.settings, input_name=cut or model.input_name, output_name=model.output_name)
