@@ -11,7 +11,7 @@ from edgefault.errors import EdgefaultError
 from edgefault.models import QuantWeightLayer, create_model
 from edgefault.train import TrainConfig, load_run, train
 from edgefault.train.steps import plain_step, saq_step, sam_step
-from cli_helpers import run_subprocess
+from cli_helpers import run, run_subprocess
 
 
 def _batch(seed=0):
@@ -110,10 +110,18 @@ def test_bad_recipe_values_are_refused():
     (["--bogus"], "No such option"),
     (["--sharpness", "saq", "--rho", "0"], "needs --rho > 0"),
 ])
-def test_train_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+def test_train_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message, capsys):
+    # In-process: the same main() a user's process runs (a real process is checked once, below).
     out = tmp_path / "run"
-    result = run_subprocess("train", "--out", str(out), "--epochs", "1", *args)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("edgefault: error:")
-    assert message in result.stderr and "Traceback" not in result.stderr
+    code, stdout, stderr = run(["train", "--out", str(out), "--epochs", "1", *args], capsys)
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and stderr.startswith("edgefault: error:")
+    assert message in stderr and "Traceback" not in stderr
     assert not out.exists()
+
+
+def test_train_cli_bad_input_from_a_real_process_is_one_line(tmp_path):
+    result = run_subprocess("train", "--out", str(tmp_path / "run"), "--epochs", "1", "--wbits", "9")
+    assert not (tmp_path / "run").exists()
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "wbits must be an integer in 2..8" in result.stderr and "Traceback" not in result.stderr
