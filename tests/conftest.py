@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from edgefault.data import load_dataset
 from edgefault.train import TrainConfig, train
@@ -24,9 +25,13 @@ def lenet_run(tmp_path_factory, mnist5k):
 @pytest.fixture(scope="module")
 def one_thread():
     """For tiny workloads: one thread is as fast, and immune to OpenMP contention on a busy machine."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _same_torch_random_state():
+    """Every test draws the same ``torch.randn`` inputs whichever tests ran before it (or were deselected)."""
+    torch.manual_seed(0)
