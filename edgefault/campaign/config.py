@@ -157,6 +157,11 @@ class CampaignConfig:
     @classmethod
     def create(cls, models, **settings) -> CampaignConfig:
         """Build a config from model paths, hashing each file (missing files are one-line errors).
+
+        Example:
+            >>> config = CampaignConfig.create(["model.onnx"], chips=3)
+            >>> config.models, len(config.model_hashes[0]), config.chips
+            (('model.onnx',), 64, 3)
         """
         paths = tuple(str(m) for m in _sequence("models", models))
         if not paths:

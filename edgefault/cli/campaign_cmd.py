@@ -29,7 +29,7 @@ from edgefault.text import printable
               help="Fault kinds: flip, sa0, sa1, stuck, mbu.")
 @click.option("--rates", type=RATES, default=",".join(f"{r:g}" for r in DEFAULT_RATES), show_default=True,
               metavar="LIST",
-              help="Fault rates in [0, 1]: the probability that each weight bit is faulty.")
+              help="Fault rates in [0, 1]: the probability that each stored bit (weight or activation) is faulty.")
 @click.option("--chips", default=DEFAULT_CHIPS, show_default=True, type=Count(1, MAX_STEPS),
               help="Chips (fault patterns) per kind and rate; the same chips for every model.")
 @click.option("--seed", default=0, show_default=True, type=Count(0, MAX_SEED),

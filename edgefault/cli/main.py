@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -60,9 +61,23 @@ class _LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list of ``edgefault --help``, read from the modules' source without importing them."""
         limit = formatter.width - 6 - max(len(name) for name in SUBCOMMAND_MODULES)
-        rows = [(name, click.utils.make_default_short_help(_help_text(name), limit)) for name in SUBCOMMAND_MODULES]
+        rows = [(name, _short_help(_help_text(name), limit)) for name in SUBCOMMAND_MODULES]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _short_help(text: str, limit: int) -> str:
+    """The first sentence of ``text`` on one line, cut at a word to ``limit`` characters (click's own is deprecated).
+
+    Example:
+        >>> _short_help("Train a model.  More words here.", 40)
+        'Train a model.'
+        >>> _short_help("Run a paired fault campaign over many chips and rates", 30)
+        'Run a paired fault campaign...'
+    """
+    words = " ".join(text.split("\n\n")[0].split())
+    sentence = re.split(r"(?<=\.) ", words, maxsplit=1)[0]
+    return textwrap.shorten(sentence, limit, placeholder="...")
 
 
 def _help_text(name: str) -> str:
