@@ -30,9 +30,9 @@ def console_commands(text: str) -> list[tuple[str, list[str]]]:
 NUMBER = r"[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?"
 # Words that report a result rather than the layout, as numbers do: trainings on another machine (other CPU
 # kernels, other thread counts) give other models, whose paired difference may be significant and whose power
-# iteration may not converge; a machine with one core runs "1 local worker process".
+# iteration may not converge; a machine with one core runs "1 local worker process"; one with CUDA trains "on cuda".
 RESULT_WORDS = {"yes": "(?:yes|no)", "no": "(?:yes|no)", "converged": r"(?:NOT\s+)?converged",
-                "processes": "process(?:es)?"}
+                "processes": "process(?:es)?", "cpu)": r"(?:cpu|cuda)\)"}
 
 
 def shape(line: str) -> re.Pattern:
