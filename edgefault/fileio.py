@@ -148,7 +148,7 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
     same pair never interleave (a model and its fault map stay a matching pair).
 
     Example:
-        >>> with atomic_paths("/tmp/a.onnx", "/tmp/a.json") as (model, fault_map):
+        >>> with atomic_paths("a.onnx", "a.json") as (model, fault_map):
         ...     _ = model.write_bytes(b"model"), fault_map.write_bytes(b"{}")
     """
     targets = [Path(p) for p in paths]
@@ -193,7 +193,7 @@ def sweep_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     command (SIGKILL, a power cut) leaves such files; the next write of the same output sweeps them.
 
     Example:
-        >>> sweep_stale_temporaries("/tmp/faulty.onnx")
+        >>> sweep_stale_temporaries("faulty.onnx")
         []
     """
     target = Path(target)
@@ -231,7 +231,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     Example:
-        >>> with atomic_path("/tmp/out.bin") as tmp:
+        >>> with atomic_path("out.bin") as tmp:
         ...     _ = tmp.write_bytes(b"done")
     """
     with atomic_paths(path) as (temporary,):
@@ -242,7 +242,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically.
 
     Example:
-        >>> write_bytes_atomic("/tmp/x.bin", b"\\x00\\x01")
+        >>> write_bytes_atomic("x.bin", b"\\x00\\x01")
     """
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -252,7 +252,7 @@ def write_files_atomic(contents: dict[Path, bytes]) -> None:
     """Write several files (path -> bytes) so that they are all new or all old: temporaries, renamed together.
 
     Example:
-        >>> write_files_atomic({Path("/tmp/a.json"): b"{}", Path("/tmp/a.md"): b"# a"})
+        >>> write_files_atomic({Path("a.json"): b"{}", Path("a.md"): b"# a"})
     """
     with atomic_paths(*contents) as temporaries:
         for temporary, content in zip(temporaries, contents.values()):
@@ -268,7 +268,7 @@ def output_folder(folder: str | os.PathLike, keep: Callable[[], bool] | None = N
     resuming from).
 
     Example:
-        >>> with output_folder("/tmp/run") as out:
+        >>> with output_folder("run") as out:
         ...     write_json_atomic(out / "metrics.json", {"accuracy": 0.98})
     """
     folder = Path(folder)
@@ -320,8 +320,8 @@ def check_writable(path: str | os.PathLike, option: str = "`out`") -> Path:
     """Refuse an output file whose nearest existing folder cannot be written, before any slow work.
 
     Example:
-        >>> check_writable("/tmp/new/model.onnx")
-        PosixPath('/tmp/new/model.onnx')
+        >>> check_writable("new/model.onnx")
+        PosixPath('new/model.onnx')
     """
     target = Path(path)
     _check_folder_writable(target.parent, f"{option} {target}")
@@ -344,8 +344,8 @@ def protected_files(inputs: Iterable[str | os.PathLike]) -> dict[Path, str]:
     folder (a run) protects the files in it, its checkpoint among them.
 
     Example:
-        >>> protected_files(["/tmp/x.json"])
-        {PosixPath('/tmp/x.json'): 'an input file'}
+        >>> protected_files(["model.onnx"]) == {Path("model.onnx").resolve(): "an input file"}
+        True
     """
     found: dict[Path, str] = {}
     for given in inputs:
@@ -366,7 +366,7 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable
     """Refuse outputs (option -> path) that land on an input, on each other, or on a folder.
 
     Example:
-        >>> check_outputs({"--out": "/tmp/faulty.onnx", "--map": "/tmp/map.json"}, ["/tmp/model.onnx"])
+        >>> check_outputs({"--out": "faulty.onnx", "--map": "map.json"}, ["model.onnx"])
     """
     protected = protected_files(inputs)
     identities = {_identity(p): label for p, label in protected.items() if _identity(p) is not None}
@@ -392,8 +392,8 @@ def check_output_folder(folder: str | os.PathLike, inputs: Iterable[str | os.Pat
     """Refuse an output folder that is an input, holds an input, or cannot be written.
 
     Example:
-        >>> check_output_folder("/tmp/new-run", ["/tmp/model.onnx"])
-        PosixPath('/tmp/new-run')
+        >>> check_output_folder("new-run", ["model.onnx"])
+        PosixPath('new-run')
     """
     path = Path(folder)
     resolved = path.resolve()
@@ -473,6 +473,6 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
     """Write ``value`` as JSON to ``path`` atomically.
 
     Example:
-        >>> write_json_atomic("/tmp/x.json", {"accuracy": 0.98})
+        >>> write_json_atomic("x.json", {"accuracy": 0.98})
     """
     write_bytes_atomic(path, json_bytes(value))

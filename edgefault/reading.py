@@ -66,13 +66,13 @@ def read_bytes_bounded(path: str | os.PathLike, limit: int, what: str = "") -> b
     """The bytes of a regular file of at most ``limit`` bytes; anything else is one user error.
 
     Example:
-        >>> write = Path("/tmp/bounded.txt").write_text("hello")
-        >>> read_bytes_bounded("/tmp/bounded.txt", 16)
+        >>> write = Path("bounded.txt").write_text("hello")
+        >>> read_bytes_bounded("bounded.txt", 16)
         b'hello'
-        >>> read_bytes_bounded("/tmp/bounded.txt", 4)
+        >>> read_bytes_bounded("bounded.txt", 4)
         Traceback (most recent call last):
         ...
-        edgefault.errors.EdgefaultError: /tmp/bounded.txt: larger than 4 bytes; not a file edgefault reads
+        edgefault.errors.EdgefaultError: bounded.txt: larger than 4 bytes; not a file edgefault reads
     """
     path = check_input_file(path, what)
     label = f"{what} {printable(path)}" if what else printable(path)
@@ -122,8 +122,8 @@ def read_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES, what: str = 
     """Read a JSON file: a regular file of at most ``limit`` bytes, depth-bounded; every failure one line.
 
     Example:
-        >>> _ = Path("/tmp/x.json").write_text('{"accuracy": 0.98}')
-        >>> read_json("/tmp/x.json")["accuracy"]
+        >>> _ = Path("x.json").write_text('{"accuracy": 0.98}')
+        >>> read_json("x.json")["accuracy"]
         0.98
     """
     label = f"{what} {printable(path)}" if what else printable(path)
@@ -157,8 +157,8 @@ def read_text_bounded(path: str | os.PathLike, what: str = "", limit: int = MAX_
     """The UTF-8 text of a small regular file (at most ``limit`` bytes); anything else is one user error.
 
     Example:
-        >>> _ = Path("/tmp/curve.csv").write_text("vdd,ber\\n0.9,1e-6\\n")
-        >>> read_text_bounded("/tmp/curve.csv").splitlines()[0]
+        >>> _ = Path("curve.csv").write_text("vdd,ber\\n0.9,1e-6\\n")
+        >>> read_text_bounded("curve.csv").splitlines()[0]
         'vdd,ber'
     """
     data = read_bytes_bounded(path, limit, what)

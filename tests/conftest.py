@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -14,21 +16,34 @@ def mnist5k():
     return load_dataset("mnist5k")
 
 
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op threads within the block: its float reductions (convolution gradients) then add up in the
+    same order on every machine, whatever its core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def lenet_run(tmp_path_factory, mnist5k):
-    """A lenet5 trained for two epochs (a few seconds), written as a run directory."""
+    """A lenet5 trained for two epochs (a few seconds) on one thread, written as a run directory: the same weights
+    on any machine with the same CPU kernels, and whichever test asks first."""
     out = tmp_path_factory.mktemp("runs") / "lenet"
-    train(TrainConfig(model="lenet5", epochs=2, seed=0), out, data=mnist5k, progress=False)
+    with torch_threads(1):
+        train(TrainConfig(model="lenet5", epochs=2, seed=0), out, data=mnist5k, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """For tiny workloads: one thread is as fast, and immune to OpenMP contention on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """For tiny workloads: one thread is as fast, immune to OpenMP contention on a busy machine, and trains the
+    same model whatever the machine's core count."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(autouse=True)

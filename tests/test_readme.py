@@ -28,6 +28,11 @@ def console_commands(text: str) -> list[tuple[str, list[str]]]:
 
 
 NUMBER = r"[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?"
+# Words that report a result rather than the layout, as numbers do: trainings on another machine (other CPU
+# kernels, other thread counts) give other models, whose paired difference may be significant and whose power
+# iteration may not converge; a machine with one core runs "1 local worker process"; one with CUDA trains "on cuda".
+RESULT_WORDS = {"yes": "(?:yes|no)", "no": "(?:yes|no)", "converged": r"(?:NOT\s+)?converged",
+                "processes": "process(?:es)?", "cpu)": r"(?:cpu|cuda)\)"}
 
 
 def shape(line: str) -> re.Pattern:
@@ -38,6 +43,10 @@ def shape(line: str) -> re.Pattern:
     >>> bool(shape("test accuracy 0.9700").fullmatch("test loss 0.9700"))
     False
     >>> bool(shape("max logit gap 1 step of the scale").fullmatch("max logit gap 2 steps of the scale"))
+    True
+    >>> bool(shape("std - sparse  0.05  -0.0640  no").fullmatch("std - sparse  0.05  -0.1640  yes"))
+    True
+    >>> bool(shape("(power iteration converged after 19 steps)").fullmatch("(power iteration NOT converged after 50 steps)"))
     True
     """
     parts = re.split(f"({NUMBER})", line.strip())
@@ -50,7 +59,7 @@ def shape(line: str) -> re.Pattern:
         if noun:  # the noun after a number may be singular or plural: "1 step", "2 steps"
             pattern += r"\s+" + re.escape(noun.group(1).removesuffix("s")) + "s?"
             part = part[noun.end():]
-        pattern += r"\s+".join(re.escape(word) for word in re.split(r" +", part))
+        pattern += r"\s+".join(RESULT_WORDS.get(word) or re.escape(word) for word in re.split(r" +", part))
     return re.compile(pattern)
 
 

@@ -21,7 +21,7 @@ def plot_landscape_1d(alphas: Sequence[float], losses: Sequence[float], path: st
     """Loss along one filter-normalized direction, the trained weights at 0.
 
     Example:
-        >>> plot_landscape_1d([-1, 0, 1], [2.0, 0.1, 1.5], "/tmp/landscape_1d.png", "lenet5")
+        >>> plot_landscape_1d([-1, 0, 1], [2.0, 0.1, 1.5], "landscape_1d.png", "lenet5")
     """
     figure = Figure(figsize=(6.4, 4.6), layout="constrained")
     axes = figure.add_subplot()
@@ -44,7 +44,7 @@ def plot_landscape_2d(alphas: Sequence[float], betas: Sequence[float], losses: n
 
     Example:
         >>> a = np.linspace(-1, 1, 5)
-        >>> plot_landscape_2d(a, a, 0.1 + a[None, :] ** 2 + a[:, None] ** 2, "/tmp/landscape_2d.png", "lenet5")
+        >>> plot_landscape_2d(a, a, 0.1 + a[None, :] ** 2 + a[:, None] ** 2, "landscape_2d.png", "lenet5")
     """
     losses = np.asarray(losses, dtype=float)
     low, high = float(losses.min()), float(losses.max())

@@ -51,8 +51,8 @@ def check_output_dir(out_dir: str | Path) -> Path:
     """Accept a new or empty folder, or one holding only an earlier sharpness output; refuse anything else.
 
     Example:
-        >>> check_output_dir("/tmp/new-sharpness-folder")
-        PosixPath('/tmp/new-sharpness-folder')
+        >>> check_output_dir("new-sharpness-folder")
+        PosixPath('new-sharpness-folder')
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -203,8 +203,8 @@ def check_attack_folder(out_dir: str | Path, inputs: list) -> Path:
     """Accept a new or empty folder (a rerun into an earlier attack's folder could leave a stale clean.onnx).
 
     Example:
-        >>> check_attack_folder("/tmp/a-new-attack-folder", [])
-        PosixPath('/tmp/a-new-attack-folder')
+        >>> check_attack_folder("a-new-attack-folder", [])
+        PosixPath('a-new-attack-folder')
     """
     out_dir = check_output_folder(out_dir, inputs)
     if out_dir.is_dir():

@@ -42,7 +42,7 @@ def check_mitigate_folder(folder: Path, config: MitigateConfig) -> None:
     """Refuse a folder holding anything but this same mitigation study (nothing is overwritten).
 
     Example:
-        >>> check_mitigate_folder(Path("/tmp/new-mitigate"), MitigateConfig(quick=True))
+        >>> check_mitigate_folder(Path("new-mitigate"), MitigateConfig(quick=True))
     """
     MITIGATE_FOLDER.check(folder, config.to_dict())
 

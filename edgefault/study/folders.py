@@ -21,7 +21,7 @@ class SettingsFolder:
 
     Example:
         >>> guard = SettingsFolder("study.json", "edgefault-study-1", "study")
-        >>> guard.check(Path("/tmp/a-new-folder"), {"quick": True})
+        >>> guard.check(Path("a-new-folder"), {"quick": True})
     """
 
     file: str
@@ -34,7 +34,7 @@ class SettingsFolder:
         ``kind`` names the folder in errors when it differs from the guard's own (a sweep's, say).
 
         Example:
-            >>> SettingsFolder("study.json", "edgefault-study-1", "study").check(Path("/tmp/new"), {})
+            >>> SettingsFolder("study.json", "edgefault-study-1", "study").check(Path("new"), {})
         """
         kind = kind or self.kind
         if folder.exists() and not folder.is_dir():

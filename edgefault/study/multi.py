@@ -35,7 +35,7 @@ def check_multi_folder(folder: Path, configs: Sequence[StudyConfig]) -> None:
     """Accept a new or empty folder, this same cross-architecture study, or per-architecture studies run before.
 
     Example:
-        >>> check_multi_folder(Path("/tmp/new-multi"), [StudyConfig(quick=True)])
+        >>> check_multi_folder(Path("new-multi"), [StudyConfig(quick=True)])
     """
     if folder.exists() and (folder / STUDY_FILE).exists():
         check_study_folder(folder, _settings(configs), "cross-architecture study")

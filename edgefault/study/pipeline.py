@@ -52,7 +52,7 @@ def check_study_folder(folder: Path, config: StudyConfig | dict, kind: str = "st
     ``config`` is the study's settings (or the saved dict of a sweep); ``kind`` names it in errors.
 
     Example:
-        >>> check_study_folder(Path("/tmp/new-study"), StudyConfig(quick=True))
+        >>> check_study_folder(Path("new-study"), StudyConfig(quick=True))
     """
     STUDY_FOLDER.check(folder, config.to_dict() if isinstance(config, StudyConfig) else config, kind)
 

@@ -84,7 +84,7 @@ def check_run_dir(run_dir: str | Path, config: TrainConfig, overwrite: bool = Fa
     anything else in the folder (another stage's output) is always refused.
 
     Example:
-        >>> check_run_dir("/tmp/a-new-run", TrainConfig()) is None
+        >>> check_run_dir("a-new-run", TrainConfig()) is None
         True
     """
     run_dir = check_output_folder(run_dir, [])
