@@ -74,9 +74,18 @@ def about_model(path: str | os.PathLike) -> Iterator[None]:
         ...     raise EdgefaultError("model input 'x' has rank 5")
         Traceback (most recent call last):
         edgefault.errors.EdgefaultError: m.onnx: model input 'x' has rank 5
+        >>> class Folded(EdgefaultError): pass
+        >>> try:
+        ...     with about_model("m.onnx"):
+        ...         raise Folded("folded batch")
+        ... except Folded as caught:
+        ...     print(caught)
+        m.onnx: folded batch
     """
     try:
         yield
     except EdgefaultError as exc:
         message = str(exc)
-        raise EdgefaultError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+        if not message.startswith(str(path)):
+            exc.args = (f"{path}: {message}",)  # the same error, so a caller can still catch its subclass
+        raise

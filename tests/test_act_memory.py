@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from act_models import float_only, residual_qdq
 from edgefault.errors import EdgefaultError
 from edgefault.faults import Chip, WeightMemory, records_from_entries, sample_faults
-from edgefault.faults.actdiscover import ShapesUnknown
+from edgefault.faults.actdiscover import FoldedBatch, ShapesUnknown
 from edgefault.faults.activations import ActivationMemory, transient_faults
 from edgefault.runtime.actprobe import activation_memory, read_activations
 from input_models import uint8_input_cnn
@@ -111,3 +113,34 @@ def test_transient_faults_depend_on_the_seed_and_the_image_only():
     with pytest.raises(EdgefaultError, match="need a rate, not a count"):
         transient_faults(memory, Chip("flip", count=3, seed=9), 4)
 
+
+
+def _token_model() -> onnx.ModelProto:
+    """Q(input [N, 4, 6]) -> Reshape [-1, 6] (the batch folded with 4 tokens) -> DQ -> MatMul -> Q -> Reshape [N, 12]."""
+    inits = [numpy_helper.from_array(value, name) for name, value in [
+        ("x.s", np.float32(0.02)), ("x.z", np.uint8(128)), ("rows", np.array([-1, 6], np.int64)),
+        ("w", np.arange(18, dtype=np.int8).reshape(6, 3)), ("w.s", np.float32(0.01)),
+        ("o.s", np.float32(0.1)), ("o.z", np.uint8(0)), ("per_image", np.array([-1, 12], np.int64))]]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "x.s", "x.z"], ["x_q"]),
+             helper.make_node("Reshape", ["x_q", "rows"], ["tokens_q"]),
+             helper.make_node("DequantizeLinear", ["tokens_q", "x.s", "x.z"], ["tokens"]),
+             helper.make_node("DequantizeLinear", ["w", "w.s"], ["w_f"]),
+             helper.make_node("MatMul", ["tokens", "w_f"], ["o"]),
+             helper.make_node("QuantizeLinear", ["o", "o.s", "o.z"], ["o_q"]),
+             helper.make_node("Reshape", ["o_q", "per_image"], ["out_q"]),
+             helper.make_node("DequantizeLinear", ["out_q", "o.s", "o.z"], ["logits"])]
+    graph = helper.make_graph(nodes, "tokens", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 4, 6])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 12])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_batch_folded_into_the_first_axis_is_refused_naming_the_tensor():
+    # A transformer's Reshape to [-1, C] puts 4 rows of one image on the first axis: per-image addresses would be
+    # wrong (shape inference sees a leading dimension other than the batch), so the probe measures it and refuses.
+    model = _token_model()
+    assert read_activations(model, ["tokens_q"], {"input": np.zeros((3, 4, 6), np.float32)})["tokens_q"].shape == (12, 6)
+    with pytest.raises(FoldedBatch, match="'tokens_q' holds 4 rows for 1 image") as refused:
+        activation_memory(model)
+    assert refused.value.name == "tokens_q" and "\n" not in str(refused.value)

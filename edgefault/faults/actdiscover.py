@@ -128,6 +128,16 @@ def _scale(constants, name: str | None, tensor: str) -> float | None:
     return None if value is None else float(value)
 
 
+class FoldedBatch(EdgefaultError):
+    """An activation holds several rows per image on its first axis (the batch folded into it); ``name`` names it."""
+
+    def __init__(self, name: str, rows: int, images: int):
+        self.name = name
+        super().__init__(f"activation {name!r} holds {rows} rows for {images} image(s) on its first axis (the batch "
+                         "folded into it, as a transformer's token Reshape does); the activation memory needs one "
+                         "image per row of the first axis, so this model's activation buffers cannot be faulted")
+
+
 class ShapesUnknown(EdgefaultError):
     """Shape inference left some activations' shapes open; ``names`` lists them (a probe run can fill them in)."""
 
@@ -144,20 +154,34 @@ def _inferred_types(model: onnx.ModelProto, names, shapes: Mapping[str, tuple[tu
         known = _value_types(onnx.shape_inference.infer_shapes(model, strict_mode=False))
     except (onnx.shape_inference.InferenceError, ValueError):
         known = _value_types(model)
-    known.update({name: (elem, [None, *shape]) for name, (shape, elem) in shapes.items()})
+    batch = _batch_dimension(model, known)
+    known.update({name: (elem, [batch, *shape]) for name, (shape, elem) in shapes.items()})
     result, unknown = {}, []
     for name in names:
         elem, dims = known.get(name, (0, None))
         if elem and elem not in _TYPE_NAMES:
             raise EdgefaultError(f"activation {name!r} has type {TensorProto.DataType.Name(elem)}; stored "
                                  f"activations are {', '.join(ACT_TYPES)}")
-        if not elem or not dims or any(not isinstance(d, int) for d in dims[1:]):
+        # A leading dimension other than the input's batch (a Reshape to [-1, C] folds a transformer's tokens into
+        # it) leaves one image's share unknown: the probe run measures it, and refuses a folded batch.
+        if (not elem or not dims or any(not isinstance(d, int) for d in dims[1:])
+                or (batch is not None and dims[0] != batch)):
             unknown.append(name)
         else:
             result[name] = (_TYPE_NAMES[elem], tuple(int(d) for d in dims[1:]))  # the leading dimension is the batch
     if unknown:
         raise ShapesUnknown(unknown)
     return result
+
+
+def _batch_dimension(model: onnx.ModelProto, known) -> int | str | None:
+    """The leading dimension of the model's data input (a name such as ``'N'``, or a fixed size); None if unknown."""
+    constants = {t.name for t in model.graph.initializer}
+    for graph_input in model.graph.input:
+        if graph_input.name not in constants:
+            dims = known.get(graph_input.name, (0, None))[1]
+            return dims[0] if dims else None
+    return None
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | str | None] | None]]:

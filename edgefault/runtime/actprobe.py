@@ -16,7 +16,7 @@ import onnx
 from onnx import helper
 
 from edgefault.errors import EdgefaultError
-from edgefault.faults.actdiscover import ShapesUnknown
+from edgefault.faults.actdiscover import FoldedBatch, ShapesUnknown
 from edgefault.faults.activations import ActivationMemory
 from edgefault.faults.formats import DEFAULT_RUN_BITS
 from edgefault.onnxio import load_proto
@@ -63,6 +63,10 @@ def probe_shapes(model: onnx.ModelProto, names: list[str]) -> dict[str, tuple[tu
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         feed[graph_input.name] = np.zeros([dims[0] or 1, *dims[1:]] if dims else [], dtype=dtype)
     values = read_activations(model, names, feed)
+    images = len(next(iter(feed.values())))
+    for name in names:
+        if values[name].ndim == 0 or values[name].shape[0] != images:
+            raise FoldedBatch(name, values[name].shape[0] if values[name].ndim else 0, images)
     return {name: (tuple(values[name].shape[1:]), helper.np_dtype_to_tensor_dtype(values[name].dtype))
             for name in names}
 

@@ -19,6 +19,7 @@ import numpy as np
 from edgefault.attack import AttackSettings
 from edgefault.campaign.results import CampaignRecord
 from edgefault.campaign.stats import Estimate, estimate
+from edgefault.faults.actdiscover import FoldedBatch
 from edgefault.stages import FaultGrid, Stages
 from edgefault.study.claims import SeedMeasurements
 from edgefault.study.config import ACT_FORMATS, StudyConfig
@@ -29,12 +30,16 @@ REFERENCE = "standard"  # speedup and energy saving are against this model's den
 
 @dataclasses.dataclass(frozen=True)
 class SeedExtras:
-    """One training seed's activation-campaign records, cost totals and flips to break (by model name)."""
+    """One training seed's activation-campaign records, cost totals and flips to break (by model name).
+
+    ``act_refused`` says why a model's activation memory could not be faulted (then there are no records).
+    """
 
     seed: int
     act_records: list[CampaignRecord]
     cost: dict[str, dict]
     attack: dict[str, dict]
+    act_refused: str | None = None
 
     def act_measurements(self, act_format: str) -> SeedMeasurements:
         """The activation cells of one storage format (with the clean cells) as a seed's measurements.
@@ -120,13 +125,16 @@ def measure_extras(config: StudyConfig, names: Sequence[str], places: dict[int, 
     found = []
     for seed, place in places.items():
         models = {n: place / "models" / f"{n}.onnx" for n in names}
-        records = stages.campaign(list(models.values()), act_grid(config), place / "act_campaign",
-                                  stage="activation campaign").records
+        try:
+            records, refused = stages.campaign(list(models.values()), act_grid(config), place / "act_campaign",
+                                               stage="activation campaign").records, None
+        except FoldedBatch as folded:  # the other measurements still stand; the report says why this one is missing
+            records, refused = [], str(folded)
         cost = {n: stages.cost(m, config.data, place / "cost" / f"{n}.json", config.cost_limit or None)
                 for n, m in models.items()}
         attack = {n: stages.attack(runs[seed][n], m, config.data, place / "attack" / f"{n}.json",
                                    attack_settings(config), config.attack_batches) for n, m in models.items()}
-        found.append(SeedExtras(seed, records, cost, attack))
+        found.append(SeedExtras(seed, records, cost, attack, refused))
     return found
 
 

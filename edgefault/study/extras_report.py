@@ -63,10 +63,15 @@ def activation_section(inputs: Any) -> list[str]:
         >>> from types import SimpleNamespace
         >>> activation_section(SimpleNamespace(extras=()))
         []
+        >>> activation_section(SimpleNamespace(extras=[SeedExtras(0, [], {}, {}, "activation 'x' is folded")]))[2]
+        "Not measured: activation 'x' is folded."
     """
     if not inputs.extras:
         return []
     extras: Sequence[SeedExtras] = inputs.extras
+    refused = next((x.act_refused for x in extras if x.act_refused), None)
+    if refused:
+        return ["## Faults in the activation memory", "", f"Not measured: {refused}.", ""]
     config, names = inputs.config, _measured(inputs, lambda x, n: n in x.cost)
     _, _, clean = seed_tables(inputs.measurements)
     collapsed = collapsed_models(clean)
