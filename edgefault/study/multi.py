@@ -129,7 +129,7 @@ def cross_report_lines(configs: Sequence[StudyConfig], studies: dict[str, StudyR
         result = studies[config.model]
         lines += [f"### {config.model} ([report]({config.model}/report.md))", ""]
         for claim in result.claims:
-            lines.append(f"- **Claim {claim.number}: {claim.verdict}.** " + " ".join(claim.evidence))
+            lines.append(f"- **Claim {claim.number}: {claim.verdict}.** " + "; ".join(claim.evidence))
         stages = ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items())
         lines += ["", f"Seconds per stage: {stages} (total {sum(result.seconds.values()):.0f}; reused stages ~0).", ""]
     return lines
